@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what the tests need from Debian's packages, when missing.
+# Idempotent and quick when everything is there.
+set -euo pipefail
+need=()
+ls -d /usr/lib/postgresql/*/bin >/dev/null 2>&1 || need+=(postgresql)
+command -v runuser >/dev/null || need+=(util-linux)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "missing Debian packages: ${need[*]}; install them (as root: apt-get install ${need[*]})" >&2
+    exit 1
+  fi
+  echo "installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  # the package starts a cluster of its own on 5432; the tests use their own
+  command -v pg_ctlcluster >/dev/null && pg_ctlcluster --help >/dev/null 2>&1 && \
+    for c in $(ls /etc/postgresql 2>/dev/null); do pg_ctlcluster "$c" main stop 2>/dev/null || true; done
+fi
+command -v go >/dev/null || { echo "Go is not installed (need go 1.26+)" >&2; exit 1; }

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The test entry point of `make test` and CI.
+#   hack/test.sh all|unit|integration
+set -euo pipefail
+cd "$(dirname "$0")/.."
+what=${1:-all}
+start=$(date +%s)
+
+hack/deps.sh
+unit_pkgs=(./pkg/... ./cmd/... ./services/datastore/... ./services/tunnel-gateway/... \
+  ./services/apiserver/... ./services/scheduler/... ./services/controllers/...)
+
+if [ "$what" = all ]; then
+  hack/verify.sh
+fi
+if [ "$what" = all ] || [ "$what" = unit ]; then
+  echo "== unit tests"
+  go test -short -count=1 "${unit_pkgs[@]}"
+fi
+if [ "$what" = all ] || [ "$what" = integration ]; then
+  echo "== building binaries once for every test package"
+  hack/build.sh
+  export KUBESPLIT_BIN_DIR=$PWD/bin
+  KUBESPLIT_TEST_POSTGRES_DSN=$(hack/postgres.sh)
+  export KUBESPLIT_TEST_POSTGRES_DSN
+  trap 'hack/postgres.sh stop' EXIT
+  echo "== integration tests (real processes)"
+  go test -count=1 -timeout 30m -v ./e2e/integration/... 2>&1 | tee /tmp/kubesplit-integration.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+_test.go)' 
+  test "${PIPESTATUS[0]}" -eq 0
+fi
+echo "== tests done in $(( $(date +%s) - start ))s"

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Checks that keep the workspace honest: gofmt, go.work lists every module,
+# and every module builds and vets on its own (GOWORK=off) as well as in the
+# workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== gofmt"
+bad=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+[ -z "$bad" ] || { echo "gofmt needed on:"; echo "$bad"; exit 1; }
+
+echo "== go.work lists every module"
+mods=$(find . -name go.mod -not -path './.git/*' -printf '%h\n' | sed 's#^\./##; s#^\.$#.#' | sort)
+used=$(go work edit -json | sed -n 's/.*"DiskPath": "\(.*\)".*/\1/p' | sed 's#^\./##' | sort)
+[ "$mods" = "$used" ] || { echo "go.work is out of date:"; diff <(echo "$mods") <(echo "$used"); exit 1; }
+
+echo "== workspace build + vet"
+go vet ./... ./services/... ./node/... ./e2e/... 2>&1 | grep -v '^#' || true
+go vet ./... ./services/... ./node/... ./e2e/...
+
+for m in $mods; do
+  echo "== GOWORK=off: $m"
+  (cd "$m" && GOWORK=off go build ./... && GOWORK=off go vet ./...)
+done

@@ -1,0 +1,242 @@
+package bootstrap
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"os"
+
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/kubesplit/kubesplit/pkg/layout"
+	"github.com/kubesplit/kubesplit/pkg/pki"
+)
+
+func ensureCA(name string, p layout.Pair, dependents []string) (*pki.KeyPair, bool, error) {
+	certOK, keyOK := exists(p.Cert), exists(p.Key)
+	switch {
+	case certOK && keyOK:
+		kp, err := pki.LoadKeyPair(p.Cert, p.Key)
+		if err != nil {
+			return nil, false, corrupt(p.Cert, err)
+		}
+		if !kp.Cert.IsCA {
+			return nil, false, corrupt(p.Cert, fmt.Errorf("not a CA certificate: %w", pki.ErrCorrupt))
+		}
+		return kp, false, nil
+	case certOK != keyOK:
+		missing := p.Key
+		if !certOK {
+			missing = p.Cert
+		}
+		return nil, false, corrupt(missing, errors.New("missing while its other half exists"))
+	}
+	for _, dep := range dependents {
+		if exists(dep) {
+			return nil, false, corrupt(p.Cert, fmt.Errorf("missing, but %s was signed by it", dep))
+		}
+	}
+	kp, err := pki.NewCA("kubesplit-" + name + "-ca")
+	if err != nil {
+		return nil, false, err
+	}
+	if err := kp.Write(p.Cert, p.Key); err != nil {
+		return nil, false, fmt.Errorf("writing %s: %w", p.Cert, err)
+	}
+	return kp, true, nil
+}
+
+func ensureLeaf(ca *pki.KeyPair, p layout.Pair, spec pki.Spec) (bool, error) {
+	if exists(p.Cert) || exists(p.Key) {
+		kp, err := pki.LoadKeyPair(p.Cert, p.Key)
+		if err != nil {
+			return false, corrupt(p.Cert, err)
+		}
+		if err := pki.VerifyLeaf(kp.Cert, ca.Cert, spec); err != nil {
+			return false, corrupt(p.Cert, err)
+		}
+		return false, nil
+	}
+	kp, err := ca.Issue(spec)
+	if err != nil {
+		return false, err
+	}
+	if err := kp.Write(p.Cert, p.Key); err != nil {
+		return false, fmt.Errorf("writing %s: %w", p.Cert, err)
+	}
+	return true, nil
+}
+
+func ensureServiceAccountKey(d layout.Dir) (bool, error) {
+	keyPath, pubPath := d.ServiceAccountKey(), d.ServiceAccountPub()
+	if exists(keyPath) || exists(pubPath) {
+		key, err := pki.LoadKey(keyPath)
+		if err != nil {
+			return false, corrupt(keyPath, err)
+		}
+		pub, err := os.ReadFile(pubPath)
+		if err != nil {
+			return false, corrupt(pubPath, err)
+		}
+		if !pki.SamePublicKey(pub, key) {
+			return false, corrupt(pubPath, fmt.Errorf("not the public half of %s: %w", keyPath, pki.ErrCorrupt))
+		}
+		return false, nil
+	}
+	key, err := pki.NewKey()
+	if err != nil {
+		return false, err
+	}
+	keyPEM, err := pki.KeyPEM(key)
+	if err != nil {
+		return false, err
+	}
+	pubPEM, err := pki.PublicKeyPEM(key.Public())
+	if err != nil {
+		return false, err
+	}
+	if err := pki.WriteFile(keyPath, keyPEM, 0o600); err != nil {
+		return false, err
+	}
+	return true, pki.WriteFile(pubPath, pubPEM, 0o644)
+}
+
+type configFile struct {
+	path     string
+	mode     os.FileMode
+	generate func() ([]byte, error)
+	// valid checks an existing file; nil accepts any content.
+	valid func([]byte) error
+}
+
+func configFiles(d layout.Dir) []configFile {
+	return []configFile{
+		{d.EncryptionConfig(), 0o600, encryptionConfig, func(b []byte) error {
+			if !bytes.Contains(b, []byte("kind: EncryptionConfiguration")) || !bytes.Contains(b, []byte("secret:")) {
+				return fmt.Errorf("not an EncryptionConfiguration with a key: %w", pki.ErrCorrupt)
+			}
+			return nil
+		}},
+		{d.AuthenticationConfig(), 0o644, static(authenticationConfig), nil},
+		{d.AuditPolicy(), 0o644, static(auditPolicy), nil},
+	}
+}
+
+func static(s string) func() ([]byte, error) { return func() ([]byte, error) { return []byte(s), nil } }
+
+func ensureConfig(f configFile) (bool, error) {
+	if exists(f.path) {
+		b, err := os.ReadFile(f.path)
+		if err != nil {
+			return false, corrupt(f.path, err)
+		}
+		if f.valid != nil {
+			if err := f.valid(b); err != nil {
+				return false, corrupt(f.path, err)
+			}
+		}
+		return false, nil
+	}
+	b, err := f.generate()
+	if err != nil {
+		return false, err
+	}
+	return true, pki.WriteFile(f.path, b, f.mode)
+}
+
+// encryptionConfig encrypts Secrets at rest with secretbox (XSalsa20+Poly1305),
+// which upstream recommends over aescbc for a locally held key.
+func encryptionConfig() ([]byte, error) {
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, err
+	}
+	return fmt.Appendf(nil, `apiVersion: apiserver.config.k8s.io/v1
+kind: EncryptionConfiguration
+resources:
+- resources: [secrets]
+  providers:
+  - secretbox:
+      keys:
+      - name: key1
+        secret: %s
+  - identity: {}
+`, base64.StdEncoding.EncodeToString(key)), nil
+}
+
+// authenticationConfig allows anonymous requests to the health endpoints only.
+const authenticationConfig = `apiVersion: apiserver.config.k8s.io/v1
+kind: AuthenticationConfiguration
+anonymous:
+  enabled: true
+  conditions:
+  - path: /livez
+  - path: /readyz
+  - path: /healthz
+`
+
+const auditPolicy = `apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: None
+  nonResourceURLs: ["/healthz*", "/readyz*", "/livez*", "/version"]
+- level: None
+  resources: [{group: "coordination.k8s.io", resources: [leases]}]
+- level: Metadata
+`
+
+func ensureKubeconfig(d layout.Dir, ca *pki.KeyPair, k kubeconfigSpec) (bool, error) {
+	path := d.Kubeconfig(k.name)
+	caPEM := pki.CertPEM(ca.Cert)
+	if exists(path) {
+		cfg, err := clientcmd.LoadFromFile(path)
+		if err != nil {
+			return false, corrupt(path, fmt.Errorf("%w: %v", pki.ErrCorrupt, err))
+		}
+		ctx := cfg.Contexts[cfg.CurrentContext]
+		if ctx == nil || cfg.Clusters[ctx.Cluster] == nil || cfg.AuthInfos[ctx.AuthInfo] == nil {
+			return false, corrupt(path, fmt.Errorf("current context is incomplete: %w", pki.ErrCorrupt))
+		}
+		cl, ai := cfg.Clusters[ctx.Cluster], cfg.AuthInfos[ctx.AuthInfo]
+		if !bytes.Equal(cl.CertificateAuthorityData, caPEM) {
+			return false, corrupt(path, fmt.Errorf("its CA is not %s: %w", d.ClusterCA().Cert, pki.ErrCorrupt))
+		}
+		if cl.Server != k.server {
+			return false, corrupt(path, fmt.Errorf("points at %s, not the requested %s: %w", cl.Server, k.server, pki.ErrCorrupt))
+		}
+		if err := checkEmbeddedClient(ai.ClientCertificateData, ai.ClientKeyData, ca, k); err != nil {
+			return false, corrupt(path, err)
+		}
+		return false, nil
+	}
+	kp, err := ca.Issue(k.spec)
+	if err != nil {
+		return false, err
+	}
+	keyPEM, err := pki.KeyPEM(kp.Key)
+	if err != nil {
+		return false, err
+	}
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["kubesplit"] = &clientcmdapi.Cluster{Server: k.server, CertificateAuthorityData: caPEM}
+	cfg.AuthInfos[k.name] = &clientcmdapi.AuthInfo{ClientCertificateData: pki.CertPEM(kp.Cert), ClientKeyData: keyPEM}
+	cfg.Contexts[k.name+"@kubesplit"] = &clientcmdapi.Context{Cluster: "kubesplit", AuthInfo: k.name}
+	cfg.CurrentContext = k.name + "@kubesplit"
+	b, err := clientcmd.Write(*cfg)
+	if err != nil {
+		return false, err
+	}
+	return true, pki.WriteFile(path, b, 0o600)
+}
+
+func checkEmbeddedClient(certPEM, keyPEM []byte, ca *pki.KeyPair, k kubeconfigSpec) error {
+	kp, err := pki.ParseKeyPair(certPEM, keyPEM, "embedded client")
+	if err != nil {
+		return err
+	}
+	return pki.VerifyLeaf(kp.Cert, ca.Cert, k.spec)
+}

@@ -1,0 +1,87 @@
+package bootstrap
+
+import (
+	"net"
+	"os"
+
+	"github.com/kubesplit/kubesplit/pkg/layout"
+	"github.com/kubesplit/kubesplit/pkg/pki"
+)
+
+type caSpec struct {
+	name       string
+	pair       layout.Pair
+	dependents []string // files signed by this CA: their presence forbids a new CA
+}
+
+func caSpecs(d layout.Dir) []caSpec {
+	return []caSpec{
+		{"cluster", d.ClusterCA(), []string{d.APIServerServing().Cert, d.APIServerKubeletClient().Cert,
+			d.Kubeconfig(layout.Admin), d.Kubeconfig(layout.Scheduler), d.Kubeconfig(layout.Controllers)}},
+		{"front-proxy", d.FrontProxyCA(), []string{d.FrontProxyClient().Cert}},
+		{"datastore", d.DatastoreCA(), []string{d.DatastoreServer().Cert, d.DatastorePeer().Cert, d.DatastoreClient().Cert}},
+	}
+}
+
+type leafSpec struct {
+	ca   string
+	pair layout.Pair
+	spec pki.Spec
+}
+
+// Identities of the roles. The apiserver's authorizers key on these names.
+const (
+	APIServerKubeletClientCN = "kube-apiserver-kubelet-client"
+	FrontProxyClientCN       = "front-proxy-client"
+	DatastoreClientCN        = "kube-apiserver-datastore-client"
+	AdminCN                  = "kubesplit-admin"
+	SchedulerCN              = "system:kube-scheduler"
+	ControllersCN            = "system:kube-controller-manager"
+)
+
+func leafSpecs(d layout.Dir, o Options, serviceIP net.IP) []leafSpec {
+	hostname, _ := os.Hostname()
+	apiDNS, apiIPs := splitSANs(append([]string{"localhost", "kubernetes", "kubernetes.default",
+		"kubernetes.default.svc", "kubernetes.default.svc." + DefaultClusterDNS, "apiserver", hostname}, o.APIServerSANs...))
+	apiIPs = append(apiIPs, net.IPv4(127, 0, 0, 1), serviceIP)
+	dsDNS, dsIPs := splitSANs(append([]string{"localhost", "datastore", hostname}, o.DatastoreSANs...))
+	dsIPs = append(dsIPs, net.IPv4(127, 0, 0, 1))
+	return []leafSpec{
+		{"cluster", d.APIServerServing(), pki.Spec{CommonName: "kube-apiserver", DNSNames: apiDNS, IPs: apiIPs, Usage: pki.UsageServer}},
+		{"cluster", d.APIServerKubeletClient(), pki.Spec{CommonName: APIServerKubeletClientCN, Usage: pki.UsageClient}},
+		{"front-proxy", d.FrontProxyClient(), pki.Spec{CommonName: FrontProxyClientCN, Usage: pki.UsageClient}},
+		{"datastore", d.DatastoreServer(), pki.Spec{CommonName: "kubesplit-datastore", DNSNames: dsDNS, IPs: dsIPs, Usage: pki.UsageServer | pki.UsageClient}},
+		{"datastore", d.DatastorePeer(), pki.Spec{CommonName: "kubesplit-datastore-peer", DNSNames: dsDNS, IPs: dsIPs, Usage: pki.UsageServer | pki.UsageClient}},
+		{"datastore", d.DatastoreClient(), pki.Spec{CommonName: DatastoreClientCN, Usage: pki.UsageClient}},
+	}
+}
+
+func splitSANs(sans []string) (dns []string, ips []net.IP) {
+	seen := map[string]bool{}
+	for _, s := range sans {
+		if s == "" || seen[s] {
+			continue
+		}
+		seen[s] = true
+		if ip := net.ParseIP(s); ip != nil {
+			ips = append(ips, ip)
+		} else {
+			dns = append(dns, s)
+		}
+	}
+	return dns, ips
+}
+
+type kubeconfigSpec struct {
+	name   string
+	server string
+	spec   pki.Spec
+}
+
+func kubeconfigSpecs(o Options) []kubeconfigSpec {
+	return []kubeconfigSpec{
+		{layout.Admin, o.Server, pki.Spec{CommonName: AdminCN, Organization: []string{"system:masters"}, Usage: pki.UsageClient}},
+		{layout.Scheduler, o.InternalServer, pki.Spec{CommonName: SchedulerCN, Usage: pki.UsageClient}},
+		{layout.Controllers, o.InternalServer, pki.Spec{CommonName: ControllersCN, Usage: pki.UsageClient}},
+	}
+}

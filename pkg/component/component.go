@@ -1,0 +1,139 @@
+// Package component holds what the scheduler and controllers wrappers share:
+// the flags every upstream client role has (data dir, kubeconfig, serving
+// address, leader election), their checks, and the skew check at start.
+package component
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/kubesplit/kubesplit/pkg/config"
+	"github.com/kubesplit/kubesplit/pkg/layout"
+	"github.com/kubesplit/kubesplit/pkg/skew"
+	"github.com/kubesplit/kubesplit/pkg/version"
+)
+
+// Common are the flags of a leader-elected upstream client role.
+type Common struct {
+	Role        string
+	DataDir     string
+	Kubeconfig  string
+	BindAddress string
+	SecurePort  int
+	LeaderElect bool
+	ShowVersion bool
+	// SkewRole is the rule the role's version is checked against.
+	SkewRole version.Role
+	// FakeVersion replaces the role's Kubernetes version in the skew check (tests only).
+	FakeVersion string
+}
+
+// AddFlags registers the common flags.
+func (c *Common) AddFlags(fs *pflag.FlagSet, defaultPort int) {
+	fs.StringVar(&c.DataDir, "data-dir", "", "data directory written by 'kubesplit init' (required)")
+	fs.StringVar(&c.Kubeconfig, "kubeconfig", "", "kubeconfig of this role (default: "+c.Role+".kubeconfig in the data dir)")
+	fs.StringVar(&c.BindAddress, "bind-address", "0.0.0.0", "address of the HTTPS health and metrics port")
+	fs.IntVar(&c.SecurePort, "secure-port", defaultPort, "HTTPS port for /healthz and /metrics")
+	fs.BoolVar(&c.LeaderElect, "leader-elect", true, "take a lease so only one instance is active")
+	fs.BoolVar(&c.ShowVersion, "version", false, "print the version and exit")
+	fs.StringVar(&c.FakeVersion, "fake-kubernetes-version", "", "pretend to be this Kubernetes version in the skew check (testing only)")
+	_ = fs.MarkHidden("fake-kubernetes-version")
+}
+
+// Validate checks the data dir, the kubeconfig and the port.
+func (c *Common) Validate() (layout.Dir, error) {
+	if err := config.CheckDataDir(c.DataDir, true); err != nil {
+		return "", err
+	}
+	d := layout.Dir(c.DataDir)
+	if c.Kubeconfig == "" {
+		c.Kubeconfig = d.Kubeconfig(c.Role)
+	}
+	if err := config.RequireFiles(c.Kubeconfig); err != nil {
+		return "", err
+	}
+	if c.SecurePort <= 0 || c.SecurePort > 65535 {
+		return "", fmt.Errorf("--secure-port %d is out of range 1-65535", c.SecurePort)
+	}
+	if err := config.CheckListen(net.JoinHostPort(c.BindAddress, strconv.Itoa(c.SecurePort)), "--secure-port"); err != nil {
+		return "", err
+	}
+	certDir := d.RoleState(c.Role)
+	if err := os.MkdirAll(certDir, 0o700); err != nil {
+		return "", fmt.Errorf("creating %s: %w", certDir, err)
+	}
+	return d, nil
+}
+
+// UpstreamArgs are the upstream flags every such role takes.
+func (c *Common) UpstreamArgs(d layout.Dir) []string {
+	return []string{
+		"--kubeconfig=" + c.Kubeconfig,
+		"--authentication-kubeconfig=" + c.Kubeconfig,
+		"--authorization-kubeconfig=" + c.Kubeconfig,
+		"--bind-address=" + c.BindAddress,
+		"--secure-port=" + strconv.Itoa(c.SecurePort),
+		"--cert-dir=" + d.RoleState(c.Role),
+		"--leader-elect=" + strconv.FormatBool(c.LeaderElect),
+		"--profiling=false",
+	}
+}
+
+// CheckSkew waits for the apiserver to answer and refuses to start a role the
+// version-skew policy forbids.
+func (c *Common) CheckSkew(ctx context.Context, log io.Writer) error {
+	own := version.Kubernetes
+	if c.FakeVersion != "" {
+		own = c.FakeVersion
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	start := time.Now()
+	for {
+		apiVersion, err := skew.APIServerVersion(ctx, c.Kubeconfig)
+		if err == nil {
+			return version.CheckSkew(c.SkewRole, own, apiVersion)
+		}
+		if errors.Is(err, skew.ErrUnauthorized) {
+			return err
+		}
+		if time.Since(start) > 10*time.Second {
+			fmt.Fprintf(log, "%s: waiting for the apiserver to check version skew: %v\n", c.Role, err)
+			start = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("apiserver did not answer for the version-skew check: %w", err)
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// Lease holds the leader-election timings (upstream defaults: 15s/10s/2s).
+type Lease struct {
+	Duration, RenewDeadline, RetryPeriod time.Duration
+}
+
+// AddFlags registers the lease flags.
+func (l *Lease) AddFlags(fs *pflag.FlagSet) {
+	fs.DurationVar(&l.Duration, "leader-elect-lease-duration", 15*time.Second, "how long a non-leader waits before taking over an unrenewed lease")
+	fs.DurationVar(&l.RenewDeadline, "leader-elect-renew-deadline", 10*time.Second, "how long the leader keeps trying to renew before it gives up")
+	fs.DurationVar(&l.RetryPeriod, "leader-elect-retry-period", 2*time.Second, "how often candidates try to acquire or renew")
+}
+
+// UpstreamArgs are the matching upstream flags.
+func (l *Lease) UpstreamArgs() []string {
+	return []string{
+		"--leader-elect-lease-duration=" + l.Duration.String(),
+		"--leader-elect-renew-deadline=" + l.RenewDeadline.String(),
+		"--leader-elect-retry-period=" + l.RetryPeriod.String(),
+	}
+}

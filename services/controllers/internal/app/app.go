@@ -1,0 +1,86 @@
+// Package app builds the upstream kube-controller-manager command line from
+// kubesplit's flags.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+
+	"k8s.io/kubernetes/cmd/kube-controller-manager/app"
+
+	"github.com/kubesplit/kubesplit/pkg/bootstrap"
+	"github.com/kubesplit/kubesplit/pkg/component"
+	"github.com/kubesplit/kubesplit/pkg/config"
+	"github.com/kubesplit/kubesplit/pkg/version"
+)
+
+const summary = `kubesplit controllers: upstream kube-controller-manager, leader-elected,
+with the bootstrap-token signer and cleaner and CSR signing and approval on.
+Arguments after "--" go to kube-controller-manager unchanged.`
+
+// Main runs the controllers and returns the exit code.
+func Main(args []string, stdout, stderr io.Writer) int {
+	ours, extra := config.SplitPassthrough(args)
+	c := component.Common{Role: "controllers", SkewRole: version.RoleControllers}
+	var lease component.Lease
+	var clusterCIDR, serviceCIDR string
+	var nodeMask int
+	fs := config.NewFlagSet("controllers")
+	c.AddFlags(fs, 10257)
+	lease.AddFlags(fs)
+	fs.StringVar(&clusterCIDR, "cluster-cidr", bootstrap.DefaultClusterCIDR, "pod IP range; each node gets a slice of it as spec.podCIDR")
+	fs.IntVar(&nodeMask, "node-cidr-mask-size", 24, "prefix length of each node's pod range")
+	fs.StringVar(&serviceCIDR, "service-cidr", bootstrap.DefaultServiceCIDR, "Service IP range (must match the apiserver's)")
+	if err := config.Parse(fs, ours); err != nil {
+		if errors.Is(err, config.ErrHelp) {
+			config.PrintUsage(stdout, fs, summary)
+			return 0
+		}
+		fmt.Fprintf(stderr, "controllers: %v\n", err)
+		return 1
+	}
+	if c.ShowVersion {
+		fmt.Fprintln(stdout, version.Info("controllers"))
+		return 0
+	}
+	fail := func(err error) int { fmt.Fprintf(stderr, "controllers: %v\n", err); return 1 }
+	for flag, v := range map[string]string{"--cluster-cidr": clusterCIDR, "--service-cidr": serviceCIDR} {
+		if _, _, err := net.ParseCIDR(v); err != nil {
+			return fail(fmt.Errorf("%s %q is not a CIDR", flag, v))
+		}
+	}
+	d, err := c.Validate()
+	if err != nil {
+		return fail(err)
+	}
+	if err := config.RequireFiles(d.ClusterCA().Cert, d.ClusterCA().Key, d.ServiceAccountKey()); err != nil {
+		return fail(err)
+	}
+	if err := c.CheckSkew(context.Background(), stderr); err != nil {
+		return fail(err)
+	}
+	upstream := append(c.UpstreamArgs(d), lease.UpstreamArgs()...)
+	upstream = append(upstream,
+		"--use-service-account-credentials=true",
+		"--service-account-private-key-file="+d.ServiceAccountKey(),
+		"--root-ca-file="+d.ClusterCA().Cert,
+		"--cluster-signing-cert-file="+d.ClusterCA().Cert,
+		"--cluster-signing-key-file="+d.ClusterCA().Key,
+		// all default controllers plus the two that let nodes join with a bootstrap token
+		"--controllers=*,bootstrap-signer-controller,token-cleaner-controller",
+		"--allocate-node-cidrs=true",
+		"--cluster-cidr="+clusterCIDR,
+		"--node-cidr-mask-size="+strconv.Itoa(nodeMask),
+		"--service-cluster-ip-range="+serviceCIDR,
+	)
+	cmd := app.NewControllerManagerCommand()
+	cmd.SetArgs(append(upstream, extra...))
+	if err := cmd.Execute(); err != nil {
+		return fail(err)
+	}
+	return 0
+}

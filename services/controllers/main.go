@@ -1,0 +1,12 @@
+// Command controllers runs the upstream kube-controller-manager (no cloud
+// loops), leader-elected, with the bootstrap-token and CSR controllers on so
+// nodes can join.
+package main
+
+import (
+	"os"
+
+	"github.com/kubesplit/kubesplit/services/controllers/internal/app"
+)
+
+func main() { os.Exit(app.Main(os.Args[1:], os.Stdout, os.Stderr)) }
