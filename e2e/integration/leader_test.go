@@ -14,7 +14,8 @@ import (
 	"github.com/kubesplit/kubesplit/pkg/procs"
 )
 
-const acquired = "successfully acquired lease kube-system/kube-scheduler"
+// kube-scheduler logs this (klog, structured) when it becomes the leader.
+const acquired = `"Successfully acquired lease" lock="kube-system/kube-scheduler"`
 
 func TestSchedulerLeaderElection(t *testing.T) {
 	needLong(t)

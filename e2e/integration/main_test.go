@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"flag"
 	"os"
 	"testing"
 	"time"
@@ -19,6 +20,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	flag.Parse()
 	if !testing.Short() {
 		if _, err := hostcluster.BinDir(); err != nil {
 			os.Stderr.WriteString(err.Error() + "\n")
