@@ -7,8 +7,8 @@ what=${1:-all}
 start=$(date +%s)
 
 hack/deps.sh
-unit_pkgs=(./pkg/... ./cmd/... ./services/datastore/... ./services/tunnel-gateway/... \
-  ./services/apiserver/... ./services/scheduler/... ./services/controllers/...)
+unit_pkgs=()
+for m in $(hack/modules.sh); do [ "$m" = e2e ] || unit_pkgs+=("./$m/..."); done
 
 if [ "$what" = all ]; then
   hack/verify.sh

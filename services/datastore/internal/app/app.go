@@ -62,6 +62,7 @@ func flags(o *options) *pflag.FlagSet {
 	fs.StringVar(&o.etcd.PeerAddress, "etcd-peer-address", "0.0.0.0:2380", "etcd backend: host:port for peer traffic (mutual TLS)")
 	fs.StringVar(&o.etcd.AdvertisePeerURL, "etcd-advertise-peer-url", "", "etcd backend: peer URL the other members use (default from --etcd-peer-address)")
 	fs.StringVar(&o.etcd.InitialCluster, "etcd-initial-cluster", "", "etcd backend: NAME=PEER_URL,... of all members (default: this member alone)")
+	fs.StringVar(&o.etcd.Join, "etcd-join", "", "etcd backend: client URL of a running member; this member adds itself to that cluster and joins it")
 	fs.StringVar(&o.etcd.InitialClusterState, "etcd-initial-cluster-state", "new", "etcd backend: 'new' to form a cluster, 'existing' to join one (after 'member add')")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")

@@ -103,6 +103,9 @@ type EtcdConfig struct {
 	AdvertisePeerURL    string
 	InitialCluster      string
 	InitialClusterState string
+	// Join is the client URL of a running member: this member adds itself
+	// to that cluster (member add) and starts as part of it.
+	Join string
 }
 
 // Server is a running datastore.

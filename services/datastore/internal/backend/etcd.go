@@ -6,9 +6,14 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
 )
 
 type etcdServer struct {
@@ -65,6 +70,13 @@ func startEtcd(ctx context.Context, c Config) (Server, error) {
 		cfg.InitialCluster = cfg.Name + "=" + advPeer
 	}
 	cfg.ClusterState = c.Etcd.InitialClusterState
+	if c.Etcd.Join != "" && !hasMemberData(cfg.Dir) {
+		initial, err := joinCluster(ctx, c, cfg.Name, advPeer)
+		if err != nil {
+			return nil, err
+		}
+		cfg.InitialCluster, cfg.ClusterState = initial, embed.ClusterStateFlagExisting
+	}
 	cfg.InitialClusterToken = "kubesplit"
 	cfg.ClientTLSInfo = ServerTLS(c.DataDir)
 	cfg.PeerTLSInfo = ServerTLS(c.DataDir)
@@ -96,6 +108,61 @@ func startEtcd(ctx context.Context, c Config) (Server, error) {
 		close(s.done)
 	}()
 	return s, nil
+}
+
+func hasMemberData(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, "member"))
+	return err == nil
+}
+
+// joinCluster adds this member to the cluster behind c.Etcd.Join and returns
+// the initial-cluster string etcd needs to start as its new member.
+func joinCluster(ctx context.Context, c Config, name, peerURL string) (string, error) {
+	info := ServerTLS(c.DataDir)
+	info.ClientCertAuth = false
+	tlsCfg, err := info.ClientConfig()
+	if err != nil {
+		return "", err
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{c.Etcd.Join}, TLS: tlsCfg, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		return "", fmt.Errorf("--etcd-join: connecting to %s: %w", c.Etcd.Join, err)
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	list, err := cli.MemberList(ctx)
+	if err != nil {
+		return "", fmt.Errorf("--etcd-join: listing members of %s: %w", c.Etcd.Join, err)
+	}
+	members := list.Members
+	var selfID uint64
+	for _, m := range members {
+		if slices.Contains(m.PeerURLs, peerURL) {
+			selfID = m.ID // added before, but never started with data: start again
+		}
+	}
+	if selfID == 0 {
+		added, err := cli.MemberAdd(ctx, []string{peerURL})
+		if err != nil {
+			return "", fmt.Errorf("--etcd-join: adding member %s at %s: %w", name, peerURL, err)
+		}
+		members, selfID = added.Members, added.Member.ID
+	}
+	var parts []string
+	for _, m := range members {
+		n := m.Name
+		if m.ID == selfID {
+			n = name
+		}
+		if n == "" {
+			return "", fmt.Errorf("--etcd-join: member %x has not started yet; start the members one at a time", m.ID)
+		}
+		for _, u := range m.PeerURLs {
+			parts = append(parts, n+"="+u)
+		}
+	}
+	return strings.Join(parts, ","), nil
 }
 
 func (s *etcdServer) Ready() <-chan struct{} { return s.e.Server.ReadyNotify() }
