@@ -7,11 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"time"
 
 	"github.com/spf13/pflag"
-	"go.uber.org/zap"
 
 	"github.com/kubesplit/kubesplit/pkg/config"
 	"github.com/kubesplit/kubesplit/pkg/health"
@@ -126,7 +126,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	srv, err := backend.Start(ctx, backend.Config{
 		DataDir: d, Backend: o.backendFlag, Kind: kind, ListenAddress: o.listen,
 		AdvertiseClientURL: o.advertiseClient, CompactInterval: o.compactInterval,
-		Etcd: o.etcd, Log: zap.NewNop(),
+		Etcd: o.etcd, EtcdLogLevel: etcdLevel(level),
 	})
 	if err != nil {
 		return err
@@ -170,7 +170,11 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		case <-ctx.Done():
 		}
 	}()
-	err = lifecycle.RunAll(ctx, hs, lifecycle.Func(func(ctx context.Context) error {
+	parts := []lifecycle.Runnable{hs}
+	if kind != backend.Etcd {
+		parts = append(parts, &backend.Compactor{Client: client, Interval: o.compactInterval, Log: log})
+	}
+	err = lifecycle.RunAll(ctx, append(parts, lifecycle.Func(func(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
@@ -180,7 +184,20 @@ func serve(args []string, stdout, stderr io.Writer) error {
 			}
 			return nil
 		}
-	}))
+	}))...)
 	log.Info("stopping")
 	return err
+}
+
+// etcdLevel keeps etcd one step quieter than kubesplit: its info level logs
+// every raft step.
+func etcdLevel(l slog.Level) string {
+	switch {
+	case l <= slog.LevelDebug:
+		return "info"
+	case l <= slog.LevelWarn:
+		return "warn"
+	default:
+		return "error"
+	}
 }

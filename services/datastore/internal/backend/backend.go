@@ -93,7 +93,8 @@ type Config struct {
 	// CompactInterval is how often kine drops old revisions.
 	CompactInterval time.Duration
 	Etcd            EtcdConfig
-	Log             *zap.Logger
+	// EtcdLogLevel is the embedded etcd's zap level: debug, info, warn, error.
+	EtcdLogLevel string
 }
 
 // EtcdConfig are the embedded etcd member's settings.

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
@@ -87,7 +88,7 @@ func startEtcd(ctx context.Context, c Config) (Server, error) {
 	cfg.AutoCompactionMode = embed.CompactorModePeriodic
 	cfg.AutoCompactionRetention = "1h"
 	cfg.Logger = "zap"
-	cfg.LogLevel = "warn"
+	cfg.LogLevel = c.EtcdLogLevel
 	cfg.LogOutputs = []string{"stderr"}
 	cfg.ListenMetricsUrls = nil
 	if err := cfg.Validate(); err != nil {
@@ -129,7 +130,7 @@ func joinCluster(ctx context.Context, c Config, name, peerURL string) (string, e
 		return "", fmt.Errorf("--etcd-join: connecting to %s: %w", c.Etcd.Join, err)
 	}
 	defer cli.Close()
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	list, err := cli.MemberList(ctx)
 	if err != nil {
@@ -142,12 +143,22 @@ func joinCluster(ctx context.Context, c Config, name, peerURL string) (string, e
 			selfID = m.ID // added before, but never started with data: start again
 		}
 	}
-	if selfID == 0 {
+	for selfID == 0 {
 		added, err := cli.MemberAdd(ctx, []string{peerURL})
-		if err != nil {
+		if err == nil {
+			members, selfID = added.Members, added.Member.ID
+			break
+		}
+		// etcd refuses a new member until every started member has been
+		// connected for a while (strict reconfig check): a member that just
+		// joined makes the next one wait a few seconds.
+		if !errors.Is(err, rpctypes.ErrUnhealthy) || ctx.Err() != nil {
 			return "", fmt.Errorf("--etcd-join: adding member %s at %s: %w", name, peerURL, err)
 		}
-		members, selfID = added.Members, added.Member.ID
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
 	}
 	var parts []string
 	for _, m := range members {

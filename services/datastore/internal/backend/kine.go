@@ -48,10 +48,11 @@ func startKine(ctx context.Context, c Config) (Server, error) {
 			KeyFile:       tlsInfo.KeyFile,
 			TrustedCAFile: tlsInfo.TrustedCAFile, // makes the client certificate mandatory
 		},
-		// kine's own command-line defaults, which endpoint.Config does not fill in.
-		CompactInterval:     c.CompactInterval,
+		// kine's own command-line defaults, which endpoint.Config does not fill
+		// in. Its automatic compaction is off: see Compactor.
+		CompactInterval:     0,
 		CompactTimeout:      5 * time.Second,
-		CompactMinRetain:    1000,
+		CompactMinRetain:    CompactMinRetain,
 		CompactBatchSize:    1000,
 		PollBatchSize:       500,
 		NotifyInterval:      5 * time.Second,
