@@ -123,6 +123,9 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	defer stop()
 
 	log.Info("starting", "version", version.Version, "backend", kind, "listen", o.listen)
+	if kind == backend.SQLite && !backend.SQLiteDriverHasFullCheckpoints {
+		log.Warn("this datastore was built without cgo: SQLite's WAL file may grow under load; build it with hack/build.sh")
+	}
 	srv, err := backend.Start(ctx, backend.Config{
 		DataDir: d, Backend: o.backendFlag, Kind: kind, ListenAddress: o.listen,
 		AdvertiseClientURL: o.advertiseClient, CompactInterval: o.compactInterval,
