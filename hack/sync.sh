@@ -5,6 +5,7 @@
 # then tidy each module.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+for m in $(hack/modules.sh); do (cd "$m" && GOWORK=off go mod tidy); done
 go work sync
 declare -A ws
 # only modules whose packages are compiled matter
