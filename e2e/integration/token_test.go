@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"errors"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -20,6 +21,7 @@ import (
 	"github.com/kubesplit/kubesplit/pkg/layout"
 	"github.com/kubesplit/kubesplit/pkg/localcluster"
 	"github.com/kubesplit/kubesplit/pkg/pki"
+	"github.com/kubesplit/kubesplit/pkg/tokenstore"
 )
 
 // TestJoinTokens drives `kubesplit token` and checks what the apiserver makes
@@ -62,7 +64,7 @@ func TestJoinTokens(t *testing.T) {
 		t.Fatalf("a fresh token is refused: %v", err)
 	}
 	u := review.Status.UserInfo
-	if u.Username != "system:bootstrap:"+tok.ID || !slices.Contains(u.Groups, "system:bootstrappers") || !slices.Contains(u.Groups, jointoken.NodeGroup) {
+	if u.Username != "system:bootstrap:"+tok.ID || !slices.Contains(u.Groups, "system:bootstrappers") || !slices.Contains(u.Groups, tokenstore.NodeGroup) {
 		t.Fatalf("authenticated as %+v", u)
 	}
 	if _, err := whoami(tok.ID + ".0000000000000000"); !apierrors.IsUnauthorized(err) {
@@ -102,5 +104,34 @@ func TestJoinTokens(t *testing.T) {
 	}
 	if out, err := cli("token", "create", "--ttl", "-1h"); err == nil || !strings.Contains(out, "negative") {
 		t.Fatalf("negative ttl accepted: %s", out)
+	}
+}
+
+// TestGatewayServesPinnedCA: a node with a join token gets the cluster CA
+// from the gateway only when the token's pin matches.
+func TestGatewayServesPinnedCA(t *testing.T) {
+	needLong(t)
+	c := hostcluster.Start(t, hostcluster.Options{Roles: []string{localcluster.TunnelGateway}})
+	ca, err := pki.LoadCert(c.Spec.DataDir.ClusterCA().Cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	good := jointoken.Token{CAHash: pki.Fingerprint(ca), ID: "abcdef", Secret: "0123456789abcdef"}
+	got, err := jointoken.FetchCA(ctx, c.Spec.GatewayURL(), good)
+	if err != nil {
+		t.Fatalf("matching pin refused: %v", err)
+	}
+	if !got.Equal(ca) {
+		t.Fatal("fetched CA is not the cluster CA")
+	}
+	bad := good
+	bad.CAHash = strings.Repeat("0", 64)
+	_, err = jointoken.FetchCA(ctx, c.Spec.GatewayURL(), bad)
+	if !errors.Is(err, jointoken.ErrPinMismatch) {
+		t.Fatalf("wrong pin: got %v, want ErrPinMismatch", err)
+	}
+	if strings.Contains(err.Error(), bad.Secret) {
+		t.Fatal("the error holds the token secret")
 	}
 }

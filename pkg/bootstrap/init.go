@@ -25,6 +25,8 @@ type Options struct {
 	// APIServerSANs and DatastoreSANs are extra host names or IPs for the serving certificates.
 	APIServerSANs []string
 	DatastoreSANs []string
+	// GatewaySANs are extra names or IPs nodes use to reach the tunnel gateway.
+	GatewaySANs []string
 	// ServiceCIDR's first address is the in-cluster `kubernetes` Service IP.
 	ServiceCIDR string
 }

@@ -16,7 +16,7 @@ type caSpec struct {
 
 func caSpecs(d layout.Dir) []caSpec {
 	return []caSpec{
-		{"cluster", d.ClusterCA(), []string{d.APIServerServing().Cert, d.APIServerKubeletClient().Cert,
+		{"cluster", d.ClusterCA(), []string{d.APIServerServing().Cert, d.APIServerKubeletClient().Cert, d.TunnelGateway().Cert,
 			d.Kubeconfig(layout.Admin), d.Kubeconfig(layout.Scheduler), d.Kubeconfig(layout.Controllers)}},
 		{"front-proxy", d.FrontProxyCA(), []string{d.FrontProxyClient().Cert}},
 		{"datastore", d.DatastoreCA(), []string{d.DatastoreServer().Cert, d.DatastorePeer().Cert, d.DatastoreClient().Cert}},
@@ -44,11 +44,14 @@ func leafSpecs(d layout.Dir, o Options, serviceIP net.IP) []leafSpec {
 	apiDNS, apiIPs := splitSANs(append([]string{"localhost", "kubernetes", "kubernetes.default",
 		"kubernetes.default.svc", "kubernetes.default.svc." + DefaultClusterDNS, "apiserver", hostname}, o.APIServerSANs...))
 	apiIPs = append(apiIPs, net.IPv4(127, 0, 0, 1), serviceIP)
+	gwDNS, gwIPs := splitSANs(append([]string{"localhost", "tunnel-gateway", hostname}, o.GatewaySANs...))
+	gwIPs = append(gwIPs, net.IPv4(127, 0, 0, 1))
 	dsDNS, dsIPs := splitSANs(append([]string{"localhost", "datastore", hostname}, o.DatastoreSANs...))
 	dsIPs = append(dsIPs, net.IPv4(127, 0, 0, 1))
 	return []leafSpec{
 		{"cluster", d.APIServerServing(), pki.Spec{CommonName: "kube-apiserver", DNSNames: apiDNS, IPs: apiIPs, Usage: pki.UsageServer}},
 		{"cluster", d.APIServerKubeletClient(), pki.Spec{CommonName: APIServerKubeletClientCN, Usage: pki.UsageClient}},
+		{"cluster", d.TunnelGateway(), pki.Spec{CommonName: "kubesplit-tunnel-gateway", DNSNames: gwDNS, IPs: gwIPs, Usage: pki.UsageServer}},
 		{"front-proxy", d.FrontProxyClient(), pki.Spec{CommonName: FrontProxyClientCN, Usage: pki.UsageClient}},
 		{"datastore", d.DatastoreServer(), pki.Spec{CommonName: "kubesplit-datastore", DNSNames: dsDNS, IPs: dsIPs, Usage: pki.UsageServer | pki.UsageClient}},
 		{"datastore", d.DatastorePeer(), pki.Spec{CommonName: "kubesplit-datastore-peer", DNSNames: dsDNS, IPs: dsIPs, Usage: pki.UsageServer | pki.UsageClient}},

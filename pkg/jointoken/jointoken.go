@@ -7,29 +7,16 @@
 // talks to the right cluster before it sends the secret:
 //
 //	ks1.<ca-sha256-hex>.<token-id>.<token-secret>
+//
+// This package has the format and the node's side (FetchCA) and only needs
+// the standard library; pkg/tokenstore keeps tokens in the cluster.
 package jointoken
 
 import (
-	"context"
 	"errors"
-	"fmt"
 	"regexp"
-	"sort"
 	"strings"
-	"time"
-
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/client-go/kubernetes"
-	bootstrapapi "k8s.io/cluster-bootstrap/token/api"
-	bootstraputil "k8s.io/cluster-bootstrap/token/util"
 )
-
-// NodeGroup is the extra group every join token authenticates as; RBAC for
-// node bootstrap is bound to it.
-const NodeGroup = "system:bootstrappers:kubesplit:nodes"
 
 const prefix = "ks1"
 
@@ -61,84 +48,4 @@ func Parse(s string) (Token, error) {
 		return Token{}, ErrMalformed
 	}
 	return Token{CAHash: m[1], ID: m[2], Secret: m[3]}, nil
-}
-
-// Info describes a token without its secret.
-type Info struct {
-	ID          string
-	Expires     time.Time // zero: never
-	Description string
-	Groups      []string
-}
-
-// Create stores a new bootstrap token valid for ttl (0: never expires).
-func Create(ctx context.Context, cs kubernetes.Interface, caHash string, ttl time.Duration, description string) (Token, error) {
-	raw, err := bootstraputil.GenerateBootstrapToken()
-	if err != nil {
-		return Token{}, err
-	}
-	id, secret, _ := strings.Cut(raw, ".")
-	data := map[string]string{
-		bootstrapapi.BootstrapTokenIDKey:               id,
-		bootstrapapi.BootstrapTokenSecretKey:           secret,
-		bootstrapapi.BootstrapTokenUsageAuthentication: "true",
-		bootstrapapi.BootstrapTokenUsageSigningKey:     "true",
-		bootstrapapi.BootstrapTokenExtraGroupsKey:      NodeGroup,
-		bootstrapapi.BootstrapTokenDescriptionKey:      description,
-	}
-	if ttl > 0 {
-		data[bootstrapapi.BootstrapTokenExpirationKey] = time.Now().Add(ttl).UTC().Format(time.RFC3339)
-	}
-	_, err = cs.CoreV1().Secrets(metav1.NamespaceSystem).Create(ctx, &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: bootstraputil.BootstrapTokenSecretName(id), Namespace: metav1.NamespaceSystem},
-		Type:       bootstrapapi.SecretTypeBootstrapToken,
-		StringData: data,
-	}, metav1.CreateOptions{})
-	if err != nil {
-		return Token{}, fmt.Errorf("storing token %s: %w", id, err)
-	}
-	return Token{CAHash: caHash, ID: id, Secret: secret}, nil
-}
-
-// List returns every bootstrap token, oldest expiry first, without secrets.
-func List(ctx context.Context, cs kubernetes.Interface) ([]Info, error) {
-	secrets, err := cs.CoreV1().Secrets(metav1.NamespaceSystem).List(ctx, metav1.ListOptions{
-		FieldSelector: fields.OneTermEqualSelector("type", string(bootstrapapi.SecretTypeBootstrapToken)).String(),
-	})
-	if err != nil {
-		return nil, err
-	}
-	var out []Info
-	for _, s := range secrets.Items {
-		info := Info{ID: string(s.Data[bootstrapapi.BootstrapTokenIDKey]), Description: string(s.Data[bootstrapapi.BootstrapTokenDescriptionKey])}
-		if exp := string(s.Data[bootstrapapi.BootstrapTokenExpirationKey]); exp != "" {
-			info.Expires, _ = time.Parse(time.RFC3339, exp)
-		}
-		if g := string(s.Data[bootstrapapi.BootstrapTokenExtraGroupsKey]); g != "" {
-			info.Groups = strings.Split(g, ",")
-		}
-		out = append(out, info)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out, nil
-}
-
-// ErrNotFound is returned when revoking an unknown token.
-var ErrNotFound = errors.New("no such token")
-
-// Revoke deletes the token with the given id (or a whole join token: only
-// its id is used).
-func Revoke(ctx context.Context, cs kubernetes.Interface, idOrToken string) (string, error) {
-	id := idOrToken
-	if t, err := Parse(idOrToken); err == nil {
-		id = t.ID
-	}
-	if !bootstraputil.IsValidBootstrapTokenID(id) {
-		return "", fmt.Errorf("%q is not a token id (6 lowercase letters or digits); see 'kubesplit token list'", id)
-	}
-	err := cs.CoreV1().Secrets(metav1.NamespaceSystem).Delete(ctx, bootstraputil.BootstrapTokenSecretName(id), metav1.DeleteOptions{})
-	if apierrors.IsNotFound(err) {
-		return id, fmt.Errorf("token %s: %w", id, ErrNotFound)
-	}
-	return id, err
 }

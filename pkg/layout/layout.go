@@ -40,6 +40,9 @@ func (d Dir) APIServerServing() Pair       { return d.pair("apiserver") }
 func (d Dir) APIServerKubeletClient() Pair { return d.pair("apiserver-kubelet-client") }
 func (d Dir) FrontProxyClient() Pair       { return d.pair("front-proxy-client") }
 
+// TunnelGateway is the gateway's serving identity for nodes.
+func (d Dir) TunnelGateway() Pair { return d.pair("tunnel-gateway") }
+
 // ServiceAccountKey is the token signing key; ServiceAccountPub its public half.
 func (d Dir) ServiceAccountKey() string { return d.path("pki", "sa.key") }
 func (d Dir) ServiceAccountPub() string { return d.path("pki", "sa.pub") }

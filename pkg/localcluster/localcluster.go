@@ -29,18 +29,18 @@ type Ports struct {
 	Datastore, DatastorePeer, DatastoreHealth int
 	APIServer                                 int
 	Scheduler, Controllers                    int
-	GatewayHealth                             int
+	GatewayNodes, GatewayHealth               int
 }
 
 // DefaultPorts are the well-known ports `make run` uses.
 func DefaultPorts() Ports {
 	return Ports{Datastore: 2379, DatastorePeer: 2380, DatastoreHealth: 2381, APIServer: 6443,
-		Scheduler: 10259, Controllers: 10257, GatewayHealth: 8133}
+		Scheduler: 10259, Controllers: 10257, GatewayNodes: 8132, GatewayHealth: 8133}
 }
 
 // FreePorts picks unused loopback ports, for tests that run clusters side by side.
 func FreePorts() (Ports, error) {
-	ps := make([]int, 7)
+	ps := make([]int, 8)
 	ls := make([]net.Listener, 0, len(ps))
 	defer func() {
 		for _, l := range ls {
@@ -55,7 +55,8 @@ func FreePorts() (Ports, error) {
 		ls = append(ls, l)
 		ps[i] = l.Addr().(*net.TCPAddr).Port
 	}
-	return Ports{ps[0], ps[1], ps[2], ps[3], ps[4], ps[5], ps[6]}, nil
+	return Ports{Datastore: ps[0], DatastorePeer: ps[1], DatastoreHealth: ps[2], APIServer: ps[3],
+		Scheduler: ps[4], Controllers: ps[5], GatewayNodes: ps[6], GatewayHealth: ps[7]}, nil
 }
 
 // Spec describes a local cluster.
@@ -72,6 +73,9 @@ type Spec struct {
 }
 
 func (s Spec) url(port int) string { return "https://127.0.0.1:" + strconv.Itoa(port) }
+
+// GatewayURL is the tunnel gateway's loopback URL for nodes.
+func (s Spec) GatewayURL() string { return s.url(s.Ports.GatewayNodes) }
 
 // APIServerURL is the apiserver's loopback URL.
 func (s Spec) APIServerURL() string { return s.url(s.Ports.APIServer) }
@@ -112,7 +116,7 @@ func (s Spec) Process(role string) (*procs.Process, error) {
 		args = []string{"--data-dir", dd, "--bind-address", "127.0.0.1", "--secure-port", strconv.Itoa(p.Controllers)}
 		ready = procs.HTTPProbe(s.url(p.Controllers)+"/healthz", "")
 	case TunnelGateway:
-		args = []string{"--data-dir", dd, "--health-address", hostPort(p.GatewayHealth)}
+		args = []string{"--data-dir", dd, "--listen-address", hostPort(p.GatewayNodes), "--health-address", hostPort(p.GatewayHealth)}
 		ready = procs.HTTPProbe(fmt.Sprintf("http://%s/healthz", hostPort(p.GatewayHealth)), "")
 	default:
 		return nil, fmt.Errorf("unknown role %q", role)

@@ -37,6 +37,7 @@ a corrupt or mismatched file is reported and left alone.`,
 	f.StringVar(&o.InternalServer, "internal-server", "", "apiserver URL for the scheduler's and controllers' kubeconfigs (default: --server)")
 	f.StringSliceVar(&o.APIServerSANs, "apiserver-san", nil, "extra host names or IPs for the apiserver certificate")
 	f.StringSliceVar(&o.DatastoreSANs, "datastore-san", nil, "extra host names or IPs for the datastore certificate")
+	f.StringSliceVar(&o.GatewaySANs, "gateway-san", nil, "extra host names or IPs nodes use to reach the tunnel gateway")
 	f.StringVar(&o.ServiceCIDR, "service-cidr", bootstrap.DefaultServiceCIDR, "Service IP range (its first address joins the apiserver certificate)")
 	return cmd
 }

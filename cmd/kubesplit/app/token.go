@@ -11,9 +11,9 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/kubesplit/kubesplit/pkg/jointoken"
 	"github.com/kubesplit/kubesplit/pkg/layout"
 	"github.com/kubesplit/kubesplit/pkg/pki"
+	"github.com/kubesplit/kubesplit/pkg/tokenstore"
 )
 
 func tokenCommand() *cobra.Command {
@@ -40,7 +40,7 @@ func tokenCommand() *cobra.Command {
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 			defer cancel()
-			tok, err := jointoken.Create(ctx, cs, caHash, ttl, description)
+			tok, err := tokenstore.Create(ctx, cs, caHash, ttl, description)
 			if err != nil {
 				return err
 			}
@@ -62,7 +62,7 @@ func tokenCommand() *cobra.Command {
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 			defer cancel()
-			infos, err := jointoken.List(ctx, cs)
+			infos, err := tokenstore.List(ctx, cs)
 			if err != nil {
 				return err
 			}
@@ -92,9 +92,9 @@ func tokenCommand() *cobra.Command {
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 			defer cancel()
-			id, err := jointoken.Revoke(ctx, cs, args[0])
+			id, err := tokenstore.Revoke(ctx, cs, args[0])
 			if err != nil {
-				if errors.Is(err, jointoken.ErrNotFound) {
+				if errors.Is(err, tokenstore.ErrNotFound) {
 					return fmt.Errorf("%w; see 'kubesplit token list'", err)
 				}
 				return err
