@@ -5,7 +5,11 @@ package main
 import (
 	"os"
 
+	"github.com/kubesplit/kubesplit/pkg/gctune"
 	"github.com/kubesplit/kubesplit/services/scheduler/internal/app"
 )
 
-func main() { os.Exit(app.Main(os.Args[1:], os.Stdout, os.Stderr)) }
+func main() {
+	gctune.Default(gctune.ControlPlanePercent)
+	os.Exit(app.Main(os.Args[1:], os.Stdout, os.Stderr))
+}

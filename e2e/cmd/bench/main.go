@@ -37,6 +37,9 @@ type result struct {
 	APIServerToReadyS float64            `json:"apiserver_start_to_readyz_s"`
 	IdleRSSMiB        map[string]float64 `json:"idle_rss_mib"`
 	IdleRSSTotalMiB   float64            `json:"idle_rss_total_mib"`
+	IdleAnonMiB       map[string]float64 `json:"idle_anon_mib"`
+	IdleAnonTotalMiB  float64            `json:"idle_anon_total_mib"`
+	IdleFileTotalMiB  float64            `json:"idle_file_backed_total_mib"`
 	Creates           int                `json:"creates"`
 	CreateThroughput  float64            `json:"create_per_s"`
 	CreateP50Ms       float64            `json:"create_p50_ms"`
@@ -85,7 +88,7 @@ func main() {
 }
 
 func run(backend string, creates, clients, watchN int, settle time.Duration) (result, error) {
-	r := result{Backend: backend, IdleRSSMiB: map[string]float64{}}
+	r := result{Backend: backend, IdleRSSMiB: map[string]float64{}, IdleAnonMiB: map[string]float64{}}
 	bin, err := hostcluster.BinDir()
 	if err != nil {
 		return r, err
@@ -128,12 +131,15 @@ func run(backend string, creates, clients, watchN int, settle time.Duration) (re
 
 	time.Sleep(settle)
 	for _, p := range g.Procs {
-		rss, err := rssMiB(p.Pid())
+		m, err := memMiB(p.Pid())
 		if err != nil {
 			return r, err
 		}
-		r.IdleRSSMiB[p.Name] = rss
-		r.IdleRSSTotalMiB += rss
+		r.IdleRSSMiB[p.Name] = m["Rss"]
+		r.IdleRSSTotalMiB += m["Rss"]
+		r.IdleAnonMiB[p.Name] = m["Anonymous"]
+		r.IdleAnonTotalMiB += m["Anonymous"]
+		r.IdleFileTotalMiB += m["Rss"] - m["Anonymous"]
 	}
 
 	cfg, err := clientcmd.BuildConfigFromFlags("", spec.DataDir.Kubeconfig(layout.Admin))
@@ -288,19 +294,28 @@ func pct(d []time.Duration, p int) float64 {
 	return float64(s[idx].Microseconds()) / 1000
 }
 
-func rssMiB(pid int) (float64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+// memMiB reads Rss and Anonymous from /proc/PID/smaps_rollup. Rss minus
+// Anonymous is file-backed: mostly the binary's text, clean and reclaimable.
+func memMiB(pid int) (map[string]float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
+	out := map[string]float64{}
 	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "VmRSS:") {
-			f := strings.Fields(line)
+		f := strings.Fields(line)
+		if len(f) == 3 && f[2] == "kB" {
 			kb, err := strconv.ParseFloat(f[1], 64)
-			return kb / 1024, err
+			if err != nil {
+				return nil, err
+			}
+			out[strings.TrimSuffix(f[0], ":")] = kb / 1024
 		}
 	}
-	return 0, fmt.Errorf("no VmRSS for pid %d", pid)
+	if _, ok := out["Rss"]; !ok {
+		return nil, fmt.Errorf("no Rss for pid %d", pid)
+	}
+	return out, nil
 }
 
 func printTable(w io.Writer, rs []result) {
@@ -320,6 +335,8 @@ func printTable(w io.Writer, rs []result) {
 		row("idle RSS "+role+" (MiB)", func(r result) string { return f1(r.IdleRSSMiB[role]) })
 	}
 	row("idle RSS, all five (MiB)", func(r result) string { return f1(r.IdleRSSTotalMiB) })
+	row("  of which anonymous: heap, stacks (MiB)", func(r result) string { return f1(r.IdleAnonTotalMiB) })
+	row("  of which file-backed: binary text (MiB)", func(r result) string { return f1(r.IdleFileTotalMiB) })
 	row("ConfigMap creates/s (16 clients)", func(r result) string { return f1(r.CreateThroughput) })
 	row("create latency p50 (ms)", func(r result) string { return f2(r.CreateP50Ms) })
 	row("create latency p99 (ms)", func(r result) string { return f2(r.CreateP99Ms) })
