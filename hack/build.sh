@@ -27,6 +27,10 @@ CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$OUT/" "${pkgs[@]}"
 # never catch up while the apiserver's watch poller keeps reading, so its WAL
 # grew without bound (TestSQLiteCompactionBoundsFile). netgo/osusergo keep
 # the static binary off glibc's NSS.
+if ! command -v gcc >/dev/null || [ ! -f "/usr/lib/$(gcc -dumpmachine)/libc.a" ]; then
+  echo "build: the datastore needs gcc and static glibc (Debian: apt-get install gcc libc6-dev, or 'make deps')" >&2
+  exit 1
+fi
 CGO_ENABLED=1 go build -trimpath -tags "netgo osusergo sqlite_omit_load_extension" \
   -ldflags "$ldflags -linkmode external -extldflags -static" -o "$OUT/" ./services/datastore \
   2> >(grep -v -e "in function .*dlopen" -e "Using 'dlopen' in statically linked" -e "^# github.com/kubesplit/kubesplit/services/datastore$" >&2)
