@@ -16,7 +16,7 @@ type caSpec struct {
 
 func caSpecs(d layout.Dir) []caSpec {
 	return []caSpec{
-		{"cluster", d.ClusterCA(), []string{d.APIServerServing().Cert, d.APIServerKubeletClient().Cert, d.TunnelGateway().Cert,
+		{"cluster", d.ClusterCA(), []string{d.APIServerServing().Cert, d.APIServerKubeletClient().Cert, d.TunnelGateway().Cert, d.APIServerEgressClient().Cert,
 			d.Kubeconfig(layout.Admin), d.Kubeconfig(layout.Scheduler), d.Kubeconfig(layout.Controllers)}},
 		{"front-proxy", d.FrontProxyCA(), []string{d.FrontProxyClient().Cert}},
 		{"datastore", d.DatastoreCA(), []string{d.DatastoreServer().Cert, d.DatastorePeer().Cert, d.DatastoreClient().Cert}},
@@ -32,6 +32,7 @@ type leafSpec struct {
 // Identities of the roles. The apiserver's authorizers key on these names.
 const (
 	APIServerKubeletClientCN = "kube-apiserver-kubelet-client"
+	APIServerEgressClientCN  = "kube-apiserver-egress"
 	FrontProxyClientCN       = "front-proxy-client"
 	DatastoreClientCN        = "kube-apiserver-datastore-client"
 	AdminCN                  = "kubesplit-admin"
@@ -51,6 +52,7 @@ func leafSpecs(d layout.Dir, o Options, serviceIP net.IP) []leafSpec {
 	return []leafSpec{
 		{"cluster", d.APIServerServing(), pki.Spec{CommonName: "kube-apiserver", DNSNames: apiDNS, IPs: apiIPs, Usage: pki.UsageServer}},
 		{"cluster", d.APIServerKubeletClient(), pki.Spec{CommonName: APIServerKubeletClientCN, Usage: pki.UsageClient}},
+		{"cluster", d.APIServerEgressClient(), pki.Spec{CommonName: APIServerEgressClientCN, Usage: pki.UsageClient}},
 		{"cluster", d.TunnelGateway(), pki.Spec{CommonName: "kubesplit-tunnel-gateway", DNSNames: gwDNS, IPs: gwIPs, Usage: pki.UsageServer}},
 		{"front-proxy", d.FrontProxyClient(), pki.Spec{CommonName: FrontProxyClientCN, Usage: pki.UsageClient}},
 		{"datastore", d.DatastoreServer(), pki.Spec{CommonName: "kubesplit-datastore", DNSNames: dsDNS, IPs: dsIPs, Usage: pki.UsageServer | pki.UsageClient}},

@@ -23,6 +23,8 @@ type Server struct {
 	// Live checks answer /livez and /healthz; Ready checks also answer /readyz.
 	Live, Ready map[string]Check
 	Timeout     time.Duration
+	// Extra are more unauthenticated read-only handlers by path (no secrets).
+	Extra map[string]http.Handler
 }
 
 // Run implements lifecycle.Runnable.
@@ -31,6 +33,9 @@ func (s *Server) Run(ctx context.Context) error {
 	mux.HandleFunc("/healthz", s.handler(s.Live))
 	mux.HandleFunc("/livez", s.handler(s.Live))
 	mux.HandleFunc("/readyz", s.handler(merge(s.Live, s.Ready)))
+	for path, h := range s.Extra {
+		mux.Handle(path, h)
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		<-ctx.Done()

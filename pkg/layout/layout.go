@@ -40,6 +40,10 @@ func (d Dir) APIServerServing() Pair       { return d.pair("apiserver") }
 func (d Dir) APIServerKubeletClient() Pair { return d.pair("apiserver-kubelet-client") }
 func (d Dir) FrontProxyClient() Pair       { return d.pair("front-proxy-client") }
 
+// APIServerEgressClient is the apiserver's client identity at the gateway's
+// egress (HTTP CONNECT) endpoint.
+func (d Dir) APIServerEgressClient() Pair { return d.pair("apiserver-egress-client") }
+
 // TunnelGateway is the gateway's serving identity for nodes.
 func (d Dir) TunnelGateway() Pair { return d.pair("tunnel-gateway") }
 

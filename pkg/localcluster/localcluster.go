@@ -26,21 +26,21 @@ const (
 
 // Ports of one local cluster.
 type Ports struct {
-	Datastore, DatastorePeer, DatastoreHealth int
-	APIServer                                 int
-	Scheduler, Controllers                    int
-	GatewayNodes, GatewayHealth               int
+	Datastore, DatastorePeer, DatastoreHealth  int
+	APIServer                                  int
+	Scheduler, Controllers                     int
+	GatewayNodes, GatewayEgress, GatewayHealth int
 }
 
 // DefaultPorts are the well-known ports `make run` uses.
 func DefaultPorts() Ports {
 	return Ports{Datastore: 2379, DatastorePeer: 2380, DatastoreHealth: 2381, APIServer: 6443,
-		Scheduler: 10259, Controllers: 10257, GatewayNodes: 8132, GatewayHealth: 8133}
+		Scheduler: 10259, Controllers: 10257, GatewayNodes: 8132, GatewayEgress: 8131, GatewayHealth: 8133}
 }
 
 // FreePorts picks unused loopback ports, for tests that run clusters side by side.
 func FreePorts() (Ports, error) {
-	ps := make([]int, 8)
+	ps := make([]int, 9)
 	ls := make([]net.Listener, 0, len(ps))
 	defer func() {
 		for _, l := range ls {
@@ -56,7 +56,7 @@ func FreePorts() (Ports, error) {
 		ps[i] = l.Addr().(*net.TCPAddr).Port
 	}
 	return Ports{Datastore: ps[0], DatastorePeer: ps[1], DatastoreHealth: ps[2], APIServer: ps[3],
-		Scheduler: ps[4], Controllers: ps[5], GatewayNodes: ps[6], GatewayHealth: ps[7]}, nil
+		Scheduler: ps[4], Controllers: ps[5], GatewayNodes: ps[6], GatewayEgress: ps[7], GatewayHealth: ps[8]}, nil
 }
 
 // Spec describes a local cluster.
@@ -107,7 +107,8 @@ func (s Spec) Process(role string) (*procs.Process, error) {
 		ready = procs.HTTPProbe(fmt.Sprintf("http://%s/readyz", hostPort(p.DatastoreHealth)), "")
 	case APIServer:
 		args = []string{"--data-dir", dd, "--datastore-endpoint", s.url(p.Datastore),
-			"--bind-address", "127.0.0.1", "--secure-port", strconv.Itoa(p.APIServer)}
+			"--bind-address", "127.0.0.1", "--secure-port", strconv.Itoa(p.APIServer),
+			"--egress-gateway", s.url(p.GatewayEgress)}
 		ready = procs.HTTPProbe(s.url(p.APIServer)+"/readyz", s.DataDir.ClusterCA().Cert)
 	case Scheduler:
 		args = []string{"--data-dir", dd, "--bind-address", "127.0.0.1", "--secure-port", strconv.Itoa(p.Scheduler)}
@@ -116,7 +117,8 @@ func (s Spec) Process(role string) (*procs.Process, error) {
 		args = []string{"--data-dir", dd, "--bind-address", "127.0.0.1", "--secure-port", strconv.Itoa(p.Controllers)}
 		ready = procs.HTTPProbe(s.url(p.Controllers)+"/healthz", "")
 	case TunnelGateway:
-		args = []string{"--data-dir", dd, "--listen-address", hostPort(p.GatewayNodes), "--health-address", hostPort(p.GatewayHealth)}
+		args = []string{"--data-dir", dd, "--listen-address", hostPort(p.GatewayNodes),
+			"--egress-address", hostPort(p.GatewayEgress), "--health-address", hostPort(p.GatewayHealth)}
 		ready = procs.HTTPProbe(fmt.Sprintf("http://%s/healthz", hostPort(p.GatewayHealth)), "")
 	default:
 		return nil, fmt.Errorf("unknown role %q", role)

@@ -9,13 +9,16 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 
 	"k8s.io/kubernetes/cmd/kube-apiserver/app"
 
 	"github.com/kubesplit/kubesplit/pkg/bootstrap"
 	"github.com/kubesplit/kubesplit/pkg/config"
 	"github.com/kubesplit/kubesplit/pkg/layout"
+	"github.com/kubesplit/kubesplit/pkg/pki"
 	"github.com/kubesplit/kubesplit/pkg/version"
 )
 
@@ -34,6 +37,7 @@ type Options struct {
 	AuditLog          bool
 	AuditLogPath      string
 	EgressConfig      string
+	EgressGateway     string
 	ShowVersion       bool
 }
 
@@ -50,7 +54,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.ServiceCIDR, "service-cidr", bootstrap.DefaultServiceCIDR, "Service IP range")
 	fs.BoolVar(&o.AuditLog, "audit-log", false, "write an audit log (policy: config/audit-policy.yaml in the data dir)")
 	fs.StringVar(&o.AuditLogPath, "audit-log-path", "", "where the audit log goes (default: logs/audit.log in the data dir; '-' for stdout)")
-	fs.StringVar(&o.EgressConfig, "egress-selector-config", "", "EgressSelectorConfiguration file routing kubelet traffic through the tunnel gateway")
+	fs.StringVar(&o.EgressGateway, "egress-gateway", "", "https://HOST:PORT of the tunnel gateway's egress: kubelet traffic (logs, exec, port-forward) goes through node tunnels")
+	fs.StringVar(&o.EgressConfig, "egress-selector-config", "", "your own EgressSelectorConfiguration file (instead of --egress-gateway)")
 	fs.BoolVar(&o.ShowVersion, "version", false, "print the version and exit")
 	if err := config.Parse(fs, ours); err != nil {
 		if errors.Is(err, config.ErrHelp) {
@@ -105,8 +110,17 @@ func (o Options) UpstreamArgs() ([]string, error) {
 		d.ServiceAccountKey(), d.ServiceAccountPub(),
 		d.EncryptionConfig(), d.AuthenticationConfig(), d.AuditPolicy(),
 	}
+	if o.EgressConfig != "" && o.EgressGateway != "" {
+		return nil, errors.New("--egress-gateway and --egress-selector-config exclude each other; pass one")
+	}
 	if o.EgressConfig != "" {
 		files = append(files, o.EgressConfig)
+	}
+	if o.EgressGateway != "" {
+		if u, err := url.Parse(o.EgressGateway); err != nil || u.Scheme != "https" || u.Host == "" {
+			return nil, fmt.Errorf("--egress-gateway %q must be an https://HOST:PORT URL", o.EgressGateway)
+		}
+		files = append(files, d.APIServerEgressClient().Cert, d.APIServerEgressClient().Key)
 	}
 	if err := config.RequireFiles(files...); err != nil {
 		return nil, err
@@ -151,13 +165,21 @@ func (o Options) UpstreamArgs() ([]string, error) {
 		"--proxy-client-key-file=" + d.FrontProxyClient().Key,
 		"--kubelet-client-certificate=" + d.APIServerKubeletClient().Cert,
 		"--kubelet-client-key=" + d.APIServerKubeletClient().Key,
-		"--kubelet-preferred-address-types=InternalIP,Hostname,ExternalIP",
+		// IPs first: a Hostname address makes the apiserver resolve node names in DNS
+		"--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname",
 		"--allow-privileged=true",
 		"--profiling=false",
 		"--storage-backend=etcd3",
 	}
 	if o.AdvertiseAddress != "" {
 		args = append(args, "--advertise-address="+o.AdvertiseAddress)
+	}
+	if o.EgressGateway != "" {
+		path := filepath.Join(certDir, "egress-selector.yaml")
+		if err := pki.WriteFile(path, egressSelector(d, strings.TrimPrefix(o.EgressGateway, "https://")), 0o644); err != nil {
+			return nil, fmt.Errorf("writing %s: %w", path, err)
+		}
+		o.EgressConfig = path
 	}
 	if o.EgressConfig != "" {
 		args = append(args, "--egress-selector-config-file="+o.EgressConfig)
@@ -176,4 +198,24 @@ func (o Options) UpstreamArgs() ([]string, error) {
 		)
 	}
 	return args, nil
+}
+
+// egressSelector routes the apiserver's "cluster" traffic (kubelets: logs,
+// exec, attach, port-forward, metrics) through the gateway's HTTP CONNECT
+// endpoint over mutual TLS.
+func egressSelector(d layout.Dir, hostPort string) []byte {
+	return fmt.Appendf(nil, `apiVersion: apiserver.k8s.io/v1beta1
+kind: EgressSelectorConfiguration
+egressSelections:
+- name: cluster
+  connection:
+    proxyProtocol: HTTPConnect
+    transport:
+      tcp:
+        url: https://%s
+        tlsConfig:
+          caBundle: %s
+          clientCert: %s
+          clientKey: %s
+`, hostPort, d.ClusterCA().Cert, d.APIServerEgressClient().Cert, d.APIServerEgressClient().Key)
 }

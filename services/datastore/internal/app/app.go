@@ -20,7 +20,6 @@ import (
 	"github.com/kubesplit/kubesplit/pkg/logging"
 	"github.com/kubesplit/kubesplit/pkg/version"
 	"github.com/kubesplit/kubesplit/services/datastore/internal/backend"
-	"github.com/kubesplit/kubesplit/services/datastore/internal/logbridge"
 )
 
 const summary = "kubesplit datastore: the etcd v3 API over mutual TLS, on SQLite (default), PostgreSQL, MySQL or embedded etcd"
@@ -118,7 +117,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	defer lock.Close()
 
 	log := logging.New("datastore", stderr, level)
-	logbridge.Logrus(log, level)
+	logging.BridgeLogrus(log, level, "kine")
 	ctx, stop := lifecycle.SignalContext()
 	defer stop()
 

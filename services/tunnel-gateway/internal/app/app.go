@@ -4,31 +4,39 @@ package app
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
+	stdlog "log"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"time"
 
+	"github.com/kubesplit/kubesplit/pkg/bootstrap"
 	"github.com/kubesplit/kubesplit/pkg/config"
 	"github.com/kubesplit/kubesplit/pkg/health"
 	"github.com/kubesplit/kubesplit/pkg/jointoken"
 	"github.com/kubesplit/kubesplit/pkg/layout"
 	"github.com/kubesplit/kubesplit/pkg/lifecycle"
 	"github.com/kubesplit/kubesplit/pkg/logging"
+	"github.com/kubesplit/kubesplit/pkg/netutil"
 	"github.com/kubesplit/kubesplit/pkg/version"
+	"github.com/kubesplit/kubesplit/services/tunnel-gateway/internal/tunnel"
 )
 
 const summary = `kubesplit tunnel-gateway: the endpoint nodes behind NAT dial.
-This release serves the cluster CA bundle that join tokens pin (GET /cacerts
-on --listen-address, TLS) and /healthz; the apiserver relay and the reverse
-tunnels come with the node agent.`
+On --listen-address (TLS) it serves the cluster CA bundle that join tokens
+pin (GET /cacerts) and nodes' reverse tunnels (GET /v1/tunnel, node client
+certificate); on --egress-address the apiserver's HTTP CONNECT egress rides
+those tunnels; --health-address serves /healthz and /debug/tunnels.`
 
 type options struct {
-	dataDir, listen, health string
-	showVersion             bool
+	dataDir, listen, egress, health string
+	nodePorts                       []int
+	showVersion                     bool
 }
 
 // Main runs the gateway and returns the exit code.
@@ -37,6 +45,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	fs := config.NewFlagSet("tunnel-gateway")
 	fs.StringVar(&o.dataDir, "data-dir", "", "data directory written by 'kubesplit init' (required)")
 	fs.StringVar(&o.listen, "listen-address", "0.0.0.0:8132", "host:port nodes dial (TLS)")
+	fs.StringVar(&o.egress, "egress-address", "0.0.0.0:8131", "host:port of the apiserver's HTTP CONNECT egress (mutual TLS)")
+	fs.IntSliceVar(&o.nodePorts, "node-ports", []int{10250}, "node ports the apiserver may reach through a tunnel (the kubelet's)")
 	fs.StringVar(&o.health, "health-address", "0.0.0.0:8133", "host:port of /healthz and /readyz (plain HTTP)")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
 	if err := config.Parse(fs, args); err != nil {
@@ -70,50 +80,72 @@ func run(o options, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return fmt.Errorf("%s holds no certificate", d.ClusterCA().Cert)
+	}
 	cert, err := tls.LoadX509KeyPair(d.TunnelGateway().Cert, d.TunnelGateway().Key)
 	if err != nil {
 		return fmt.Errorf("loading %s: %w", d.TunnelGateway().Cert, err)
 	}
-	nodes, err := net.Listen("tcp", o.listen)
-	if err != nil {
-		return fmt.Errorf("cannot listen on %s: %w; choose another --listen-address", o.listen, err)
-	}
-	hl, err := net.Listen("tcp", o.health)
-	if err != nil {
-		nodes.Close()
-		return fmt.Errorf("cannot listen on %s: %w; choose another --health-address", o.health, err)
+	var listeners []net.Listener
+	defer func() {
+		for _, l := range listeners {
+			l.Close()
+		}
+	}()
+	for _, l := range []struct{ addr, flag string }{{o.listen, "--listen-address"}, {o.egress, "--egress-address"}, {o.health, "--health-address"}} {
+		ln, err := netutil.Listen(l.addr)
+		if err != nil {
+			return fmt.Errorf("cannot listen on %s: %w; choose another %s", l.addr, err, l.flag)
+		}
+		listeners = append(listeners, ln)
 	}
 	log := logging.New("tunnel-gateway", stderr, 0)
+	logging.BridgeLogrus(log, slog.LevelWarn, "remotedialer") // its info lines log every stream
 	ctx, stop := lifecycle.SignalContext()
 	defer stop()
+	gw := tunnel.New(o.nodePorts, bootstrap.APIServerEgressClientCN, log)
 
-	mux := http.NewServeMux()
+	nodes := http.NewServeMux()
 	// The CA bundle is public: a node fetches it before it trusts anything
 	// and checks it against the SHA-256 its join token pins.
-	mux.HandleFunc("GET "+jointoken.CAPath, func(w http.ResponseWriter, _ *http.Request) {
+	nodes.HandleFunc("GET "+jointoken.CAPath, func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/x-pem-file")
 		_, _ = w.Write(caPEM)
 	})
-	srv := &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: 10 * time.Second,
-		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
-		ErrorLog:          nil,
-	}
-	log.Info("serving", "nodes", o.listen, "health", o.health, "version", version.Version)
+	nodes.Handle("GET "+tunnelPath, gw.TunnelHandler())
+	nodeTLS := &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: pool,
+		ClientAuth: tls.VerifyClientCertIfGiven, MinVersion: tls.VersionTLS12}
+	egressTLS := &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: pool,
+		ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12}
+
+	log.Info("serving", "nodes", o.listen, "egress", o.egress, "health", o.health, "node-ports", o.nodePorts, "version", version.Version)
+	healthMux := map[string]http.Handler{"/debug/tunnels": gw.StatsHandler()}
 	return lifecycle.RunAll(ctx,
-		&health.Server{Listener: hl, Live: map[string]health.Check{"process": func(context.Context) error { return nil }}},
-		lifecycle.Func(func(ctx context.Context) error {
-			go func() {
-				<-ctx.Done()
-				sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-				defer cancel()
-				_ = srv.Shutdown(sctx)
-			}()
-			if err := srv.ServeTLS(nodes, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				return err
-			}
-			return nil
-		}),
+		&health.Server{Listener: listeners[2], Extra: healthMux,
+			Live: map[string]health.Check{"process": func(context.Context) error { return nil }}},
+		serveTLS(listeners[0], nodes, nodeTLS),
+		serveTLS(listeners[1], gw.EgressHandler(), egressTLS),
 	)
+}
+
+// tunnelPath is where nodes open their reverse tunnel.
+const tunnelPath = "/v1/tunnel"
+
+func serveTLS(l net.Listener, h http.Handler, cfg *tls.Config) lifecycle.Runnable {
+	return lifecycle.Func(func(ctx context.Context) error {
+		srv := &http.Server{Handler: h, TLSConfig: cfg, ReadHeaderTimeout: 10 * time.Second,
+			ErrorLog: stdlog.New(io.Discard, "", 0)} // TLS handshake noise from probes
+		go func() {
+			<-ctx.Done()
+			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(sctx)
+		}()
+		if err := srv.ServeTLS(l, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
 }

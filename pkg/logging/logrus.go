@@ -1,5 +1,6 @@
-// Package logbridge sends kine's logrus output into the role's slog logger.
-package logbridge
+// This file sends logrus output (kine, remotedialer) into the role's slog logger.
+
+package logging
 
 import (
 	"context"
@@ -9,8 +10,8 @@ import (
 	"github.com/sirupsen/logrus"
 )
 
-// Logrus routes the global logrus logger (kine's) into l.
-func Logrus(l *slog.Logger, level slog.Level) {
+// BridgeLogrus routes the global logrus logger into l, tagged with component.
+func BridgeLogrus(l *slog.Logger, level slog.Level, component string) {
 	logrus.SetOutput(io.Discard)
 	switch {
 	case level <= slog.LevelDebug:
@@ -23,7 +24,7 @@ func Logrus(l *slog.Logger, level slog.Level) {
 		logrus.SetLevel(logrus.ErrorLevel)
 	}
 	logrus.StandardLogger().ReplaceHooks(logrus.LevelHooks{})
-	logrus.AddHook(hook{l: l.With("component", "kine")})
+	logrus.AddHook(hook{l: l.With("component", component)})
 }
 
 type hook struct{ l *slog.Logger }

@@ -1,0 +1,223 @@
+package integration
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kubesplit/kubesplit/e2e/hostcluster"
+	"github.com/kubesplit/kubesplit/node/tunnel"
+	"github.com/kubesplit/kubesplit/pkg/localcluster"
+	"github.com/kubesplit/kubesplit/pkg/nodeidentity"
+	"github.com/kubesplit/kubesplit/pkg/pki"
+)
+
+// TestTunnelEgress: the apiserver reaches a "kubelet" that only listens on
+// the node's loopback, through the gateway's egress and the node's reverse
+// tunnel, with TLS end to end; the gateway lets nobody else through.
+func TestTunnelEgress(t *testing.T) {
+	needLong(t)
+	// the node's kubelet stand-in: a TLS server on 127.0.0.1 that records who called
+	var callerCN atomic.Value
+	kubelet := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if len(r.TLS.PeerCertificates) > 0 {
+			callerCN.Store(r.TLS.PeerCertificates[0].Subject.CommonName)
+		}
+		fmt.Fprintf(w, "kubelet-a:%s", r.URL.Path)
+	}))
+	kubelet.TLS = &tls.Config{ClientAuth: tls.RequestClientCert}
+	kubelet.StartTLS()
+	defer kubelet.Close()
+	port := kubelet.Listener.Addr().(*net.TCPAddr).Port
+
+	c := hostcluster.Start(t, hostcluster.Options{
+		Roles: []string{localcluster.Datastore, localcluster.APIServer, localcluster.TunnelGateway},
+		Extra: map[string][]string{localcluster.TunnelGateway: {"--node-ports", strconv.Itoa(port)}},
+	})
+	d := c.Spec.DataDir
+	ca, err := pki.LoadKeyPair(d.ClusterCA().Cert, d.ClusterCA().Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.Cert)
+	nodeCert := func(cn string, org ...string) tls.Certificate {
+		kp, err := ca.Issue(pki.Spec{CommonName: cn, Organization: org, Usage: pki.UsageClient})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tls.Certificate{Certificate: [][]byte{kp.Cert.Raw}, PrivateKey: kp.Key, Leaf: kp.Cert}
+	}
+	nodeA := nodeCert(nodeidentity.CommonName("node-a"), nodeidentity.Group)
+
+	var connects atomic.Int32
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_ = tunnel.Run(ctx, tunnel.Config{GatewayURL: c.Spec.GatewayURL(), CA: pool, Cert: nodeA,
+			Ports: []int{port}, Addresses: []string{"10.99.0.1"}, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), OnConnect: func() { connects.Add(1) }})
+	}()
+	defer func() { cancel(); wg.Wait() }()
+	waitFor(t, 20*time.Second, "the node's tunnel", func(context.Context) (bool, error) { return connects.Load() == 1, nil })
+
+	for _, name := range []string{"node-a", "node-b"} {
+		n, err := c.Client.CoreV1().Nodes().Create(context.Background(), &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// the apiserver CONNECTs to this IP at the gateway; nothing is ever sent to it
+		ip := map[string]string{"node-a": "10.99.0.1", "node-b": "10.99.0.2"}[name]
+		n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip}, {Type: corev1.NodeHostName, Address: name}}
+		n.Status.DaemonEndpoints.KubeletEndpoint.Port = int32(port)
+		if _, err := c.Client.CoreV1().Nodes().UpdateStatus(context.Background(), n, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	proxy := func(node string) (string, error) {
+		rctx, rcancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer rcancel()
+		b, err := c.Client.CoreV1().RESTClient().Get().AbsPath("/api/v1/nodes/" + node + "/proxy/healthz").DoRaw(rctx)
+		return string(b), err
+	}
+
+	t.Run("apiserver-reaches-the-kubelet-through-the-tunnel", func(t *testing.T) {
+		body, err := proxy("node-a")
+		if err != nil || body != "kubelet-a:/healthz" {
+			t.Fatalf("proxy to node-a: %q %v", body, err)
+		}
+		if cn, _ := callerCN.Load().(string); cn != "kube-apiserver-kubelet-client" {
+			t.Fatalf("the kubelet saw client %q: TLS is not end to end from the apiserver", cn)
+		}
+	})
+	t.Run("no-tunnel-no-route", func(t *testing.T) {
+		if body, err := proxy("node-b"); err == nil {
+			t.Fatalf("node-b has no tunnel but answered %q", body)
+		}
+	})
+	egress := func(cert tls.Certificate, target string) int {
+		conn, err := tls.Dial("tcp", "127.0.0.1:"+strconv.Itoa(c.Spec.Ports.GatewayEgress), &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, ServerName: "localhost"})
+		if err != nil {
+			return 0 // refused in the handshake
+		}
+		defer conn.Close()
+		fmt.Fprintf(conn, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", target, target)
+		resp, err := http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: http.MethodConnect})
+		if err != nil {
+			return 0
+		}
+		return resp.StatusCode
+	}
+	t.Run("egress-only-for-the-apiserver-and-kubelet-ports", func(t *testing.T) {
+		target := "10.99.0.1:" + strconv.Itoa(port)
+		if code := egress(nodeA, target); code != http.StatusForbidden {
+			t.Errorf("a node certificate at the egress: %d, want 403", code)
+		}
+		egressCert, err := tls.LoadX509KeyPair(d.APIServerEgressClient().Cert, d.APIServerEgressClient().Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code := egress(egressCert, "10.99.0.1:22"); code != http.StatusForbidden {
+			t.Errorf("a port that is not the kubelet's: %d, want 403", code)
+		}
+		if code := egress(egressCert, target); code != http.StatusOK {
+			t.Errorf("the apiserver's certificate: %d, want 200", code)
+		}
+	})
+	t.Run("tunnels-only-for-node-certificates", func(t *testing.T) {
+		admin, err := tls.LoadX509KeyPair(d.APIServerKubeletClient().Cert, d.APIServerKubeletClient().Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		other, err := pki.NewCA("other")
+		if err != nil {
+			t.Fatal(err)
+		}
+		kp, _ := other.Issue(pki.Spec{CommonName: nodeidentity.CommonName("node-b"), Organization: []string{nodeidentity.Group}, Usage: pki.UsageClient})
+		foreign := tls.Certificate{Certificate: [][]byte{kp.Cert.Raw}, PrivateKey: kp.Key}
+		for name, cert := range map[string]tls.Certificate{"non-node certificate": admin, "certificate from another CA": foreign} {
+			cfg := &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, ServerName: "localhost"}
+			client := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: 5 * time.Second}
+			resp, err := client.Get(c.Spec.GatewayURL() + tunnel.Path)
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode < 400 {
+					t.Errorf("%s: tunnel endpoint answered %d", name, resp.StatusCode)
+				}
+			}
+		}
+		if snap := tunnelStats(t, c); snap["node-b"].Connected {
+			t.Fatal("node-b has a tunnel")
+		}
+		// node-b's own certificate, but claiming node-a's address while node-a is connected
+		var bConnects atomic.Int32
+		bctx, bcancel := context.WithTimeout(context.Background(), 4*time.Second)
+		defer bcancel()
+		_ = tunnel.Run(bctx, tunnel.Config{GatewayURL: c.Spec.GatewayURL(), CA: pool,
+			Cert: nodeCert(nodeidentity.CommonName("node-b"), nodeidentity.Group), Ports: []int{port},
+			Addresses: []string{"10.99.0.1"}, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+			OnConnect: func() { bConnects.Add(1) }})
+		if bConnects.Load() != 0 {
+			t.Fatal("node-b opened a tunnel claiming node-a's address")
+		}
+		if body, err := proxy("node-a"); err != nil || body != "kubelet-a:/healthz" {
+			t.Fatalf("node-a's traffic after node-b's attempt: %q %v", body, err)
+		}
+	})
+	t.Run("gateway-restart-tunnel-comes-back", func(t *testing.T) {
+		gw := c.Proc(localcluster.TunnelGateway)
+		if err := gw.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		restarted := time.Now()
+		c.Restart(localcluster.TunnelGateway)
+		waitFor(t, 20*time.Second, "the tunnel to come back", func(context.Context) (bool, error) { return connects.Load() >= 2, nil })
+		t.Logf("tunnel back %.1fs after the gateway was restarted", time.Since(restarted).Seconds())
+		waitFor(t, 20*time.Second, "the apiserver to reach node-a again", func(context.Context) (bool, error) {
+			body, err := proxy("node-a")
+			return err == nil && body == "kubelet-a:/healthz", nil
+		})
+		if s := tunnelStats(t, c)["node-a"]; !s.Connected || s.Connects < 1 || s.BytesFromNode == 0 {
+			t.Fatalf("gateway's view of node-a: %+v", s)
+		}
+	})
+}
+
+type nodeStats struct {
+	Connected     bool  `json:"connected"`
+	Connects      int64 `json:"connects"`
+	BytesFromNode int64 `json:"bytesFromNode"`
+}
+
+func tunnelStats(t *testing.T, c *hostcluster.Cluster) map[string]nodeStats {
+	t.Helper()
+	resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(c.Spec.Ports.GatewayHealth) + "/debug/tunnels")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var v struct {
+		Nodes map[string]nodeStats `json:"nodes"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
+		t.Fatal(err)
+	}
+	return v.Nodes
+}

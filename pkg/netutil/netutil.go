@@ -1,0 +1,45 @@
+// Package netutil makes TCP sockets that notice a dead peer quickly.
+//
+// A tunnel whose far end vanished (NAT timeout, a pulled cable, a killed VM)
+// looks connected until something is sent and never acknowledged. Linux's
+// TCP_USER_TIMEOUT closes such a socket once sent data stays unacknowledged
+// for UserTimeout; the tunnel's own pings (every 5s) provide the data, so a
+// half-open tunnel is torn down and redialled within about UserTimeout.
+package netutil
+
+import (
+	"context"
+	"net"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// UserTimeout is how long unacknowledged data may wait before the socket is closed.
+const UserTimeout = 15 * time.Second
+
+// KeepAlive probes idle connections.
+var KeepAlive = net.KeepAliveConfig{Enable: true, Idle: 10 * time.Second, Interval: 5 * time.Second, Count: 3}
+
+func control(_, _ string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(UserTimeout.Milliseconds()))
+	})
+	if err != nil {
+		return err
+	}
+	return serr
+}
+
+// Listen listens on a TCP address; accepted sockets inherit the user timeout.
+func Listen(addr string) (net.Listener, error) {
+	lc := net.ListenConfig{Control: control, KeepAliveConfig: KeepAlive}
+	return lc.Listen(context.Background(), "tcp", addr)
+}
+
+// Dialer dials TCP with the user timeout and keepalive set.
+func Dialer() *net.Dialer {
+	return &net.Dialer{Timeout: 10 * time.Second, Control: control, KeepAliveConfig: KeepAlive}
+}

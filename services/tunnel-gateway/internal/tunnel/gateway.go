@@ -1,0 +1,293 @@
+// Package tunnel holds the gateway's two sides: nodes' reverse tunnels, and
+// the apiserver's HTTP CONNECT egress that rides them.
+//
+// Tunnels use github.com/rancher/remotedialer (what k3s runs in production):
+// one websocket per node multiplexing many TCP streams, dialled outward by the
+// node so NAT is no obstacle. apiserver-network-proxy (konnectivity) was the
+// alternative; it needs its own agent protocol and gRPC server, while the
+// apiserver's plain HTTPConnect egress mode plus remotedialer's dialer gives
+// the same result with less code of ours.
+package tunnel
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rancher/remotedialer"
+
+	"github.com/kubesplit/kubesplit/pkg/nodeidentity"
+)
+
+// Gateway routes the apiserver's connections to nodes through their tunnels.
+type Gateway struct {
+	// NodePorts are the ports on a node the apiserver may reach (the kubelet's).
+	NodePorts []int
+	// EgressClientCN is the only certificate CN allowed to use the egress.
+	EgressClientCN string
+	Log            *slog.Logger
+
+	rd    *remotedialer.Server
+	mu    sync.Mutex
+	nodes map[string]*NodeStats
+	// addrs maps a node's declared IP to its name: the apiserver's CONNECT
+	// target is the node's InternalIP.
+	addrs map[string]string
+}
+
+// AddressesHeader carries the IPs a node declares when it opens its tunnel.
+const AddressesHeader = "X-Kubesplit-Node-Addresses"
+
+// NodeStats is the per-node view served at /debug/tunnels.
+type NodeStats struct {
+	Connected     bool      `json:"connected"`
+	Since         time.Time `json:"since"`
+	Connects      int64     `json:"connects"`
+	Dials         int64     `json:"dials"`
+	DialFailures  int64     `json:"dialFailures"`
+	BytesToNode   int64     `json:"bytesToNode"`
+	BytesFromNode int64     `json:"bytesFromNode"`
+}
+
+// New makes a gateway.
+func New(nodePorts []int, egressClientCN string, log *slog.Logger) *Gateway {
+	g := &Gateway{NodePorts: nodePorts, EgressClientCN: egressClientCN, Log: log, nodes: map[string]*NodeStats{}, addrs: map[string]string{}}
+	g.rd = remotedialer.New(g.authorize, remotedialer.DefaultErrorWriter)
+	return g
+}
+
+func (g *Gateway) stats(node string) *NodeStats {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	s := g.nodes[node]
+	if s == nil {
+		s = &NodeStats{}
+		g.nodes[node] = s
+	}
+	return s
+}
+
+// authorize accepts a tunnel only from a verified node certificate and keys
+// it by that certificate's node name, so a node can open its own tunnel only.
+func (g *Gateway) authorize(req *http.Request) (string, bool, error) {
+	leaf := verifiedLeaf(req)
+	if leaf == nil {
+		g.Log.Warn("tunnel refused: no client certificate from the cluster CA", "remote", req.RemoteAddr)
+		return "", false, nil
+	}
+	node, ok := nodeidentity.FromCert(leaf)
+	if !ok {
+		g.Log.Warn("tunnel refused: not a node certificate", "remote", req.RemoteAddr, "subject", leaf.Subject.CommonName)
+		return "", false, nil
+	}
+	ips, err := declaredIPs(req.Header.Get(AddressesHeader))
+	if err != nil {
+		g.Log.Warn("tunnel refused", "node", node, "err", err)
+		return "", false, nil
+	}
+	if err := g.claim(node, ips); err != nil {
+		g.Log.Warn("tunnel refused", "node", node, "err", err)
+		return "", false, nil
+	}
+	s := g.stats(node)
+	atomic.AddInt64(&s.Connects, 1)
+	g.mu.Lock()
+	s.Since = time.Now().UTC()
+	g.mu.Unlock()
+	g.Log.Info("tunnel opened", "node", node, "addresses", ips, "remote", req.RemoteAddr)
+	return node, true, nil
+}
+
+func declaredIPs(h string) ([]string, error) {
+	var ips []string
+	for _, f := range strings.Split(h, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		ip := net.ParseIP(f)
+		if ip == nil {
+			return nil, fmt.Errorf("declared address %q is not an IP", f)
+		}
+		ips = append(ips, ip.String())
+	}
+	return ips, nil
+}
+
+// claim records node's IPs. An IP held by another node whose tunnel is up is
+// refused, so one node cannot take over another's traffic while it is
+// connected. (The declared IPs are not yet checked against the Node object or
+// the kubelet's serving certificate: that comes with the node agent.)
+func (g *Gateway) claim(node string, ips []string) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, ip := range ips {
+		if owner, ok := g.addrs[ip]; ok && owner != node && g.rd.HasSession(owner) {
+			return fmt.Errorf("address %s belongs to connected node %s", ip, owner)
+		}
+	}
+	for ip, owner := range g.addrs {
+		if owner == node {
+			delete(g.addrs, ip)
+		}
+	}
+	for _, ip := range ips {
+		g.addrs[ip] = node
+	}
+	return nil
+}
+
+// nodeFor maps a CONNECT host (a node IP, or a node name) to a node name.
+func (g *Gateway) nodeFor(host string) string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if n, ok := g.addrs[host]; ok {
+		return n
+	}
+	return host
+}
+
+func verifiedLeaf(req *http.Request) *x509.Certificate {
+	if req.TLS == nil || len(req.TLS.VerifiedChains) == 0 || len(req.TLS.VerifiedChains[0]) == 0 {
+		return nil
+	}
+	return req.TLS.VerifiedChains[0][0]
+}
+
+// TunnelHandler accepts nodes' websocket tunnels.
+func (g *Gateway) TunnelHandler() http.Handler { return g.rd }
+
+// EgressHandler serves the apiserver's HTTP CONNECT requests: CONNECT
+// NODE:PORT opens a stream through NODE's tunnel to its local PORT.
+func (g *Gateway) EgressHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.Method != http.MethodConnect {
+			http.Error(w, "only CONNECT is served here", http.StatusMethodNotAllowed)
+			return
+		}
+		leaf := verifiedLeaf(req)
+		if leaf == nil || leaf.Subject.CommonName != g.EgressClientCN {
+			g.Log.Warn("egress refused: not the apiserver's egress certificate", "remote", req.RemoteAddr)
+			http.Error(w, "forbidden", http.StatusForbidden)
+			return
+		}
+		host, portStr, err := net.SplitHostPort(req.Host)
+		node := g.nodeFor(host)
+		port, perr := strconv.Atoi(portStr)
+		if err != nil || perr != nil {
+			http.Error(w, "CONNECT target must be NODE:PORT", http.StatusBadRequest)
+			return
+		}
+		if !slices.Contains(g.NodePorts, port) {
+			g.Log.Warn("egress refused: port not allowed", "node", node, "port", port)
+			http.Error(w, fmt.Sprintf("port %d is not a kubelet port", port), http.StatusForbidden)
+			return
+		}
+		s := g.stats(node)
+		atomic.AddInt64(&s.Dials, 1)
+		if !g.rd.HasSession(node) {
+			atomic.AddInt64(&s.DialFailures, 1)
+			http.Error(w, "no tunnel from node "+node, http.StatusBadGateway)
+			return
+		}
+		ctx, cancel := context.WithTimeout(req.Context(), 10*time.Second)
+		upstream, err := g.rd.Dialer(node)(ctx, "tcp", net.JoinHostPort("127.0.0.1", portStr))
+		cancel()
+		if err != nil {
+			atomic.AddInt64(&s.DialFailures, 1)
+			g.Log.Warn("dial through tunnel failed", "node", node, "port", port, "err", err)
+			http.Error(w, "dial through tunnel failed", http.StatusBadGateway)
+			return
+		}
+		hj, ok := w.(http.Hijacker)
+		if !ok {
+			upstream.Close()
+			http.Error(w, "cannot hijack", http.StatusInternalServerError)
+			return
+		}
+		client, buf, err := hj.Hijack()
+		if err != nil {
+			upstream.Close()
+			return
+		}
+		if _, err := client.Write([]byte("HTTP/1.1 200 Connection established\r\n\r\n")); err != nil {
+			client.Close()
+			upstream.Close()
+			return
+		}
+		pipe(client, buf, upstream, s)
+	})
+}
+
+// pipe copies both ways until either side closes, counting bytes as they pass.
+func pipe(client net.Conn, buffered io.Reader, upstream net.Conn, s *NodeStats) {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		_, _ = io.Copy(counter{upstream, &s.BytesToNode}, buffered)
+		upstream.Close()
+	}()
+	go func() {
+		defer wg.Done()
+		_, _ = io.Copy(counter{client, &s.BytesFromNode}, upstream)
+		client.Close()
+	}()
+	wg.Wait()
+}
+
+type counter struct {
+	w io.Writer
+	n *int64
+}
+
+func (c counter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	atomic.AddInt64(c.n, int64(n))
+	return n, err
+}
+
+// Snapshot returns the per-node view, with Connected filled from the live sessions.
+func (g *Gateway) Snapshot() map[string]NodeStats {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make(map[string]NodeStats, len(g.nodes))
+	for name, s := range g.nodes {
+		v := NodeStats{
+			Connects: atomic.LoadInt64(&s.Connects), Dials: atomic.LoadInt64(&s.Dials),
+			DialFailures: atomic.LoadInt64(&s.DialFailures), BytesToNode: atomic.LoadInt64(&s.BytesToNode),
+			BytesFromNode: atomic.LoadInt64(&s.BytesFromNode), Since: s.Since,
+		}
+		v.Connected = g.rd.HasSession(name)
+		out[name] = v
+	}
+	return out
+}
+
+// StatsHandler serves Snapshot as JSON: sessions open, and per node whether
+// it is connected, since when, connects (more than one means reconnects),
+// dials, dial failures and bytes each way.
+func (g *Gateway) StatsHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		snap := g.Snapshot()
+		open := 0
+		for _, s := range snap {
+			if s.Connected {
+				open++
+			}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"sessionsOpen": open, "nodes": snap})
+	})
+}
