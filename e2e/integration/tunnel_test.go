@@ -18,8 +18,11 @@ import (
 	"testing"
 	"time"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/kubesplit/kubesplit/e2e/hostcluster"
 	"github.com/kubesplit/kubesplit/node/tunnel"
@@ -220,4 +223,39 @@ func tunnelStats(t *testing.T, c *hostcluster.Cluster) map[string]nodeStats {
 		t.Fatal(err)
 	}
 	return v.Nodes
+}
+
+// TestGatewayRelaysToAPIServer: a node's only endpoint is the gateway; with
+// TLS server name "kubernetes" its API traffic is relayed to the apiserver
+// untouched, so the client certificate authenticates at the apiserver itself.
+func TestGatewayRelaysToAPIServer(t *testing.T) {
+	needLong(t)
+	c := hostcluster.Start(t, hostcluster.Options{Roles: []string{localcluster.Datastore, localcluster.APIServer, localcluster.TunnelGateway}})
+	cfg := rest.CopyConfig(c.Config)
+	cfg.Host = c.Spec.GatewayURL()
+	cfg.TLSClientConfig.ServerName = "kubernetes"
+	cs := kubernetes.NewForConfigOrDie(cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	review, err := cs.AuthenticationV1().SelfSubjectReviews().Create(ctx, &authenticationv1.SelfSubjectReview{}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("API through the gateway: %v", err)
+	}
+	if review.Status.UserInfo.Username != "kubesplit-admin" {
+		t.Fatalf("authenticated as %q: the client certificate did not reach the apiserver", review.Status.UserInfo.Username)
+	}
+	// a watch (long-lived stream) works through the relay too
+	w, err := cs.CoreV1().Namespaces().Watch(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	select {
+	case e := <-w.ResultChan():
+		if e.Object == nil {
+			t.Fatal("empty watch event")
+		}
+	case <-ctx.Done():
+		t.Fatal("no watch event through the relay")
+	}
 }

@@ -117,7 +117,7 @@ func (s Spec) Process(role string) (*procs.Process, error) {
 		args = []string{"--data-dir", dd, "--bind-address", "127.0.0.1", "--secure-port", strconv.Itoa(p.Controllers)}
 		ready = procs.HTTPProbe(s.url(p.Controllers)+"/healthz", "")
 	case TunnelGateway:
-		args = []string{"--data-dir", dd, "--listen-address", hostPort(p.GatewayNodes),
+		args = []string{"--data-dir", dd, "--listen-address", hostPort(p.GatewayNodes), "--apiserver-address", hostPort(p.APIServer),
 			"--egress-address", hostPort(p.GatewayEgress), "--health-address", hostPort(p.GatewayHealth)}
 		ready = procs.HTTPProbe(fmt.Sprintf("http://%s/healthz", hostPort(p.GatewayHealth)), "")
 	default:

@@ -28,13 +28,15 @@ import (
 )
 
 const summary = `kubesplit tunnel-gateway: the endpoint nodes behind NAT dial.
-On --listen-address (TLS) it serves the cluster CA bundle that join tokens
-pin (GET /cacerts) and nodes' reverse tunnels (GET /v1/tunnel, node client
-certificate); on --egress-address the apiserver's HTTP CONNECT egress rides
+On --listen-address it relays TLS connections for server name "kubernetes" to
+the apiserver unchanged, and itself serves the cluster CA bundle that join
+tokens pin (GET /cacerts) and nodes' reverse tunnels (GET /v1/tunnel, node
+client certificate); on --egress-address the apiserver's HTTP CONNECT egress rides
 those tunnels; --health-address serves /healthz and /debug/tunnels.`
 
 type options struct {
 	dataDir, listen, egress, health string
+	apiserver                       string
 	nodePorts                       []int
 	showVersion                     bool
 }
@@ -45,6 +47,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	fs := config.NewFlagSet("tunnel-gateway")
 	fs.StringVar(&o.dataDir, "data-dir", "", "data directory written by 'kubesplit init' (required)")
 	fs.StringVar(&o.listen, "listen-address", "0.0.0.0:8132", "host:port nodes dial (TLS)")
+	fs.StringVar(&o.apiserver, "apiserver-address", "127.0.0.1:6443", "host:port of the apiserver; node connections with TLS server name 'kubernetes' are relayed there unchanged")
 	fs.StringVar(&o.egress, "egress-address", "0.0.0.0:8131", "host:port of the apiserver's HTTP CONNECT egress (mutual TLS)")
 	fs.IntSliceVar(&o.nodePorts, "node-ports", []int{10250}, "node ports the apiserver may reach through a tunnel (the kubelet's)")
 	fs.StringVar(&o.health, "health-address", "0.0.0.0:8133", "host:port of /healthz and /readyz (plain HTTP)")
@@ -121,11 +124,13 @@ func run(o options, stderr io.Writer) error {
 		ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12}
 
 	log.Info("serving", "nodes", o.listen, "egress", o.egress, "health", o.health, "node-ports", o.nodePorts, "version", version.Version)
+	mux := &tunnel.SNIMux{Listener: listeners[0], APIServer: o.apiserver, Log: log}
 	healthMux := map[string]http.Handler{"/debug/tunnels": gw.StatsHandler()}
 	return lifecycle.RunAll(ctx,
 		&health.Server{Listener: listeners[2], Extra: healthMux,
 			Live: map[string]health.Check{"process": func(context.Context) error { return nil }}},
-		serveTLS(listeners[0], nodes, nodeTLS),
+		mux,
+		serveTLS(mux.Local(), nodes, nodeTLS),
 		serveTLS(listeners[1], gw.EgressHandler(), egressTLS),
 	)
 }
