@@ -121,7 +121,11 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	ctx, stop := lifecycle.SignalContext()
 	defer stop()
 
-	log.Info("starting", "version", version.Version, "backend", kind, "listen", o.listen)
+	attrs := []any{"version", version.Version, "backend", kind, "listen", o.listen}
+	if kind == backend.Postgres || kind == backend.MySQL {
+		attrs = append(attrs, "endpoint", config.RedactDSN(o.backendFlag))
+	}
+	log.Info("starting", attrs...)
 	if kind == backend.SQLite && !backend.SQLiteDriverHasFullCheckpoints {
 		log.Warn("this datastore was built without cgo: SQLite's WAL file may grow under load; build it with hack/build.sh")
 	}
