@@ -21,13 +21,11 @@ import (
 	"github.com/rancher/remotedialer"
 
 	"github.com/kubesplit/kubesplit/pkg/netutil"
+	"github.com/kubesplit/kubesplit/pkg/tunnelproto"
 )
 
 // Path is the gateway's tunnel endpoint.
-const Path = "/v1/tunnel"
-
-// AddressesHeader declares the node's IPs to the gateway.
-const AddressesHeader = "X-Kubesplit-Node-Addresses"
+const Path = tunnelproto.Path
 
 // Config says where the tunnel goes and what it may reach.
 type Config struct {
@@ -67,7 +65,7 @@ func Run(ctx context.Context, c Config) error {
 	backoff := time.Second
 	for ctx.Err() == nil {
 		start := time.Now()
-		header := http.Header{AddressesHeader: {strings.Join(c.Addresses, ",")}}
+		header := http.Header{tunnelproto.AddressesHeader: {strings.Join(c.Addresses, ",")}}
 		err := remotedialer.ConnectToProxy(ctx, wsURL, header, c.allowed, dialer, func(context.Context, *remotedialer.Session) error {
 			c.Log.Info("tunnel up", "gateway", c.GatewayURL)
 			if c.OnConnect != nil {

@@ -23,6 +23,7 @@ import (
 	"github.com/kubesplit/kubesplit/pkg/lifecycle"
 	"github.com/kubesplit/kubesplit/pkg/logging"
 	"github.com/kubesplit/kubesplit/pkg/netutil"
+	"github.com/kubesplit/kubesplit/pkg/tunnelproto"
 	"github.com/kubesplit/kubesplit/pkg/version"
 	"github.com/kubesplit/kubesplit/services/tunnel-gateway/internal/tunnel"
 )
@@ -117,7 +118,7 @@ func run(o options, stderr io.Writer) error {
 		w.Header().Set("Content-Type", "application/x-pem-file")
 		_, _ = w.Write(caPEM)
 	})
-	nodes.Handle("GET "+tunnelPath, gw.TunnelHandler())
+	nodes.Handle("GET "+tunnelproto.Path, gw.TunnelHandler())
 	nodeTLS := &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: pool,
 		ClientAuth: tls.VerifyClientCertIfGiven, MinVersion: tls.VersionTLS12}
 	egressTLS := &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: pool,
@@ -134,9 +135,6 @@ func run(o options, stderr io.Writer) error {
 		serveTLS(listeners[1], gw.EgressHandler(), egressTLS),
 	)
 }
-
-// tunnelPath is where nodes open their reverse tunnel.
-const tunnelPath = "/v1/tunnel"
 
 func serveTLS(l net.Listener, h http.Handler, cfg *tls.Config) lifecycle.Runnable {
 	return lifecycle.Func(func(ctx context.Context) error {

@@ -28,6 +28,7 @@ import (
 	"github.com/rancher/remotedialer"
 
 	"github.com/kubesplit/kubesplit/pkg/nodeidentity"
+	"github.com/kubesplit/kubesplit/pkg/tunnelproto"
 )
 
 // Gateway routes the apiserver's connections to nodes through their tunnels.
@@ -45,9 +46,6 @@ type Gateway struct {
 	// target is the node's InternalIP.
 	addrs map[string]string
 }
-
-// AddressesHeader carries the IPs a node declares when it opens its tunnel.
-const AddressesHeader = "X-Kubesplit-Node-Addresses"
 
 // NodeStats is the per-node view served at /debug/tunnels.
 type NodeStats struct {
@@ -91,7 +89,7 @@ func (g *Gateway) authorize(req *http.Request) (string, bool, error) {
 		g.Log.Warn("tunnel refused: not a node certificate", "remote", req.RemoteAddr, "subject", leaf.Subject.CommonName)
 		return "", false, nil
 	}
-	ips, err := declaredIPs(req.Header.Get(AddressesHeader))
+	ips, err := declaredIPs(req.Header.Get(tunnelproto.AddressesHeader))
 	if err != nil {
 		g.Log.Warn("tunnel refused", "node", node, "err", err)
 		return "", false, nil
