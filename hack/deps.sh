@@ -4,6 +4,7 @@
 set -euo pipefail
 need=()
 ls -d /usr/lib/postgresql/*/bin >/dev/null 2>&1 || need+=(postgresql)
+[ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)
 command -v runuser >/dev/null || need+=(util-linux)
 command -v gcc >/dev/null || need+=(gcc)            # the datastore links SQLite with cgo
 [ -f "/usr/lib/$(gcc -dumpmachine 2>/dev/null)/libc.a" ] || need+=(libc6-dev)  # ...statically

@@ -21,9 +21,10 @@ if [ "$what" = all ] || [ "$what" = integration ]; then
   echo "== building binaries once for every test package"
   hack/build.sh
   export KUBESPLIT_BIN_DIR=$PWD/bin
+  trap 'hack/postgres.sh stop; hack/mysql.sh stop' EXIT
   KUBESPLIT_TEST_POSTGRES_DSN=$(hack/postgres.sh)
-  export KUBESPLIT_TEST_POSTGRES_DSN
-  trap 'hack/postgres.sh stop' EXIT
+  KUBESPLIT_TEST_MYSQL_DSN=$(hack/mysql.sh)
+  export KUBESPLIT_TEST_POSTGRES_DSN KUBESPLIT_TEST_MYSQL_DSN
   echo "== integration tests (real processes)"
   go test -count=1 -timeout 30m -v ./e2e/integration/... 2>&1 | tee /tmp/kubesplit-integration.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+_test.go)' 
   test "${PIPESTATUS[0]}" -eq 0

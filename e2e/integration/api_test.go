@@ -28,6 +28,13 @@ func TestAPI(t *testing.T) {
 	} else {
 		t.Log("postgres backend not covered: KUBESPLIT_TEST_POSTGRES_DSN unset (make test sets it)")
 	}
+	if dsn := os.Getenv("KUBESPLIT_TEST_MYSQL_DSN"); dsn != "" {
+		backends["mysql"] = dsn + "_" + randSuffix()
+	} else if os.Getenv("CI") != "" {
+		t.Error("KUBESPLIT_TEST_MYSQL_DSN is not set: `make test` starts MariaDB (hack/mysql.sh) and sets it")
+	} else {
+		t.Log("mysql backend not covered: KUBESPLIT_TEST_MYSQL_DSN unset (make test sets it)")
+	}
 	for name, backend := range backends {
 		t.Run(name, func(t *testing.T) {
 			c := hostcluster.Start(t, hostcluster.Options{Backend: backend})
