@@ -17,9 +17,14 @@ func TestStopKillsTheWholeGroup(t *testing.T) {
 	t.Parallel()
 	pidFile := filepath.Join(t.TempDir(), "child.pid")
 	p := &Process{Name: "sh", Path: "/bin/sh", Args: []string{"-c", "trap '' TERM; sleep 300 & echo $! > " + pidFile + "; wait"}}
+	// ready once the shell has written the child's pid completely
 	p.Ready = func(context.Context) error {
-		if _, err := os.Stat(pidFile); err != nil {
+		b, err := os.ReadFile(pidFile)
+		if err != nil {
 			return err
+		}
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err != nil || pid <= 0 {
+			return errors.New("pid not written yet")
 		}
 		return nil
 	}
