@@ -75,7 +75,7 @@ type Cluster struct {
 	Client kubernetes.Interface
 
 	t    testing.TB
-	logs map[string]*syncBuffer
+	logs map[string]*SyncBuffer
 }
 
 // Start brings a cluster up and registers its teardown with t.Cleanup.
@@ -95,11 +95,11 @@ func Start(t testing.TB, o Options) *Cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &Cluster{t: t, logs: map[string]*syncBuffer{}}
+	c := &Cluster{t: t, logs: map[string]*SyncBuffer{}}
 	c.Spec = localcluster.Spec{
 		BinDir: bin, DataDir: layout.Dir(t.TempDir()), Backend: o.Backend, Ports: ports, Extra: o.Extra,
 		Output: func(role string) io.Writer {
-			b := &syncBuffer{}
+			b := &SyncBuffer{}
 			c.logs[role] = b
 			return b
 		},
@@ -180,12 +180,17 @@ func (c *Cluster) DumpLogs(n int) {
 // DatastoreClient connects straight to the datastore with the given TLS
 // material; a zero TLSInfo field means "do not present/trust it".
 func (c *Cluster) DatastoreClient(info transport.TLSInfo) (*clientv3.Client, error) {
+	return EtcdClient(fmt.Sprintf("https://127.0.0.1:%d", c.Spec.Ports.Datastore), info)
+}
+
+// EtcdClient connects to an etcd API endpoint with the given TLS material.
+func EtcdClient(endpoint string, info transport.TLSInfo) (*clientv3.Client, error) {
 	tlsCfg, err := info.ClientConfig()
 	if err != nil {
 		return nil, err
 	}
 	return clientv3.New(clientv3.Config{
-		Endpoints:   []string{fmt.Sprintf("https://127.0.0.1:%d", c.Spec.Ports.Datastore)},
+		Endpoints:   []string{endpoint},
 		TLS:         tlsCfg,
 		DialTimeout: 3 * time.Second,
 		Logger:      zap.NewNop(),
@@ -198,18 +203,19 @@ func (c *Cluster) AdminDatastoreTLS() transport.TLSInfo {
 	return transport.TLSInfo{CertFile: d.DatastoreClient().Cert, KeyFile: d.DatastoreClient().Key, TrustedCAFile: d.DatastoreCA().Cert}
 }
 
-type syncBuffer struct {
+// SyncBuffer collects a process's output while a test reads it.
+type SyncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
+func (s *SyncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
 }
 
-func (s *syncBuffer) String() string {
+func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()

@@ -11,7 +11,6 @@ import (
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"github.com/kubesplit/kubesplit/e2e/hostcluster"
 	"github.com/kubesplit/kubesplit/pkg/bootstrap"
@@ -55,7 +54,7 @@ func TestEtcdThreeMembers(t *testing.T) {
 		if i > 0 {
 			args = append(args, "--etcd-join", clientURL(members[0].ports))
 		}
-		out := &lockedBuilder{}
+		out := &hostcluster.SyncBuffer{}
 		p := &procs.Process{Name: "m" + strconv.Itoa(i), Path: filepath.Join(bin, "datastore"), Args: args, Output: out,
 			Ready: procs.HTTPProbe(fmt.Sprintf("http://127.0.0.1:%d/readyz", ports.DatastoreHealth), "")}
 		if err := p.Start(); err != nil {
@@ -77,11 +76,8 @@ func TestEtcdThreeMembers(t *testing.T) {
 	}
 	client := func(m *member) *clientv3.Client {
 		d := m.dir
-		tlsCfg, err := transport.TLSInfo{CertFile: d.DatastoreClient().Cert, KeyFile: d.DatastoreClient().Key, TrustedCAFile: d.DatastoreCA().Cert}.ClientConfig()
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := clientv3.New(clientv3.Config{Endpoints: []string{clientURL(m.ports)}, TLS: tlsCfg, DialTimeout: 3 * time.Second, Logger: zap.NewNop()})
+		c, err := hostcluster.EtcdClient(clientURL(m.ports),
+			transport.TLSInfo{CertFile: d.DatastoreClient().Cert, KeyFile: d.DatastoreClient().Key, TrustedCAFile: d.DatastoreCA().Cert})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -36,7 +36,7 @@ func TestSchedulerLeaderElection(t *testing.T) {
 			"--leader-elect-lease-duration", lease.String(), "--leader-elect-renew-deadline", renew.String(),
 			"--leader-elect-retry-period", retry.String())
 		p.Ready = procs.HTTPProbe("https://127.0.0.1:"+strconv.Itoa(port)+"/healthz", "")
-		b := &lockedBuilder{}
+		b := &hostcluster.SyncBuffer{}
 		p.Output = b
 		if err := p.Start(); err != nil {
 			t.Fatal(err)
@@ -44,7 +44,7 @@ func TestSchedulerLeaderElection(t *testing.T) {
 		t.Cleanup(func() { _ = p.Stop(5 * time.Second) })
 		scheds = append(scheds, p)
 	}
-	outputs := func(i int) string { return scheds[i].Output.(*lockedBuilder).String() }
+	outputs := func(i int) string { return scheds[i].Output.(*hostcluster.SyncBuffer).String() }
 
 	leader := -1
 	waitFor(t, time.Minute, "one scheduler to take the lease", func(context.Context) (bool, error) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -31,7 +32,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 			file := filepath.Join(t.TempDir(), "snap.db")
 			ds := filepath.Join(c.Spec.BinDir, "datastore")
 			dd := string(c.Spec.DataDir)
-			endpoint := "https://127.0.0.1:" + itoa(c.Spec.Ports.Datastore)
+			endpoint := "https://127.0.0.1:" + strconv.Itoa(c.Spec.Ports.Datastore)
 			run(t, ds, "snapshot", "save", "--data-dir", dd, "--backend", backend, "--endpoint", endpoint, file)
 			if _, err := cli.Put(ctx, "/registry/test/after", "2"); err != nil {
 				t.Fatal(err)
@@ -44,7 +45,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 				t.Fatal(err)
 			}
 			run(t, ds, "snapshot", "restore", "--data-dir", dd, "--backend", backend,
-				"--etcd-advertise-peer-url", "https://127.0.0.1:"+itoa(c.Spec.Ports.DatastorePeer), file)
+				"--etcd-advertise-peer-url", "https://127.0.0.1:"+strconv.Itoa(c.Spec.Ports.DatastorePeer), file)
 			c.Restart(localcluster.Datastore)
 
 			cli2, err := c.DatastoreClient(c.AdminDatastoreTLS())

@@ -34,18 +34,14 @@ func tokenCommand() *cobra.Command {
 			if ttl < 0 {
 				return fmt.Errorf("--ttl %s is negative; use 0 for a token that never expires", ttl)
 			}
-			cs, caHash, err := adminClient(kubeconfig)
-			if err != nil {
-				return err
-			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
-			defer cancel()
-			tok, err := tokenstore.Create(ctx, cs, caHash, ttl, description)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), tok.String())
-			return nil
+			return withAdmin(cmd, kubeconfig, func(ctx context.Context, cs kubernetes.Interface, caHash string) error {
+				tok, err := tokenstore.Create(ctx, cs, caHash, ttl, description)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), tok.String())
+				return nil
+			})
 		},
 	}
 	create.Flags().DurationVar(&ttl, "ttl", 24*time.Hour, "how long the token is valid (0: never expires)")
@@ -56,13 +52,11 @@ func tokenCommand() *cobra.Command {
 		Short: "List join tokens (ids and expiry, never secrets)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cs, _, err := adminClient(kubeconfig)
-			if err != nil {
+			var infos []tokenstore.Info
+			err := withAdmin(cmd, kubeconfig, func(ctx context.Context, cs kubernetes.Interface, _ string) (err error) {
+				infos, err = tokenstore.List(ctx, cs)
 				return err
-			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
-			defer cancel()
-			infos, err := tokenstore.List(ctx, cs)
+			})
 			if err != nil {
 				return err
 			}
@@ -86,25 +80,32 @@ func tokenCommand() *cobra.Command {
 		Short: "Revoke a join token by id (or by the whole token)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cs, _, err := adminClient(kubeconfig)
-			if err != nil {
-				return err
-			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
-			defer cancel()
-			id, err := tokenstore.Revoke(ctx, cs, args[0])
-			if err != nil {
+			return withAdmin(cmd, kubeconfig, func(ctx context.Context, cs kubernetes.Interface, _ string) error {
+				id, err := tokenstore.Revoke(ctx, cs, args[0])
 				if errors.Is(err, tokenstore.ErrNotFound) {
 					return fmt.Errorf("%w; see 'kubesplit token list'", err)
 				}
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "token %s revoked\n", id)
-			return nil
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "token %s revoked\n", id)
+				return nil
+			})
 		},
 	}
 	cmd.AddCommand(create, list, revoke)
 	return cmd
+}
+
+// withAdmin runs f with an admin client, the CA pin and a 30s deadline.
+func withAdmin(cmd *cobra.Command, kubeconfig string, f func(ctx context.Context, cs kubernetes.Interface, caHash string) error) error {
+	cs, caHash, err := adminClient(kubeconfig)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+	defer cancel()
+	return f(ctx, cs, caHash)
 }
 
 // adminClient loads the admin kubeconfig and returns a client and the

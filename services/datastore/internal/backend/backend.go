@@ -139,9 +139,16 @@ func ServerTLS(d layout.Dir) transport.TLSInfo {
 	}
 }
 
-// LocalClient connects to the API on addr with the datastore's own
-// certificate (it carries client usage), for health checks.
+// LocalClient connects to this datastore's API on its listen address, for
+// health checks and compaction.
 func LocalClient(d layout.Dir, addr string) (*clientv3.Client, error) {
+	return memberClient(d, "https://"+dialable(addr))
+}
+
+// memberClient connects to endpoint with the datastore's own certificate
+// (it carries client usage): how a member talks to itself and to its peers'
+// client API.
+func memberClient(d layout.Dir, endpoint string) (*clientv3.Client, error) {
 	info := transport.TLSInfo{
 		CertFile:      d.DatastoreServer().Cert,
 		KeyFile:       d.DatastoreServer().Key,
@@ -152,9 +159,9 @@ func LocalClient(d layout.Dir, addr string) (*clientv3.Client, error) {
 		return nil, err
 	}
 	return clientv3.New(clientv3.Config{
-		Endpoints:   []string{"https://" + dialable(addr)},
+		Endpoints:   []string{endpoint},
 		TLS:         tlsCfg,
-		DialTimeout: 2 * time.Second,
+		DialTimeout: 5 * time.Second,
 		Logger:      zap.NewNop(),
 	})
 }

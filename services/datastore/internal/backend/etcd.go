@@ -12,9 +12,7 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
-	"go.uber.org/zap"
 )
 
 type etcdServer struct {
@@ -119,13 +117,7 @@ func hasMemberData(dir string) bool {
 // joinCluster adds this member to the cluster behind c.Etcd.Join and returns
 // the initial-cluster string etcd needs to start as its new member.
 func joinCluster(ctx context.Context, c Config, name, peerURL string) (string, error) {
-	info := ServerTLS(c.DataDir)
-	info.ClientCertAuth = false
-	tlsCfg, err := info.ClientConfig()
-	if err != nil {
-		return "", err
-	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{c.Etcd.Join}, TLS: tlsCfg, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	cli, err := memberClient(c.DataDir, c.Etcd.Join)
 	if err != nil {
 		return "", fmt.Errorf("--etcd-join: connecting to %s: %w", c.Etcd.Join, err)
 	}
