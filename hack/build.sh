@@ -8,7 +8,16 @@ cd "$(dirname "$0")/.."
 
 OUT=${OUT:-bin}
 k8s_minor=${KUBERNETES_VERSION#v1.}; k8s_minor=${k8s_minor%%.*}
-pkgs=(./cmd/kubesplit ./services/apiserver ./services/scheduler ./services/controllers ./services/tunnel-gateway)
+pkgs=(./cmd/kubesplit ./services/apiserver ./services/scheduler ./services/controllers ./services/tunnel-gateway
+  ./node/cmd/kubesplit-node ./node/cmd/pause
+  # containerd v2 and its runc shim, built from their module at the version node/go.mod pins
+  github.com/containerd/containerd/v2/cmd/containerd github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2
+  github.com/containerd/containerd/v2/cmd/ctr)
+# the standard CNI plugins the node's overlay delegates veth, bridge and IPAM to
+cni=(github.com/containernetworking/plugins/plugins/main/bridge github.com/containernetworking/plugins/plugins/ipam/host-local
+  github.com/containernetworking/plugins/plugins/main/loopback github.com/containernetworking/plugins/plugins/meta/portmap)
+# containerd without the snapshotters that need cgo or host tools
+tags="no_btrfs no_devmapper no_zfs"
 
 ldflags="-s -w"
 ldflags+=" -X github.com/kubesplit/kubesplit/pkg/version.Version=${KUBESPLIT_VERSION}"
@@ -19,8 +28,9 @@ for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   ldflags+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
 done
 
-mkdir -p "$OUT"
-CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$OUT/" "${pkgs[@]}"
+mkdir -p "$OUT/cni"
+CGO_ENABLED=0 go build -trimpath -tags "$tags" -ldflags "$ldflags" -o "$OUT/" "${pkgs[@]}"
+CGO_ENABLED=0 go build -trimpath -tags "$tags" -ldflags "-s -w" -o "$OUT/cni/" "${cni[@]}"
 
 # The datastore links SQLite through cgo (mattn/go-sqlite3), statically.
 # kine's pure-Go SQLite variant can only run PASSIVE WAL checkpoints, which

@@ -8,6 +8,8 @@ ls -d /usr/lib/postgresql/*/bin >/dev/null 2>&1 || need+=(postgresql)
 command -v runuser >/dev/null || need+=(util-linux)
 command -v gcc >/dev/null || need+=(gcc)            # the datastore links SQLite with cgo
 [ -f "/usr/lib/$(gcc -dumpmachine 2>/dev/null)/libc.a" ] || need+=(libc6-dev)  # ...statically
+command -v debootstrap >/dev/null || need+=(debootstrap)  # the node image's Debian base, built offline
+command -v docker >/dev/null || need+=(docker.io)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing Debian packages: ${need[*]}; install them (as root: apt-get install ${need[*]})" >&2
@@ -20,5 +22,14 @@ if [ ${#need[@]} -gt 0 ]; then
   # the package starts a cluster of its own on 5432; the tests use their own
   command -v pg_ctlcluster >/dev/null && pg_ctlcluster --help >/dev/null 2>&1 && \
     for c in $(ls /etc/postgresql 2>/dev/null); do pg_ctlcluster "$c" main stop 2>/dev/null || true; done
+fi
+# the node tests run node containers: the engine must be up
+if ! docker info >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v dockerd >/dev/null; then
+    echo "starting dockerd"
+    (dockerd >/var/log/kubesplit-dockerd.log 2>&1 &)
+    for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+  fi
+  docker info >/dev/null 2>&1 || { echo "the Docker engine is not running (start dockerd)" >&2; exit 1; }
 fi
 command -v go >/dev/null || { echo "Go is not installed (need go 1.26+)" >&2; exit 1; }

@@ -35,6 +35,9 @@ type Config struct {
 	CA *x509.CertPool
 	// Cert is the node's client certificate (CN system:node:NAME).
 	Cert tls.Certificate
+	// GetCert, when set, is called at each dial instead of using Cert (the
+	// kubelet rotates its client certificate on disk).
+	GetCert func() (tls.Certificate, error)
 	// Ports are the local ports the gateway may open streams to (the kubelet's).
 	Ports []int
 	// Addresses are the node's IPs (its InternalIP): the apiserver dials those.
@@ -58,8 +61,15 @@ func (c Config) allowed(proto, address string) bool {
 func Run(ctx context.Context, c Config) error {
 	wsURL := "wss://" + strings.TrimPrefix(strings.TrimPrefix(c.GatewayURL, "https://"), "wss://") + Path
 	dialer := &websocket.Dialer{
-		NetDialContext:   netutil.Dialer().DialContext,
-		TLSClientConfig:  &tls.Config{RootCAs: c.CA, Certificates: []tls.Certificate{c.Cert}, MinVersion: tls.VersionTLS12},
+		NetDialContext: netutil.Dialer().DialContext,
+		TLSClientConfig: &tls.Config{RootCAs: c.CA, MinVersion: tls.VersionTLS12,
+			GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+				if c.GetCert == nil {
+					return &c.Cert, nil
+				}
+				cert, err := c.GetCert()
+				return &cert, err
+			}},
 		HandshakeTimeout: 10 * time.Second,
 	}
 	backoff := time.Second

@@ -17,7 +17,7 @@ type caSpec struct {
 func caSpecs(d layout.Dir) []caSpec {
 	return []caSpec{
 		{"cluster", d.ClusterCA(), []string{d.APIServerServing().Cert, d.APIServerKubeletClient().Cert, d.TunnelGateway().Cert, d.APIServerEgressClient().Cert,
-			d.Kubeconfig(layout.Admin), d.Kubeconfig(layout.Scheduler), d.Kubeconfig(layout.Controllers)}},
+			d.Kubeconfig(layout.Admin), d.Kubeconfig(layout.Scheduler), d.Kubeconfig(layout.Controllers), d.Kubeconfig(layout.Addons)}},
 		{"front-proxy", d.FrontProxyCA(), []string{d.FrontProxyClient().Cert}},
 		{"datastore", d.DatastoreCA(), []string{d.DatastoreServer().Cert, d.DatastorePeer().Cert, d.DatastoreClient().Cert}},
 	}
@@ -38,6 +38,9 @@ const (
 	AdminCN                  = "kubesplit-admin"
 	SchedulerCN              = "system:kube-scheduler"
 	ControllersCN            = "system:kube-controller-manager"
+	// AddonsCN applies the cluster's bootstrap RBAC and addon manifests; like
+	// k3s's deployer it needs full rights (it grants roles), so it is in system:masters.
+	AddonsCN = "kubesplit:addon-manager"
 )
 
 func leafSpecs(d layout.Dir, o Options, serviceIP net.IP) []leafSpec {
@@ -88,5 +91,6 @@ func kubeconfigSpecs(o Options) []kubeconfigSpec {
 		{layout.Admin, o.Server, pki.Spec{CommonName: AdminCN, Organization: []string{"system:masters"}, Usage: pki.UsageClient}},
 		{layout.Scheduler, o.InternalServer, pki.Spec{CommonName: SchedulerCN, Usage: pki.UsageClient}},
 		{layout.Controllers, o.InternalServer, pki.Spec{CommonName: ControllersCN, Usage: pki.UsageClient}},
+		{layout.Addons, o.InternalServer, pki.Spec{CommonName: AddonsCN, Organization: []string{"system:masters"}, Usage: pki.UsageClient}},
 	}
 }

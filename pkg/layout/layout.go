@@ -76,4 +76,6 @@ const (
 	Admin       = "admin"
 	Scheduler   = "scheduler"
 	Controllers = "controllers"
+	// Addons is the controllers service's addon and RBAC deployer identity.
+	Addons = "addons"
 )

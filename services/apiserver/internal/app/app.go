@@ -165,6 +165,8 @@ func (o Options) UpstreamArgs() ([]string, error) {
 		"--proxy-client-key-file=" + d.FrontProxyClient().Key,
 		"--kubelet-client-certificate=" + d.APIServerKubeletClient().Cert,
 		"--kubelet-client-key=" + d.APIServerKubeletClient().Key,
+		// kubelet serving certificates come from CSRs the cluster CA signs: verify them
+		"--kubelet-certificate-authority=" + d.ClusterCA().Cert,
 		// IPs first: a Hostname address makes the apiserver resolve node names in DNS
 		"--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname",
 		"--allow-privileged=true",

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"strconv"
 
@@ -15,7 +16,10 @@ import (
 	"github.com/kubesplit/kubesplit/pkg/bootstrap"
 	"github.com/kubesplit/kubesplit/pkg/component"
 	"github.com/kubesplit/kubesplit/pkg/config"
+	"github.com/kubesplit/kubesplit/pkg/layout"
+	"github.com/kubesplit/kubesplit/pkg/logging"
 	"github.com/kubesplit/kubesplit/pkg/version"
+	"github.com/kubesplit/kubesplit/services/controllers/internal/addons"
 )
 
 const summary = `kubesplit controllers: upstream kube-controller-manager, leader-elected,
@@ -57,7 +61,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(err)
 	}
-	if err := config.RequireFiles(d.ClusterCA().Cert, d.ClusterCA().Key, d.ServiceAccountKey()); err != nil {
+	if err := config.RequireFiles(d.ClusterCA().Cert, d.ClusterCA().Key, d.ServiceAccountKey(), d.Kubeconfig(layout.Addons)); err != nil {
 		return fail(err)
 	}
 	if err := c.CheckSkew(context.Background(), stderr); err != nil {
@@ -77,6 +81,12 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		"--node-cidr-mask-size="+strconv.Itoa(nodeMask),
 		"--service-cluster-ip-range="+serviceCIDR,
 	)
+	log := logging.New("controllers", stderr, slog.LevelInfo)
+	go func() {
+		if err := addons.Run(context.Background(), d.Kubeconfig(layout.Addons), log.With("part", "addons")); err != nil {
+			log.Error("addons stopped", "err", err)
+		}
+	}()
 	cmd := app.NewControllerManagerCommand()
 	cmd.SetArgs(append(upstream, extra...))
 	if err := cmd.Execute(); err != nil {

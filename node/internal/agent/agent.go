@@ -1,0 +1,248 @@
+// Package agent is the kubesplit node agent: it joins the node through the
+// tunnel gateway (CA pinned by the join token, kubelet TLS bootstrap), runs
+// containerd, the upstream kubelet and kube-proxy, the pod overlay and the
+// reverse tunnel that lets the apiserver reach this node's kubelet.
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"k8s.io/kubernetes/pkg/kubelet/certificate/bootstrap"
+
+	"github.com/kubesplit/kubesplit/node/internal/cni"
+	"github.com/kubesplit/kubesplit/node/tunnel"
+	"github.com/kubesplit/kubesplit/pkg/jointoken"
+	"github.com/kubesplit/kubesplit/pkg/netutil"
+)
+
+// APIServerName is the TLS server name that makes the gateway relay a
+// connection to the apiserver (TLS stays end to end between node and apiserver).
+const APIServerName = "kubernetes"
+
+// KubeletPort is the kubelet's HTTPS port, bound to loopback: only the tunnel reaches it.
+const KubeletPort = 10250
+
+// Run starts everything and blocks until ctx ends or a part fails.
+func Run(ctx context.Context, c Config, tok jointoken.Token, log *slog.Logger) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	for _, d := range []string{c.path("pki"), c.kubeletCertDir(), c.path("containerd"), c.cniConfDir(), c.ImagesDir} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return err
+		}
+	}
+	ca, err := c.ensureCA(ctx, tok, log)
+	if err != nil {
+		return err
+	}
+	if c.NodeIP == "" {
+		if c.NodeIP, err = sourceIPFor(c.Gateway); err != nil {
+			return fmt.Errorf("finding this node's IP (set --node-ip): %w", err)
+		}
+	}
+	log.Info("node agent starting", "node", c.NodeName, "ip", c.NodeIP, "gateway", c.Gateway)
+
+	if err := c.prepareHost(log); err != nil {
+		return err
+	}
+	ctrd, err := c.startContainerd(ctx, log)
+	if err != nil {
+		return err
+	}
+	defer ctrd.Stop(10 * time.Second)
+	go func() {
+		<-ctrd.Done()
+		cancel(fmt.Errorf("containerd exited: %v", ctrd.Err()))
+	}()
+	if err := c.importImages(ctx, log); err != nil {
+		return err
+	}
+
+	// Client certificate first (TLS bootstrap through the gateway), so that
+	// kubelet, kube-proxy, overlay and tunnel all start with the node's identity.
+	if err := c.bootstrapClient(ctx, tok, log); err != nil {
+		return err
+	}
+	restCfg, err := clientcmd.BuildConfigFromFlags("", c.kubeletKubeconfig())
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", c.kubeletKubeconfig(), err)
+	}
+	client, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return err
+	}
+
+	if err := c.writeKubeletConfig(); err != nil {
+		return err
+	}
+	go func() { cancel(fmt.Errorf("kubelet: %w", c.runKubelet(ctx))) }()
+
+	overlay := &cni.Overlay{
+		Client: client, NodeName: c.NodeName, NodeIP: net.ParseIP(c.NodeIP),
+		ClusterCIDR: c.ClusterCIDR, VNI: c.VXLANID, Port: c.VXLANPort,
+		CNIConfDir: c.cniConfDir(), Log: log.With("part", "overlay"),
+	}
+	go func() {
+		if err := overlay.Run(ctx); err != nil && ctx.Err() == nil {
+			cancel(fmt.Errorf("pod overlay: %w", err))
+		}
+	}()
+
+	go func() {
+		err := tunnel.Run(ctx, tunnel.Config{
+			GatewayURL: c.Gateway, CA: ca, GetCert: c.clientCert, Ports: []int{KubeletPort},
+			Addresses: []string{c.NodeIP}, Log: log.With("part", "tunnel"),
+		})
+		if err != nil && ctx.Err() == nil {
+			cancel(fmt.Errorf("tunnel: %w", err))
+		}
+	}()
+
+	if err := c.writeProxyConfig(); err != nil {
+		return err
+	}
+	go func() {
+		if err := c.runKubeProxy(ctx); ctx.Err() == nil {
+			cancel(fmt.Errorf("kube-proxy: %v", err))
+		}
+	}()
+
+	<-ctx.Done()
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause
+	}
+	return nil
+}
+
+// ensureCA fetches the cluster CA from the gateway, accepted only if it has
+// the join token's pinned hash; on a restart without a token the stored CA is used.
+func (c *Config) ensureCA(ctx context.Context, tok jointoken.Token, log *slog.Logger) (*x509.CertPool, error) {
+	if tok.CAHash != "" {
+		var cert *x509.Certificate
+		var err error
+		for attempt := 0; ; attempt++ {
+			cert, err = jointoken.FetchCA(ctx, c.Gateway, tok)
+			if err == nil || errors.Is(err, jointoken.ErrPinMismatch) || attempt == 30 || ctx.Err() != nil {
+				break
+			}
+			log.Info("waiting for the gateway", "err", err)
+			time.Sleep(2 * time.Second)
+		}
+		if err != nil {
+			return nil, err
+		}
+		pemBytes := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})
+		if old, err := os.ReadFile(c.caFile()); err == nil && !bytes.Equal(old, pemBytes) {
+			return nil, fmt.Errorf("the gateway's CA (pinned by the token) differs from the one this node joined with (%s): "+
+				"this node belongs to another cluster; remove %s to join anew", c.caFile(), c.DataDir)
+		}
+		if err := os.WriteFile(c.caFile(), pemBytes, 0o644); err != nil {
+			return nil, err
+		}
+	}
+	b, err := os.ReadFile(c.caFile())
+	if err != nil {
+		return nil, fmt.Errorf("no cluster CA at %s: give a join token (--token)", c.caFile())
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("%s holds no certificate", c.caFile())
+	}
+	return pool, nil
+}
+
+// bootstrapClient gets the node's client certificate with the bootstrap
+// token (a CSR the controllers approve), using the kubelet's own bootstrap
+// code, and writes kubelet.kubeconfig pointing at the gateway.
+func (c *Config) bootstrapClient(ctx context.Context, tok jointoken.Token, log *slog.Logger) error {
+	server := c.Gateway
+	if tok.ID != "" {
+		bc := clientcmdapi.NewConfig()
+		bc.Clusters["kubesplit"] = &clientcmdapi.Cluster{Server: server, CertificateAuthority: c.caFile(), TLSServerName: APIServerName}
+		bc.AuthInfos["bootstrap"] = &clientcmdapi.AuthInfo{Token: tok.Bootstrap()}
+		bc.Contexts["bootstrap"] = &clientcmdapi.Context{Cluster: "kubesplit", AuthInfo: "bootstrap"}
+		bc.CurrentContext = "bootstrap"
+		if err := clientcmd.WriteToFile(*bc, c.bootstrapKubeconfig()); err != nil {
+			return err
+		}
+	}
+	bctx, bcancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer bcancel()
+	if err := bootstrap.LoadClientCert(bctx, c.kubeletKubeconfig(), c.bootstrapKubeconfig(), c.kubeletCertDir(), types.NodeName(c.NodeName)); err != nil {
+		// the token's secret is never part of this error: client-go redacts bearer tokens
+		return fmt.Errorf("kubelet TLS bootstrap through %s failed (is the join token valid and unexpired?): %w", c.Gateway, err)
+	}
+	// The kubelet writes the kubeconfig without the TLS server name; without it
+	// the gateway would answer itself instead of relaying to the apiserver.
+	kc, err := clientcmd.LoadFromFile(c.kubeletKubeconfig())
+	if err != nil {
+		return err
+	}
+	for _, cl := range kc.Clusters {
+		cl.Server = server
+		cl.TLSServerName = APIServerName
+		cl.CertificateAuthority, cl.CertificateAuthorityData = c.caFile(), nil
+	}
+	if err := clientcmd.WriteToFile(*kc, c.kubeletKubeconfig()); err != nil {
+		return err
+	}
+	// the bootstrap token is not needed any more; do not leave it on disk
+	_ = os.Remove(c.bootstrapKubeconfig())
+	log.Info("node client certificate ready", "file", c.kubeletClientCert())
+	return nil
+}
+
+// clientCert reads the kubelet's current client certificate (it rotates).
+func (c *Config) clientCert() (tls.Certificate, error) {
+	return tls.LoadX509KeyPair(c.kubeletClientCert(), c.kubeletClientCert())
+}
+
+// sourceIPFor returns the local address the kernel picks to reach the gateway.
+func sourceIPFor(gateway string) (string, error) {
+	u, err := url.Parse(gateway)
+	if err != nil {
+		return "", err
+	}
+	host, port := u.Hostname(), u.Port()
+	if port == "" {
+		port = "443"
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var addrs []net.IP
+	for ctx.Err() == nil {
+		if addrs, err = net.DefaultResolver.LookupIP(ctx, "ip4", host); err == nil && len(addrs) > 0 {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	if len(addrs) == 0 {
+		return "", fmt.Errorf("cannot resolve %s: %v", host, err)
+	}
+	// UDP "connect" sends nothing; it only asks the kernel for the route.
+	conn, err := net.Dial("udp4", net.JoinHostPort(addrs[0].String(), port))
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	return conn.LocalAddr().(*net.UDPAddr).IP.String(), nil
+}
+
+var _ = netutil.Dialer
+var _ = filepath.Join

@@ -1,0 +1,159 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/pflag"
+
+	"github.com/kubesplit/kubesplit/pkg/bootstrap"
+	"github.com/kubesplit/kubesplit/pkg/jointoken"
+)
+
+// Config is the node agent's configuration, from its flags.
+type Config struct {
+	Gateway   string // https://HOST:PORT of the tunnel gateway
+	Token     string // join token (ks1.…); or TokenFile
+	TokenFile string
+	NodeName  string
+	NodeIP    string // empty: the address the kernel uses to reach the gateway
+	DataDir   string // certificates, kubeconfigs, generated configs
+	ImagesDir string // image tarballs imported into containerd at start
+	BinDir    string // containerd, shim, ctr, CNI plugins (default: next to this binary)
+
+	ContainerdRoot string
+	KubeletRoot    string
+	CgroupRoot     string // kubelet's cgroupRoot; one per node when nodes share a host
+
+	ClusterCIDR   string
+	ServiceCIDR   string
+	ClusterDNS    string
+	ClusterDomain string
+	VXLANID       int
+	VXLANPort     int
+	PauseImage    string
+	LogLevel      string
+	KubeletArgs   []string // extra kubelet flags, after "--"
+}
+
+// AddFlags registers the agent's flags.
+func (c *Config) AddFlags(fs *pflag.FlagSet) {
+	host, _ := os.Hostname()
+	fs.StringVar(&c.Gateway, "gateway", "", "tunnel gateway URL, https://HOST:8132 (required)")
+	fs.StringVar(&c.Token, "token", os.Getenv("KUBESPLIT_TOKEN"), "join token from `kubesplit token create` (or $KUBESPLIT_TOKEN)")
+	fs.StringVar(&c.TokenFile, "token-file", "", "file holding the join token")
+	fs.StringVar(&c.NodeName, "node-name", strings.ToLower(host), "name of this node")
+	fs.StringVar(&c.NodeIP, "node-ip", "", "this node's IP (default: the local address used to reach the gateway)")
+	fs.StringVar(&c.DataDir, "data-dir", "/var/lib/kubesplit-node", "agent state: certificates, kubeconfigs, generated configs")
+	fs.StringVar(&c.ImagesDir, "images-dir", "/var/lib/kubesplit-node/images", "image tarballs (docker save / OCI) imported into containerd at start")
+	fs.StringVar(&c.BinDir, "bin-dir", "", "directory of containerd, containerd-shim-runc-v2, ctr and cni/ plugins (default: this binary's directory)")
+	fs.StringVar(&c.ContainerdRoot, "containerd-root", "/var/lib/containerd", "containerd's state directory")
+	fs.StringVar(&c.KubeletRoot, "kubelet-root", "/var/lib/kubelet", "kubelet's root directory")
+	fs.StringVar(&c.CgroupRoot, "cgroup-root", "", "cgroup under which the kubelet puts pods (set one per node when several nodes share a host)")
+	fs.StringVar(&c.ClusterCIDR, "cluster-cidr", bootstrap.DefaultClusterCIDR, "pod IP range of the cluster (as given to the controllers)")
+	fs.StringVar(&c.ServiceCIDR, "service-cidr", bootstrap.DefaultServiceCIDR, "Service IP range (as given to the apiserver)")
+	fs.StringVar(&c.ClusterDNS, "cluster-dns", "", "cluster DNS Service IP (default: the 10th address of --service-cidr)")
+	fs.StringVar(&c.ClusterDomain, "cluster-domain", bootstrap.DefaultClusterDNS, "cluster DNS domain")
+	fs.IntVar(&c.VXLANID, "vxlan-id", 1, "VXLAN network identifier of the pod overlay")
+	fs.IntVar(&c.VXLANPort, "vxlan-port", 8472, "UDP port of the pod overlay")
+	fs.StringVar(&c.PauseImage, "pause-image", DefaultPauseImage, "pod sandbox image (preloaded from --images-dir)")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+}
+
+// Validate checks the flags and fills defaults. Errors name the flag and the fix.
+func (c *Config) Validate() (jointoken.Token, error) {
+	var tok jointoken.Token
+	if c.Gateway == "" {
+		return tok, errors.New("--gateway is required (the tunnel gateway's URL, e.g. https://tunnel-gateway:8132)")
+	}
+	u, err := url.Parse(c.Gateway)
+	if err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") {
+		return tok, fmt.Errorf("--gateway %q is not an https://HOST:PORT URL", c.Gateway)
+	}
+	c.Gateway = "https://" + u.Host
+	raw := c.Token
+	if c.TokenFile != "" {
+		b, err := os.ReadFile(c.TokenFile)
+		if err != nil {
+			return tok, fmt.Errorf("--token-file: %w", err)
+		}
+		raw = string(b)
+	}
+	if raw == "" && !c.joined() {
+		return tok, errors.New("--token (or --token-file, $KUBESPLIT_TOKEN) is required to join: create one with `kubesplit token create`")
+	}
+	if raw != "" {
+		if tok, err = jointoken.Parse(raw); err != nil {
+			return tok, fmt.Errorf("--token: %w", err)
+		}
+	}
+	if c.NodeName == "" || strings.ContainsAny(c.NodeName, "/ _") || strings.ToLower(c.NodeName) != c.NodeName {
+		return tok, fmt.Errorf("--node-name %q is not a valid node name (lower-case DNS name)", c.NodeName)
+	}
+	if c.NodeIP != "" && net.ParseIP(c.NodeIP) == nil {
+		return tok, fmt.Errorf("--node-ip %q is not an IP address", c.NodeIP)
+	}
+	for flag, v := range map[string]string{"--cluster-cidr": c.ClusterCIDR, "--service-cidr": c.ServiceCIDR} {
+		if _, _, err := net.ParseCIDR(v); err != nil {
+			return tok, fmt.Errorf("%s %q is not a CIDR", flag, v)
+		}
+	}
+	if c.ClusterDNS == "" {
+		_, n, _ := net.ParseCIDR(c.ServiceCIDR)
+		ip := n.IP.To4()
+		if ip == nil {
+			return tok, errors.New("--cluster-dns is required with an IPv6 --service-cidr")
+		}
+		c.ClusterDNS = net.IPv4(ip[0], ip[1], ip[2], ip[3]+10).String()
+	}
+	if c.VXLANID < 1 || c.VXLANID > 1<<24-1 {
+		return tok, fmt.Errorf("--vxlan-id %d is out of range (1-16777215)", c.VXLANID)
+	}
+	if c.BinDir == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return tok, err
+		}
+		c.BinDir = filepath.Dir(exe)
+	}
+	for _, b := range []string{"containerd", "containerd-shim-runc-v2", "ctr", "cni/bridge", "cni/host-local", "cni/loopback"} {
+		if _, err := os.Stat(filepath.Join(c.BinDir, b)); err != nil {
+			return tok, fmt.Errorf("%s is missing from --bin-dir %s", b, c.BinDir)
+		}
+	}
+	return tok, nil
+}
+
+// joined reports whether this node already has a kubelet client certificate,
+// so it can restart without a token.
+func (c *Config) joined() bool {
+	_, err := os.Stat(c.kubeletKubeconfig())
+	return err == nil
+}
+
+func (c *Config) path(elem ...string) string {
+	return filepath.Join(append([]string{c.DataDir}, elem...)...)
+}
+func (c *Config) caFile() string              { return c.path("pki", "ca.crt") }
+func (c *Config) bootstrapKubeconfig() string { return c.path("bootstrap.kubeconfig") }
+func (c *Config) kubeletKubeconfig() string   { return c.path("kubelet.kubeconfig") }
+func (c *Config) kubeletCertDir() string      { return c.path("pki", "kubelet") }
+func (c *Config) kubeletClientCert() string {
+	return filepath.Join(c.kubeletCertDir(), "kubelet-client-current.pem")
+}
+func (c *Config) containerdState() string { return "/run/containerd" }
+func (c *Config) containerdSocket() string {
+	return filepath.Join(c.containerdState(), "containerd.sock")
+}
+func (c *Config) containerdConfig() string            { return c.path("containerd", "config.toml") }
+func (c *Config) kubeletConfig() string               { return c.path("kubelet-config.yaml") }
+func (c *Config) proxyConfig() string                 { return c.path("kube-proxy-config.yaml") }
+func (c *Config) cniBinDir() string                   { return filepath.Join(c.BinDir, "cni") }
+func (c *Config) cniConfDir() string                  { return "/etc/cni/net.d" }
+func (c *Config) bin(name string) string              { return filepath.Join(c.BinDir, name) }
+func (c *Config) importedMarker(digest string) string { return c.path("images-imported", digest) }
