@@ -9,10 +9,12 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-bin}
 k8s_minor=${KUBERNETES_VERSION#v1.}; k8s_minor=${k8s_minor%%.*}
 pkgs=(./cmd/kubesplit ./services/apiserver ./services/scheduler ./services/controllers ./services/tunnel-gateway
-  ./node/cmd/kubesplit-node ./node/cmd/pause
+  ./node/cmd/kubesplit-node ./node/cmd/pause ./e2e/cmd/testapp
   # containerd v2 and its runc shim, built from their module at the version node/go.mod pins
   github.com/containerd/containerd/v2/cmd/containerd github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2
-  github.com/containerd/containerd/v2/cmd/ctr)
+  github.com/containerd/containerd/v2/cmd/ctr
+  # kubectl, for the tests and for users who have none
+  k8s.io/kubernetes/cmd/kubectl)
 # the standard CNI plugins the node's overlay delegates veth, bridge and IPAM to
 cni=(github.com/containernetworking/plugins/plugins/main/bridge github.com/containernetworking/plugins/plugins/ipam/host-local
   github.com/containernetworking/plugins/plugins/main/loopback github.com/containernetworking/plugins/plugins/meta/portmap)

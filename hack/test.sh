@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test entry point of `make test` and CI.
-#   hack/test.sh all|unit|integration
+#   hack/test.sh all|unit|integration|nodes
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}
@@ -27,6 +27,14 @@ if [ "$what" = all ] || [ "$what" = integration ]; then
   export KUBESPLIT_TEST_POSTGRES_DSN KUBESPLIT_TEST_MYSQL_DSN
   echo "== integration tests (real processes)"
   go test -count=1 -timeout 30m -v ./e2e/integration/... 2>&1 | tee /tmp/kubesplit-integration.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+_test.go)' 
+  test "${PIPESTATUS[0]}" -eq 0
+fi
+if [ "$what" = all ] || [ "$what" = nodes ]; then
+  [ -n "${KUBESPLIT_BIN_DIR:-}" ] || { echo "== building binaries"; hack/build.sh; export KUBESPLIT_BIN_DIR=$PWD/bin; }
+  echo "== images (offline, from bin/)"
+  hack/images.sh
+  echo "== node tests (node containers behind the tunnel gateway)"
+  go test -count=1 -timeout 30m -v ./e2e/nodes/... 2>&1 | tee /tmp/kubesplit-nodes.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+_test.go)'
   test "${PIPESTATUS[0]}" -eq 0
 fi
 echo "== tests done in $(( $(date +%s) - start ))s"

@@ -28,7 +28,9 @@ func APIServerVersion(ctx context.Context, kubeconfig string) (string, error) {
 	}
 	body, err := cs.Discovery().RESTClient().Get().AbsPath("/version").Do(ctx).Raw()
 	if err != nil {
-		if apierrors.IsUnauthorized(err) || apierrors.IsForbidden(err) {
+		// 403 is retried: while the apiserver starts, its default RBAC
+		// (public-info-viewer) may not be in place yet
+		if apierrors.IsUnauthorized(err) {
 			return "", fmt.Errorf("%w: %v", ErrUnauthorized, err)
 		}
 		return "", err

@@ -16,9 +16,9 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"path/filepath"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
@@ -28,7 +28,6 @@ import (
 	"github.com/kubesplit/kubesplit/node/internal/cni"
 	"github.com/kubesplit/kubesplit/node/tunnel"
 	"github.com/kubesplit/kubesplit/pkg/jointoken"
-	"github.com/kubesplit/kubesplit/pkg/netutil"
 )
 
 // APIServerName is the TLS server name that makes the gateway relay a
@@ -42,7 +41,7 @@ const KubeletPort = 10250
 func Run(ctx context.Context, c Config, tok jointoken.Token, log *slog.Logger) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	for _, d := range []string{c.path("pki"), c.kubeletCertDir(), c.path("containerd"), c.cniConfDir(), c.ImagesDir} {
+	for _, d := range []string{c.path("pki"), c.kubeletCertDir(), c.path("containerd"), c.cniConfDir()} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return err
 		}
@@ -182,6 +181,11 @@ func (c *Config) bootstrapClient(ctx context.Context, tok jointoken.Token, log *
 			return err
 		}
 	}
+	if _, err := os.Stat(c.kubeletKubeconfig()); err != nil && tok.ID != "" {
+		if err := c.checkToken(ctx, tok, log); err != nil {
+			return err
+		}
+	}
 	bctx, bcancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer bcancel()
 	if err := bootstrap.LoadClientCert(bctx, c.kubeletKubeconfig(), c.bootstrapKubeconfig(), c.kubeletCertDir(), types.NodeName(c.NodeName)); err != nil {
@@ -206,6 +210,36 @@ func (c *Config) bootstrapClient(ctx context.Context, tok jointoken.Token, log *
 	_ = os.Remove(c.bootstrapKubeconfig())
 	log.Info("node client certificate ready", "file", c.kubeletClientCert())
 	return nil
+}
+
+// checkToken asks the apiserver (through the gateway) who the join token
+// is, so that an expired, revoked or mistyped token fails at once with a
+// clear message, not after the kubelet's bootstrap has waited out its
+// timeouts. Only the token's public ID is ever printed.
+func (c *Config) checkToken(ctx context.Context, tok jointoken.Token, log *slog.Logger) error {
+	cfg, err := clientcmd.BuildConfigFromFlags("", c.bootstrapKubeconfig())
+	if err != nil {
+		return err
+	}
+	cfg.Timeout = 10 * time.Second
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	for attempt := 0; ; attempt++ {
+		_, err = client.Discovery().ServerVersion()
+		switch {
+		case err == nil:
+			return nil
+		case apierrors.IsUnauthorized(err):
+			return fmt.Errorf("the apiserver refused join token %s: it is expired, revoked or wrong "+
+				"(list tokens with `kubesplit token list`, create one with `kubesplit token create`)", tok.ID)
+		case attempt >= 30 || ctx.Err() != nil:
+			return fmt.Errorf("cannot reach the apiserver through %s: %w", c.Gateway, err)
+		}
+		log.Info("waiting for the apiserver through the gateway", "err", err)
+		time.Sleep(2 * time.Second)
+	}
 }
 
 // clientCert reads the kubelet's current client certificate (it rotates).
@@ -243,6 +277,3 @@ func sourceIPFor(gateway string) (string, error) {
 	defer conn.Close()
 	return conn.LocalAddr().(*net.UDPAddr).IP.String(), nil
 }
-
-var _ = netutil.Dialer
-var _ = filepath.Join

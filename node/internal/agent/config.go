@@ -17,14 +17,14 @@ import (
 
 // Config is the node agent's configuration, from its flags.
 type Config struct {
-	Gateway   string // https://HOST:PORT of the tunnel gateway
-	Token     string // join token (ks1.…); or TokenFile
-	TokenFile string
-	NodeName  string
-	NodeIP    string // empty: the address the kernel uses to reach the gateway
-	DataDir   string // certificates, kubeconfigs, generated configs
-	ImagesDir string // image tarballs imported into containerd at start
-	BinDir    string // containerd, shim, ctr, CNI plugins (default: next to this binary)
+	Gateway    string // https://HOST:PORT of the tunnel gateway
+	Token      string // join token (ks1.…); or TokenFile
+	TokenFile  string
+	NodeName   string
+	NodeIP     string   // empty: the address the kernel uses to reach the gateway
+	DataDir    string   // certificates, kubeconfigs, generated configs
+	ImagesDirs []string // image tarballs imported into containerd at start
+	BinDir     string   // containerd, shim, ctr, CNI plugins (default: next to this binary)
 
 	ContainerdRoot string
 	KubeletRoot    string
@@ -50,7 +50,8 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.NodeName, "node-name", strings.ToLower(host), "name of this node")
 	fs.StringVar(&c.NodeIP, "node-ip", "", "this node's IP (default: the local address used to reach the gateway)")
 	fs.StringVar(&c.DataDir, "data-dir", "/var/lib/kubesplit-node", "agent state: certificates, kubeconfigs, generated configs")
-	fs.StringVar(&c.ImagesDir, "images-dir", "/var/lib/kubesplit-node/images", "image tarballs (docker save / OCI) imported into containerd at start")
+	fs.StringSliceVar(&c.ImagesDirs, "images-dir", []string{"/usr/share/kubesplit/images", "/var/lib/kubesplit-node/images"},
+		"directories of image tarballs (docker save or OCI archives) imported into containerd at start; missing ones are skipped")
 	fs.StringVar(&c.BinDir, "bin-dir", "", "directory of containerd, containerd-shim-runc-v2, ctr and cni/ plugins (default: this binary's directory)")
 	fs.StringVar(&c.ContainerdRoot, "containerd-root", "/var/lib/containerd", "containerd's state directory")
 	fs.StringVar(&c.KubeletRoot, "kubelet-root", "/var/lib/kubelet", "kubelet's root directory")

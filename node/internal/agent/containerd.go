@@ -3,6 +3,7 @@ package agent
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -113,11 +114,23 @@ func (c *Config) startContainerd(ctx context.Context, log *slog.Logger) (*procs.
 // containerd's k8s.io namespace (air-gap delivery). A tarball already
 // imported (same name, size and modification time) is skipped on restarts.
 func (c *Config) importImages(ctx context.Context, log *slog.Logger) error {
-	entries, err := os.ReadDir(c.ImagesDir)
-	if err != nil {
+	if err := os.MkdirAll(c.path("images-imported"), 0o700); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(c.path("images-imported"), 0o700); err != nil {
+	for _, dir := range c.ImagesDirs {
+		if err := c.importDir(ctx, dir, log); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *Config) importDir(ctx context.Context, dir string, log *slog.Logger) error {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
 		return err
 	}
 	for _, e := range entries {
@@ -134,7 +147,7 @@ func (c *Config) importImages(ctx context.Context, log *slog.Logger) error {
 			continue
 		}
 		start := time.Now()
-		file := filepath.Join(c.ImagesDir, name)
+		file := filepath.Join(dir, name)
 		out, err := exec.CommandContext(ctx, c.bin("ctr"), "--address", c.containerdSocket(), "--namespace", "k8s.io",
 			"images", "import", file).CombinedOutput()
 		if err != nil {

@@ -17,6 +17,10 @@ import (
 	"github.com/kubesplit/kubesplit/pkg/version"
 )
 
+// exitConfig is the agent's exit code for a configuration error (the
+// supervisor does not restart it); any other failure is retried.
+const exitConfig = 2
+
 const summary = `kubesplit-node: the kubesplit node agent (kubelet, containerd, kube-proxy, pod overlay, tunnel).
 
 Usage:
@@ -55,18 +59,18 @@ func Main(args []string, stdout, stderr io.Writer) int {
 			return 0
 		}
 		fmt.Fprintf(stderr, "kubesplit-node: %v\n", err)
-		return 1
+		return exitConfig
 	}
 	c.KubeletArgs = kubeletArgs
 	level, ok := logging.ParseLevel(c.LogLevel)
 	if !ok {
 		fmt.Fprintf(stderr, "kubesplit-node: --log-level %q is not one of debug, info, warn, error\n", c.LogLevel)
-		return 1
+		return exitConfig
 	}
 	tok, err := c.Validate()
 	if err != nil {
 		fmt.Fprintf(stderr, "kubesplit-node: %v\n", err)
-		return 1
+		return exitConfig
 	}
 	log := logging.New("node", stderr, level)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -111,10 +115,10 @@ func supervise(args []string, stderr io.Writer) int {
 			}
 			return 0
 		case err := <-done:
-			if cmd.ProcessState != nil && cmd.ProcessState.ExitCode() == 1 && time.Since(start) < 2*time.Second {
+			if cmd.ProcessState != nil && cmd.ProcessState.ExitCode() == exitConfig {
 				// a configuration error: restarting will not fix it
-				log.Error("agent exited at once; not restarting", "err", err)
-				return 1
+				log.Error("agent configuration is wrong; not restarting", "err", err)
+				return exitConfig
 			}
 			if time.Since(start) > time.Minute {
 				backoff = time.Second

@@ -1,0 +1,365 @@
+// Package dockercluster runs a kubesplit cluster as Docker containers, laid
+// out as a NAT'd edge deployment: the five roles on a "control" network, the
+// nodes on an "edge" network, and only the tunnel gateway on both. Both
+// networks are internal (no default route), so the apiserver has no route to
+// any node: everything it does with a kubelet crosses a node's tunnel.
+//
+// The images come from hack/images.sh (built from bin/, offline); the host
+// runs `kubesplit init` and `kubesplit token create` like an operator would.
+package dockercluster
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/kubesplit/kubesplit/e2e/hostcluster"
+	"github.com/kubesplit/kubesplit/pkg/layout"
+	"github.com/kubesplit/kubesplit/pkg/version"
+)
+
+// Roles of the control plane, in start order.
+var Roles = []string{"datastore", "apiserver", "scheduler", "controllers", "tunnel-gateway"}
+
+// Options choose what a cluster runs.
+type Options struct {
+	Nodes   int    // default 2
+	Tag     string // image tag (default: the project version)
+	Backend string // datastore --backend (default sqlite)
+	// NodeImages is a host directory of image tarballs every node imports at start.
+	NodeImages string
+}
+
+// Cluster is a running containerised cluster.
+type Cluster struct {
+	ID            string
+	DataDir       string
+	Control, Edge string // network names
+	Kubeconfig    string // admin kubeconfig on the host (server: the apiserver's container IP)
+	Config        *rest.Config
+	Client        kubernetes.Interface
+	Token         string
+	Bin           string
+
+	t     testing.TB
+	opts  Options
+	nodes []string
+}
+
+// DefaultTag is the image tag hack/images.sh builds: $KUBESPLIT_TAG, or the
+// project version from hack/versions.env.
+func DefaultTag() string {
+	if t := os.Getenv("KUBESPLIT_TAG"); t != "" {
+		return t
+	}
+	_, file, _, _ := runtime.Caller(0)
+	b, err := os.ReadFile(filepath.Join(filepath.Dir(file), "..", "..", "hack", "versions.env"))
+	if err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(line), "KUBESPLIT_VERSION="); ok {
+				return strings.Trim(v, `"'`)
+			}
+		}
+	}
+	return version.Version
+}
+
+// Docker runs the docker CLI and returns its trimmed combined output.
+func Docker(ctx context.Context, args ...string) (string, error) {
+	var out bytes.Buffer
+	cmd := exec.CommandContext(ctx, "docker", args...)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	s := strings.TrimSpace(out.String())
+	if err != nil {
+		return s, fmt.Errorf("docker %s: %v: %s", strings.Join(args, " "), err, s)
+	}
+	return s, nil
+}
+
+func (c *Cluster) docker(args ...string) string {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := Docker(ctx, args...)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return out
+}
+
+// Name is the container name of a role or node.
+func (c *Cluster) Name(member string) string { return "ks-" + c.ID + "-" + member }
+
+// Start brings a cluster up and registers its teardown with t.Cleanup.
+func Start(t testing.TB, o Options) *Cluster {
+	t.Helper()
+	if o.Nodes == 0 {
+		o.Nodes = 2
+	}
+	if o.Tag == "" {
+		o.Tag = DefaultTag()
+	}
+	if o.Backend == "" {
+		o.Backend = "sqlite"
+	}
+	bin, err := hostcluster.BinDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, img := range append(append([]string{}, Roles...), "node") {
+		if _, err := Docker(context.Background(), "image", "inspect", "kubesplit/"+img+":"+o.Tag); err != nil {
+			t.Fatalf("image kubesplit/%s:%s is missing: run `make images` (hack/images.sh)", img, o.Tag)
+		}
+	}
+	id := make([]byte, 3)
+	_, _ = rand.Read(id)
+	c := &Cluster{ID: hex.EncodeToString(id), DataDir: t.TempDir(), Bin: bin, t: t, opts: o}
+	c.Control, c.Edge = "ks-"+c.ID+"-control", "ks-"+c.ID+"-edge"
+	t.Cleanup(c.teardown)
+
+	// internal networks: no default route, so control and edge cannot reach each other
+	c.docker("network", "create", "--internal", "--label", "kubesplit.test="+c.ID, c.Control)
+	c.docker("network", "create", "--internal", "--label", "kubesplit.test="+c.ID, c.Edge)
+
+	c.run(exec.Command(filepath.Join(bin, "kubesplit"), "init", "--data-dir", c.DataDir,
+		"--server", "https://apiserver:6443", "--internal-server", "https://apiserver:6443"))
+	for _, r := range Roles {
+		c.StartRole(r)
+	}
+	c.docker("network", "connect", "--alias", "tunnel-gateway", c.Edge, c.Name("tunnel-gateway"))
+
+	// the host reaches the apiserver at its container IP; the certificate names it "apiserver"
+	ip := c.IP("apiserver", c.Control)
+	kc, err := clientcmd.LoadFromFile(layout.Dir(c.DataDir).Kubeconfig(layout.Admin))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cl := range kc.Clusters {
+		cl.Server, cl.TLSServerName = "https://"+ip+":6443", "apiserver"
+	}
+	c.Kubeconfig = filepath.Join(c.DataDir, "host-admin.kubeconfig")
+	if err := clientcmd.WriteToFile(*kc, c.Kubeconfig); err != nil {
+		t.Fatal(err)
+	}
+	if c.Config, err = clientcmd.BuildConfigFromFlags("", c.Kubeconfig); err != nil {
+		t.Fatal(err)
+	}
+	c.Client = kubernetes.NewForConfigOrDie(c.Config)
+	c.waitAPI()
+	c.Token = c.NewToken("1h")
+	for i := 1; i <= o.Nodes; i++ {
+		c.AddNode(fmt.Sprintf("node-%d", i), c.Token)
+	}
+	return c
+}
+
+func (c *Cluster) run(cmd *exec.Cmd) string {
+	c.t.Helper()
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		c.t.Fatalf("%s: %v\n%s", strings.Join(cmd.Args, " "), err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// Kubesplit runs the kubesplit CLI against this cluster's data directory.
+func (c *Cluster) Kubesplit(args ...string) (string, error) {
+	cmd := exec.Command(filepath.Join(c.Bin, "kubesplit"), args...)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+c.Kubeconfig)
+	out, err := cmd.CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
+// NewToken creates a join token with the given TTL.
+func (c *Cluster) NewToken(ttl string) string {
+	c.t.Helper()
+	out, err := c.Kubesplit("token", "create", "--kubeconfig", c.Kubeconfig, "--ttl", ttl)
+	if err != nil {
+		c.t.Fatalf("token create: %v\n%s", err, out)
+	}
+	lines := strings.Split(out, "\n")
+	return lines[len(lines)-1]
+}
+
+// Kubectl runs the kubectl built with the project, as the admin.
+func (c *Cluster) Kubectl(ctx context.Context, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, filepath.Join(c.Bin, "kubectl"), append([]string{"--kubeconfig", c.Kubeconfig}, args...)...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return strings.TrimSpace(out.String()), err
+}
+
+func (c *Cluster) roleArgs(role string) []string {
+	switch role {
+	case "datastore":
+		return []string{"--data-dir", "/data", "--backend", c.opts.Backend}
+	case "apiserver":
+		return []string{"--data-dir", "/data", "--datastore-endpoint", "https://datastore:2379",
+			"--bind-address", "0.0.0.0", "--secure-port", "6443", "--egress-gateway", "https://tunnel-gateway:8131"}
+	case "scheduler", "controllers":
+		return []string{"--data-dir", "/data", "--bind-address", "0.0.0.0"}
+	case "tunnel-gateway":
+		return []string{"--data-dir", "/data", "--apiserver-address", "apiserver:6443"}
+	}
+	c.t.Fatalf("unknown role %s", role)
+	return nil
+}
+
+// StartRole creates and starts one control-plane container.
+func (c *Cluster) StartRole(role string) {
+	c.t.Helper()
+	args := []string{"run", "-d", "--name", c.Name(role), "--hostname", role, "--label", "kubesplit.test=" + c.ID,
+		"--network", c.Control, "--network-alias", role, "-v", c.DataDir + ":/data",
+		"kubesplit/" + role + ":" + c.opts.Tag}
+	c.docker(append(args, c.roleArgs(role)...)...)
+	if role != "tunnel-gateway" {
+		c.isolate(role)
+	}
+}
+
+// isolate removes the default route from a control-plane member's network
+// namespace: Docker gives even internal networks one (via the host, where
+// its filter drops the packets); without it the edge network is unroutable,
+// as it is for a control plane whose nodes sit behind NAT.
+func (c *Cluster) isolate(member string) {
+	c.t.Helper()
+	c.docker("run", "--rm", "--network", "container:"+c.Name(member), "--cap-add", "NET_ADMIN",
+		"kubesplit/node-base:bookworm", "ip", "route", "del", "default")
+}
+
+// IP is a container's address on a network.
+func (c *Cluster) IP(member, network string) string {
+	c.t.Helper()
+	return c.docker("inspect", "-f", `{{(index .NetworkSettings.Networks "`+network+`").IPAddress}}`, c.Name(member))
+}
+
+// Nodes are the node names started so far.
+func (c *Cluster) Nodes() []string { return append([]string(nil), c.nodes...) }
+
+// AddNode starts a node container that joins with token.
+func (c *Cluster) AddNode(name, token string) {
+	c.t.Helper()
+	args := []string{"run", "-d", "--name", c.Name(name), "--hostname", name, "--label", "kubesplit.test=" + c.ID,
+		"--network", c.Edge, "--init",
+		// what a node needs on a host where --privileged is refused (see ENVIRONMENT.md)
+		"--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE", "--security-opt", "seccomp=unconfined",
+		"--security-opt", "apparmor=unconfined", "--security-opt", "systempaths=unconfined",
+		"--device", "/dev/kmsg", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--tmpfs", "/run", "--tmpfs", "/tmp",
+		"-e", "KUBESPLIT_TOKEN=" + token,
+	}
+	if c.opts.NodeImages != "" {
+		args = append(args, "-v", c.opts.NodeImages+":/var/lib/kubesplit-node/images:ro")
+	}
+	args = append(args, "kubesplit/node:"+c.opts.Tag,
+		"--gateway", "https://tunnel-gateway:8132", "--node-name", name, "--cgroup-root", "/kubesplit-"+c.ID+"-"+name)
+	c.docker(args...)
+	c.nodes = append(c.nodes, name)
+}
+
+// RemoveNode deletes a node's container (and its volumes).
+func (c *Cluster) RemoveNode(name string) {
+	c.t.Helper()
+	c.docker("rm", "-f", "-v", c.Name(name))
+	for i, n := range c.nodes {
+		if n == name {
+			c.nodes = append(c.nodes[:i], c.nodes[i+1:]...)
+			break
+		}
+	}
+}
+
+// Exec runs a command in a member's container.
+func (c *Cluster) Exec(member string, cmd ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	return Docker(ctx, append([]string{"exec", c.Name(member)}, cmd...)...)
+}
+
+// Logs returns a member's container logs.
+func (c *Cluster) Logs(member string) string {
+	out, _ := Docker(context.Background(), "logs", c.Name(member))
+	return out
+}
+
+func (c *Cluster) waitAPI() {
+	c.t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		_, err := c.Client.CoreV1().Namespaces().Get(ctx, "default", metav1.GetOptions{})
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.dumpLogs()
+			c.t.Fatalf("apiserver not ready: %v", err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+func (c *Cluster) dumpLogs() {
+	for _, m := range append(append([]string{}, Roles...), c.nodes...) {
+		logs := c.Logs(m)
+		if len(logs) > 6000 {
+			logs = "…" + logs[len(logs)-6000:]
+		}
+		c.t.Logf("---- %s ----\n%s", m, logs)
+	}
+}
+
+func (c *Cluster) teardown() {
+	if c.t.Failed() {
+		c.dumpLogs()
+	}
+	if os.Getenv("KUBESPLIT_KEEP") != "" {
+		c.t.Logf("KUBESPLIT_KEEP set: leaving cluster %s up (kubeconfig %s)", c.ID, c.Kubeconfig)
+		return
+	}
+	ctx := context.Background()
+	ids, _ := Docker(ctx, "ps", "-aq", "--filter", "label=kubesplit.test="+c.ID)
+	if ids != "" {
+		_, _ = Docker(ctx, append([]string{"rm", "-f", "-v"}, strings.Fields(ids)...)...)
+	}
+	_, _ = Docker(ctx, "network", "rm", c.Control, c.Edge)
+	// the node containers' cgroups are left in the host hierarchy by the kubelet
+	for _, n := range []string{"node-1", "node-2", "node-3"} {
+		root := "/kubesplit-" + c.ID + "-" + n
+		matches, _ := filepath.Glob("/sys/fs/cgroup/*" + root)
+		for _, m := range matches {
+			_ = removeCgroupTree(m)
+		}
+	}
+	// files written by root inside containers are removed by TempDir's cleanup
+}
+
+// removeCgroupTree removes an (empty) cgroup and its children, deepest first.
+func removeCgroupTree(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if e.IsDir() {
+			_ = removeCgroupTree(filepath.Join(dir, e.Name()))
+		}
+	}
+	return os.Remove(dir)
+}

@@ -1,0 +1,5 @@
+# The pod sandbox image, built from node/cmd/pause.
+FROM scratch
+COPY pause /pause
+USER 65535:65535
+ENTRYPOINT ["/pause"]

@@ -1,0 +1,5 @@
+# A small test workload (e2e/cmd/testapp): HTTP server, client, exit codes.
+FROM scratch
+COPY testapp /testapp
+ENTRYPOINT ["/testapp"]
+CMD ["serve"]
