@@ -233,14 +233,15 @@ func (c *Cluster) StartRole(role string) {
 	}
 }
 
-// isolate removes the default route from a control-plane member's network
-// namespace: Docker gives even internal networks one (via the host, where
-// its filter drops the packets); without it the edge network is unroutable,
-// as it is for a control plane whose nodes sit behind NAT.
+// isolate makes the edge network unroutable from a control-plane member's
+// network namespace, as a NAT'd site's private addresses are: Docker gives
+// even internal networks a default route (via the host, whose filter drops
+// the packets), so the edge subnet gets an explicit "unreachable" route.
 func (c *Cluster) isolate(member string) {
 	c.t.Helper()
+	subnet := c.docker("network", "inspect", "-f", "{{(index .IPAM.Config 0).Subnet}}", c.Edge)
 	c.docker("run", "--rm", "--network", "container:"+c.Name(member), "--cap-add", "NET_ADMIN",
-		"kubesplit/node-base:bookworm", "ip", "route", "del", "default")
+		"kubesplit/node-base:bookworm", "ip", "route", "add", "unreachable", subnet)
 }
 
 // IP is a container's address on a network.

@@ -29,6 +29,7 @@ type Config struct {
 	ContainerdRoot string
 	KubeletRoot    string
 	CgroupRoot     string // kubelet's cgroupRoot; one per node when nodes share a host
+	KubeletAddress string // where the kubelet listens; loopback keeps it reachable through the tunnel only
 
 	ClusterCIDR   string
 	ServiceCIDR   string
@@ -56,6 +57,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.ContainerdRoot, "containerd-root", "/var/lib/containerd", "containerd's state directory")
 	fs.StringVar(&c.KubeletRoot, "kubelet-root", "/var/lib/kubelet", "kubelet's root directory")
 	fs.StringVar(&c.CgroupRoot, "cgroup-root", "", "cgroup under which the kubelet puts pods (set one per node when several nodes share a host)")
+	fs.StringVar(&c.KubeletAddress, "kubelet-address", "127.0.0.1", "address the kubelet's API listens on; the default keeps it reachable only through the tunnel")
 	fs.StringVar(&c.ClusterCIDR, "cluster-cidr", bootstrap.DefaultClusterCIDR, "pod IP range of the cluster (as given to the controllers)")
 	fs.StringVar(&c.ServiceCIDR, "service-cidr", bootstrap.DefaultServiceCIDR, "Service IP range (as given to the apiserver)")
 	fs.StringVar(&c.ClusterDNS, "cluster-dns", "", "cluster DNS Service IP (default: the 10th address of --service-cidr)")
@@ -95,6 +97,9 @@ func (c *Config) Validate() (jointoken.Token, error) {
 	}
 	if c.NodeName == "" || strings.ContainsAny(c.NodeName, "/ _") || strings.ToLower(c.NodeName) != c.NodeName {
 		return tok, fmt.Errorf("--node-name %q is not a valid node name (lower-case DNS name)", c.NodeName)
+	}
+	if net.ParseIP(c.KubeletAddress) == nil {
+		return tok, fmt.Errorf("--kubelet-address %q is not an IP address", c.KubeletAddress)
 	}
 	if c.NodeIP != "" && net.ParseIP(c.NodeIP) == nil {
 		return tok, fmt.Errorf("--node-ip %q is not an IP address", c.NodeIP)
