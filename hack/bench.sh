@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# make bench: control-plane benchmarks, SQLite vs embedded etcd, in one run.
+# make bench: control-plane benchmarks (SQLite vs embedded etcd, in one run),
+# then the node benchmarks (pod startup, agent RSS, exec via tunnel vs direct, reconnect).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export KUBESPLIT_BIN_DIR=$PWD/bin
 go run ./e2e/cmd/bench -out results "$@"
+# node side: node containers behind the tunnel gateway (needs Docker and the images)
+hack/images.sh
+go run ./e2e/cmd/nodebench -out results

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-bin}
 k8s_minor=${KUBERNETES_VERSION#v1.}; k8s_minor=${k8s_minor%%.*}
 pkgs=(./cmd/kubesplit ./services/apiserver ./services/scheduler ./services/controllers ./services/tunnel-gateway
-  ./node/cmd/kubesplit-node ./node/cmd/pause ./e2e/cmd/testapp
+  ./node/cmd/kubesplit-node ./node/cmd/kubesplit-node-supervisor ./node/cmd/pause ./e2e/cmd/testapp
   # containerd v2 and its runc shim, built from their module at the version node/go.mod pins
   github.com/containerd/containerd/v2/cmd/containerd github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2
   github.com/containerd/containerd/v2/cmd/ctr

@@ -34,7 +34,7 @@ for img in $images; do
       bash hack/node-base.sh
       [[ " $images " == *" pause "* ]] || { stage_bins "$stage/pause" pause; build pause "$stage/pause"; }
       d=$stage/node
-      stage_bins "$d" kubesplit-node containerd containerd-shim-runc-v2 ctr
+      stage_bins "$d" kubesplit-node kubesplit-node-supervisor containerd containerd-shim-runc-v2 ctr
       mkdir -p "$d/cni" "$d/images"
       for p in "$BIN"/cni/*; do ln -f "$p" "$d/cni/" 2>/dev/null || cp "$p" "$d/cni/"; done
       docker save "kubesplit/pause:$TAG" -o "$d/images/pause.tar"

@@ -3,8 +3,8 @@
 # a minimal Debian (runc, iptables, mount) made by hack/node-base.sh.
 ARG NODE_BASE=kubesplit/node-base:bookworm
 FROM ${NODE_BASE}
-COPY kubesplit-node containerd containerd-shim-runc-v2 ctr /usr/local/bin/
+COPY kubesplit-node kubesplit-node-supervisor containerd containerd-shim-runc-v2 ctr /usr/local/bin/
 COPY cni/ /usr/local/bin/cni/
 COPY images/ /usr/share/kubesplit/images/
 VOLUME ["/var/lib/containerd", "/var/lib/kubelet"]
-ENTRYPOINT ["/usr/local/bin/kubesplit-node", "run"]
+ENTRYPOINT ["/usr/local/bin/kubesplit-node-supervisor"]

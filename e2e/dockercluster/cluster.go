@@ -42,6 +42,8 @@ type Options struct {
 	Backend string // datastore --backend (default sqlite)
 	// NodeImages is a host directory of image tarballs every node imports at start.
 	NodeImages string
+	// NodeArgs are extra node agent flags.
+	NodeArgs []string
 }
 
 // Cluster is a running containerised cluster.
@@ -269,7 +271,7 @@ func (c *Cluster) AddNode(name, token string) {
 	}
 	args = append(args, "kubesplit/node:"+c.opts.Tag,
 		"--gateway", "https://tunnel-gateway:8132", "--node-name", name, "--cgroup-root", "/kubesplit-"+c.ID+"-"+name)
-	c.docker(args...)
+	c.docker(append(args, c.opts.NodeArgs...)...)
 	c.nodes = append(c.nodes, name)
 }
 

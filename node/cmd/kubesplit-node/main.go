@@ -1,8 +1,9 @@
 // Command kubesplit-node is the node agent: kubelet, containerd, kube-proxy,
 // the pod overlay and the reverse tunnel to the gateway, joined with a token.
 //
-//	kubesplit-node run   --gateway URL --token TOKEN   supervise the agent (a node container's entrypoint)
-//	kubesplit-node agent --gateway URL --token TOKEN   the agent itself (under systemd or the supervisor)
+//	kubesplit-node agent --gateway URL --token TOKEN
+//
+// It runs under systemd on a host, or under kubesplit-node-supervisor in a node container.
 package main
 
 import (
