@@ -42,3 +42,5 @@ for img in $images; do
     *) echo "images: unknown image $img (one of: $all)" >&2; exit 1 ;;
   esac
 done
+# rebuilding leaves the previous builds' images untagged: drop those (ours only)
+docker image prune -f --filter label=io.kubesplit.image >/dev/null

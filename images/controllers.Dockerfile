@@ -1,4 +1,5 @@
 # kubesplit controllers: one static binary, nothing else.
 FROM scratch
 COPY controllers /usr/local/bin/controllers
+LABEL io.kubesplit.image=controllers
 ENTRYPOINT ["/usr/local/bin/controllers"]

@@ -7,4 +7,5 @@ COPY kubesplit-node kubesplit-node-supervisor containerd containerd-shim-runc-v2
 COPY cni/ /usr/local/bin/cni/
 COPY images/ /usr/share/kubesplit/images/
 VOLUME ["/var/lib/containerd", "/var/lib/kubelet"]
+LABEL io.kubesplit.image=node
 ENTRYPOINT ["/usr/local/bin/kubesplit-node-supervisor"]

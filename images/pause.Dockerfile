@@ -2,4 +2,5 @@
 FROM scratch
 COPY pause /pause
 USER 65535:65535
+LABEL io.kubesplit.image=pause
 ENTRYPOINT ["/pause"]

@@ -412,6 +412,39 @@ func TestNodesBehindTheGateway(t *testing.T) {
 		}
 	})
 
+	t.Run("half-open tunnel is detected and redialled", func(t *testing.T) {
+		// Drop every packet between node-1 and the gateway, without a reset:
+		// both ends hold a connection that looks open but is dead.
+		gw := c.IP("tunnel-gateway", c.Edge)
+		// (the gateway container was restarted above: read its address now)
+		rules := [][]string{{"INPUT", "-s", gw, "-j", "DROP"}, {"OUTPUT", "-d", gw, "-j", "DROP"}}
+		for _, r := range rules {
+			if out, err := c.Exec("node-1", append([]string{"iptables", "-w", "-I"}, r...)...); err != nil {
+				t.Fatalf("%v: %s", err, out)
+			}
+		}
+		downs := strings.Count(c.Logs("node-1"), "tunnel down; redialling")
+		cut := time.Now()
+		waitFor(t, "node-1's agent noticing the dead tunnel", 90*time.Second, func(context.Context) (bool, error) {
+			return strings.Count(c.Logs("node-1"), "tunnel down; redialling") > downs, nil
+		})
+		t.Logf("dead tunnel noticed within %.0fs", time.Since(cut).Seconds())
+		for _, r := range rules {
+			if out, err := c.Exec("node-1", append([]string{"iptables", "-w", "-D"}, r...)...); err != nil {
+				t.Fatalf("%v: %s", err, out)
+			}
+		}
+		healed := time.Now()
+		waitFor(t, "exec on node-1 after the path heals", 60*time.Second, func(context.Context) (bool, error) {
+			out, err := kubectl("exec", byNode["node-1"][0].Name, "--", "/testapp", "echo", "healed")
+			if err != nil || !strings.Contains(out, "healed") {
+				return false, fmt.Errorf("%v: %s", err, out)
+			}
+			return true, nil
+		})
+		t.Logf("kubelet reachable %.1fs after the path healed", time.Since(healed).Seconds())
+	})
+
 	t.Run("stopped node goes NotReady; deleted node leaves no overlay entries", func(t *testing.T) {
 		gw2 := ""
 		waitFor(t, "node-1 has overlay entries for node-2", 30*time.Second, func(ctx context.Context) (bool, error) {
