@@ -44,9 +44,6 @@ func TestTunnelEgress(t *testing.T) {
 		}
 		fmt.Fprintf(w, "kubelet-a:%s", r.URL.Path)
 	}))
-	kubelet.TLS = &tls.Config{ClientAuth: tls.RequestClientCert}
-	kubelet.StartTLS()
-	defer kubelet.Close()
 	port := kubelet.Listener.Addr().(*net.TCPAddr).Port
 
 	c := hostcluster.Start(t, hostcluster.Options{
@@ -60,6 +57,17 @@ func TestTunnelEgress(t *testing.T) {
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(ca.Cert)
+	// the apiserver verifies kubelets' serving certificates against the cluster
+	// CA and the address it dialled, as it would a real node's
+	serving, err := ca.Issue(pki.Spec{CommonName: nodeidentity.CommonName("node-a"),
+		IPs: []net.IP{net.ParseIP("10.99.0.1"), net.IPv4(127, 0, 0, 1)}, Usage: pki.UsageServer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubelet.TLS = &tls.Config{ClientAuth: tls.RequestClientCert,
+		Certificates: []tls.Certificate{{Certificate: [][]byte{serving.Cert.Raw}, PrivateKey: serving.Key, Leaf: serving.Cert}}}
+	kubelet.StartTLS()
+	defer kubelet.Close()
 	nodeCert := func(cn string, org ...string) tls.Certificate {
 		kp, err := ca.Issue(pki.Spec{CommonName: cn, Organization: org, Usage: pki.UsageClient})
 		if err != nil {
