@@ -271,15 +271,17 @@ func TestNodesBehindTheGateway(t *testing.T) {
 		}
 	})
 
-	t.Run("gateway restart: tunnels come back by themselves", func(t *testing.T) {
+	t.Run("gateway killed and restarted: tunnels come back by themselves", func(t *testing.T) {
 		agentPIDs := map[string]string{}
 		for _, n := range c.Nodes() {
 			agentPIDs[n], _ = c.Exec(n, "pgrep", "-f", "kubesplit-node agent")
 		}
-		if _, err := dockercluster.Docker(ctx, "restart", "-t", "2", c.Name("tunnel-gateway")); err != nil {
-			t.Fatal(err)
-		}
 		start := time.Now()
+		for _, cmd := range []string{"kill", "start"} {
+			if _, err := dockercluster.Docker(ctx, cmd, c.Name("tunnel-gateway")); err != nil {
+				t.Fatal(err)
+			}
+		}
 		waitFor(t, "kubectl logs through the new gateway", 60*time.Second, func(context.Context) (bool, error) {
 			out, err := kubectl("logs", "--tail", "1", p2.Name)
 			if err != nil {
@@ -287,8 +289,21 @@ func TestNodesBehindTheGateway(t *testing.T) {
 			}
 			return true, nil
 		})
-		t.Logf("kubelet reachable again %.1fs after the gateway restart was issued", time.Since(start).Seconds())
+		t.Logf("kubelet reachable again %.1fs after the gateway was killed", time.Since(start).Seconds())
 		checkKubelet(t)
+		// the gateway's Prometheus metrics show both tunnels, per node
+		waitFor(t, "gateway metrics with both tunnels", 30*time.Second, func(context.Context) (bool, error) {
+			resp, err := http.Get("http://" + c.IP("tunnel-gateway", c.Control) + ":8133/metrics")
+			if err != nil {
+				return false, err
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			m := string(body)
+			return strings.Contains(m, "kubesplit_gateway_sessions_open 2") &&
+				strings.Contains(m, `kubesplit_gateway_tunnel_connected{node="node-1"} 1`) &&
+				strings.Contains(m, `kubesplit_gateway_dials_total{node="node-2"}`), nil
+		})
 		for _, n := range c.Nodes() {
 			if pid, _ := c.Exec(n, "pgrep", "-f", "kubesplit-node agent"); pid != agentPIDs[n] {
 				t.Fatalf("the agent on %s was restarted (pid %s -> %s); the tunnel should have reconnected by itself", n, agentPIDs[n], pid)

@@ -15,6 +15,10 @@ import (
 	"os"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/kubesplit/kubesplit/pkg/bootstrap"
 	"github.com/kubesplit/kubesplit/pkg/config"
 	"github.com/kubesplit/kubesplit/pkg/health"
@@ -33,7 +37,8 @@ On --listen-address it relays TLS connections for server name "kubernetes" to
 the apiserver unchanged, and itself serves the cluster CA bundle that join
 tokens pin (GET /cacerts) and nodes' reverse tunnels (GET /v1/tunnel, node
 client certificate); on --egress-address the apiserver's HTTP CONNECT egress rides
-those tunnels; --health-address serves /healthz and /debug/tunnels.`
+those tunnels; --health-address serves /healthz, /debug/tunnels (JSON, per node)
+and /metrics (Prometheus: sessions open, connects, dials, dial failures, bytes per node).`
 
 type options struct {
 	dataDir, listen, egress, health string
@@ -126,7 +131,9 @@ func run(o options, stderr io.Writer) error {
 
 	log.Info("serving", "nodes", o.listen, "egress", o.egress, "health", o.health, "node-ports", o.nodePorts, "version", version.Version)
 	mux := &tunnel.SNIMux{Listener: listeners[0], APIServer: o.apiserver, Log: log}
-	healthMux := map[string]http.Handler{"/debug/tunnels": gw.StatsHandler()}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(gw, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	healthMux := map[string]http.Handler{"/debug/tunnels": gw.StatsHandler(), "/metrics": promhttp.HandlerFor(reg, promhttp.HandlerOpts{})}
 	return lifecycle.RunAll(ctx,
 		&health.Server{Listener: listeners[2], Extra: healthMux,
 			Live: map[string]health.Check{"process": func(context.Context) error { return nil }}},
