@@ -38,6 +38,8 @@ if [ "$what" = all ] || [ "$what" = nodes ]; then
   [ -n "${KUBESPLIT_BIN_DIR:-}" ] || { echo "== building binaries"; hack/build.sh; export KUBESPLIT_BIN_DIR=$PWD/bin; }
   echo "== images (offline, from bin/)"
   hack/images.sh
+  . hack/versions.env
+  export KUBESPLIT_TAG=$KUBESPLIT_VERSION   # the tag hack/images.sh just built
   echo "== node tests (node containers behind the tunnel gateway)"
   go test -count=1 -timeout 30m -v ./e2e/nodes/... 2>&1 | tee /tmp/kubesplit-nodes.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+_test.go)'
   test "${PIPESTATUS[0]}" -eq 0

@@ -17,7 +17,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -68,8 +67,11 @@ func DefaultTag() string {
 	if t := os.Getenv("KUBESPLIT_TAG"); t != "" {
 		return t
 	}
-	_, file, _, _ := runtime.Caller(0)
-	b, err := os.ReadFile(filepath.Join(filepath.Dir(file), "..", "..", "hack", "versions.env"))
+	root, err := hostcluster.RepoRoot()
+	if err != nil {
+		return version.Version
+	}
+	b, err := os.ReadFile(filepath.Join(root, "hack", "versions.env"))
 	if err == nil {
 		for _, line := range strings.Split(string(b), "\n") {
 			if v, ok := strings.CutPrefix(strings.TrimSpace(line), "KUBESPLIT_VERSION="); ok {

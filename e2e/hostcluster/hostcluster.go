@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -44,8 +43,11 @@ func BinDir() (string, error) {
 			binDir = d
 			return
 		}
-		_, file, _, _ := runtime.Caller(0)
-		root := filepath.Join(filepath.Dir(file), "..", "..")
+		root, err := RepoRoot()
+		if err != nil {
+			buildErr = err
+			return
+		}
 		binDir = filepath.Join(root, "bin")
 		cmd := exec.Command(filepath.Join(root, "hack", "build.sh"))
 		cmd.Dir = root
@@ -55,6 +57,24 @@ func BinDir() (string, error) {
 		}
 	})
 	return binDir, buildErr
+}
+
+// RepoRoot finds the repository (the folder holding go.work) from the
+// working directory up: `go test` runs in the package's folder. (Source file
+// paths from runtime.Caller do not work: builds use -trimpath.)
+func RepoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "go.work")); err == nil {
+			return d, nil
+		}
+		if filepath.Dir(d) == d {
+			return "", fmt.Errorf("no go.work above %s: run the tests inside the kubesplit repository", dir)
+		}
+	}
 }
 
 // Options choose what a cluster runs.
