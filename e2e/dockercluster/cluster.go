@@ -59,6 +59,7 @@ type Cluster struct {
 	t     testing.TB
 	opts  Options
 	nodes []string
+	added []string // every node ever started, for cgroup cleanup
 }
 
 // DefaultTag is the image tag hack/images.sh builds: $KUBESPLIT_TAG, or the
@@ -275,6 +276,7 @@ func (c *Cluster) AddNode(name, token string) {
 		"--gateway", "https://tunnel-gateway:8132", "--node-name", name, "--cgroup-root", "/kubesplit-"+c.ID+"-"+name)
 	c.docker(append(args, c.opts.NodeArgs...)...)
 	c.nodes = append(c.nodes, name)
+	c.added = append(c.added, name)
 }
 
 // RemoveNode deletes a node's container (and its volumes).
@@ -345,7 +347,7 @@ func (c *Cluster) teardown() {
 	}
 	_, _ = Docker(ctx, "network", "rm", c.Control, c.Edge)
 	// the node containers' cgroups are left in the host hierarchy by the kubelet
-	for _, n := range []string{"node-1", "node-2", "node-3"} {
+	for _, n := range c.added {
 		root := "/kubesplit-" + c.ID + "-" + n
 		matches, _ := filepath.Glob("/sys/fs/cgroup/*" + root)
 		for _, m := range matches {

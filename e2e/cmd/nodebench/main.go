@@ -132,16 +132,22 @@ func run(tb *benchTB, nPods, nExec, nRestarts int, settle time.Duration) (*resul
 			return nil, fmt.Errorf("exec-target pod not Running")
 		}
 	}
-	viaAPI := func() (*remotecommand.StreamOptions, remotecommand.Executor, error) {
-		req := c.Client.CoreV1().RESTClient().Post().Resource("pods").Namespace("default").Name(pod.Name).SubResource("exec").
-			VersionedParams(&corev1.PodExecOptions{Container: "app", Command: []string{"/testapp", "exit", "0"}, Stdout: true, Stderr: true}, scheme.ParameterCodec)
-		ex, err := remotecommand.NewSPDYExecutor(c.Config, "POST", req.URL())
-		return &remotecommand.StreamOptions{Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}}, ex, err
+	// execVia execs in the pod through the apiserver that cfg points at
+	execVia := func(cfg *rest.Config) execFn {
+		return func() (*remotecommand.StreamOptions, remotecommand.Executor, error) {
+			req := c.Client.CoreV1().RESTClient().Post().Resource("pods").Namespace("default").Name(pod.Name).SubResource("exec").
+				VersionedParams(&corev1.PodExecOptions{Container: "app", Command: []string{"/testapp", "exit", "0"}, Stdout: true, Stderr: true}, scheme.ParameterCodec)
+			u := *req.URL()
+			u.Host = strings.TrimPrefix(cfg.Host, "https://")
+			ex, err := remotecommand.NewSPDYExecutor(cfg, "POST", &u)
+			return &remotecommand.StreamOptions{Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}}, ex, err
+		}
 	}
+	viaAPI := execVia(c.Config)
 	d := layout.Dir(c.DataDir)
 	kubeletCfg := &rest.Config{Host: "https://" + c.IP("node-1", c.Edge) + ":10250", TLSClientConfig: rest.TLSClientConfig{
 		CAFile: d.ClusterCA().Cert, CertFile: d.APIServerKubeletClient().Cert, KeyFile: d.APIServerKubeletClient().Key}}
-	direct := func() (*remotecommand.StreamOptions, remotecommand.Executor, error) {
+	direct := func() (*remotecommand.StreamOptions, remotecommand.Executor, error) { // no apiserver at all
 		u, _ := url.Parse(kubeletCfg.Host + "/exec/default/" + pod.Name + "/app?command=/testapp&command=exit&command=0&output=1&error=1")
 		ex, err := remotecommand.NewSPDYExecutor(kubeletCfg, "POST", u)
 		return &remotecommand.StreamOptions{Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}}, ex, err
@@ -152,14 +158,7 @@ func run(tb *benchTB, nPods, nExec, nRestarts int, settle time.Duration) (*resul
 	if err != nil {
 		return nil, err
 	}
-	viaDirectAPI := func() (*remotecommand.StreamOptions, remotecommand.Executor, error) {
-		req := c.Client.CoreV1().RESTClient().Post().Resource("pods").Namespace("default").Name(pod.Name).SubResource("exec").
-			VersionedParams(&corev1.PodExecOptions{Container: "app", Command: []string{"/testapp", "exit", "0"}, Stdout: true, Stderr: true}, scheme.ParameterCodec)
-		u := *req.URL()
-		u.Host = strings.TrimPrefix(direct0.Host, "https://")
-		ex, err := remotecommand.NewSPDYExecutor(direct0, "POST", &u)
-		return &remotecommand.StreamOptions{Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}}, ex, err
-	}
+	viaDirectAPI := execVia(direct0)
 	// interleaved, so that both paths see the same machine
 	tun, noTun, err := timeExecsInterleaved(nExec, viaAPI, viaDirectAPI)
 	if err != nil {
