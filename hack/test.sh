@@ -21,6 +21,7 @@ fi
 if [ "$what" = all ] || [ "$what" = unit ]; then
   echo "== unit tests"
   go test -short -count=1 "${unit_pkgs[@]}"
+  for m in $(hack/modules.sh addons); do (cd "$m" && GOWORK=off go test -short -count=1 ./...); done
 fi
 if [ "$what" = all ] || [ "$what" = integration ]; then
   echo "== building binaries once for every test package"
