@@ -11,8 +11,10 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
+	"github.com/kubesplit/kubesplit/pkg/jointoken"
 	"github.com/kubesplit/kubesplit/pkg/layout"
 	"github.com/kubesplit/kubesplit/pkg/pki"
+	"github.com/kubesplit/kubesplit/pkg/tokenstore"
 )
 
 func ensureCA(name string, p layout.Pair, dependents []string) (*pki.KeyPair, bool, error) {
@@ -123,6 +125,25 @@ func configFiles(d layout.Dir) []configFile {
 		{d.AuthenticationConfig(), 0o644, static(authenticationConfig), nil},
 		{d.AuditPolicy(), 0o644, static(auditPolicy), nil},
 	}
+}
+
+// nodeTokenFile is the default join token for the CA with hash caHash.
+func nodeTokenFile(d layout.Dir, caHash string) configFile {
+	return configFile{d.NodeToken(), 0o600,
+		func() ([]byte, error) {
+			tok, err := tokenstore.Generate(caHash)
+			return []byte(tok.String() + "\n"), err
+		},
+		func(b []byte) error {
+			tok, err := jointoken.Parse(string(b))
+			if err != nil {
+				return fmt.Errorf("%w: %w", err, pki.ErrCorrupt)
+			}
+			if tok.CAHash != caHash {
+				return fmt.Errorf("the token pins another cluster CA: %w", pki.ErrCorrupt)
+			}
+			return nil
+		}}
 }
 
 func static(s string) func() ([]byte, error) { return func() ([]byte, error) { return []byte(s), nil } }

@@ -29,6 +29,10 @@ type Options struct {
 	GatewaySANs []string
 	// ServiceCIDR's first address is the in-cluster `kubernetes` Service IP.
 	ServiceCIDR string
+	// NodeToken writes a never-expiring default join token (layout NodeToken);
+	// the controllers store it in the cluster. For dev clusters (compose),
+	// where nodes read it from a shared volume.
+	NodeToken bool
 }
 
 // Defaults fills unset options.
@@ -98,6 +102,14 @@ func Run(o Options) (*Report, error) {
 	}
 	rep.add(created, d.ServiceAccountKey())
 	for _, f := range configFiles(d) {
+		created, err := ensureConfig(f)
+		if err != nil {
+			return nil, err
+		}
+		rep.add(created, f.path)
+	}
+	if o.NodeToken {
+		f := nodeTokenFile(d, pki.Fingerprint(cas["cluster"].Cert))
 		created, err := ensureConfig(f)
 		if err != nil {
 			return nil, err

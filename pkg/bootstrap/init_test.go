@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kubesplit/kubesplit/pkg/jointoken"
 	"github.com/kubesplit/kubesplit/pkg/layout"
 	"github.com/kubesplit/kubesplit/pkg/pki"
 )
@@ -150,5 +151,42 @@ func TestInitUnwritableDir(t *testing.T) {
 	}
 	if errors.Is(err, pki.ErrCorrupt) {
 		t.Fatal("wrong error class")
+	}
+}
+
+func TestInitNodeTokenPinsTheCAAndIsKept(t *testing.T) {
+	t.Parallel()
+	d := layout.Dir(t.TempDir())
+	if _, err := Run(Options{DataDir: d, NodeToken: true}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(d.NodeToken())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := jointoken.Parse(string(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := pki.LoadCert(d.ClusterCA().Cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok.CAHash != pki.Fingerprint(ca) {
+		t.Fatal("the node token does not pin the cluster CA")
+	}
+	if _, err := Run(Options{DataDir: d, NodeToken: true}); err != nil {
+		t.Fatal(err)
+	}
+	if b2, _ := os.ReadFile(d.NodeToken()); !bytes.Equal(b, b2) {
+		t.Fatal("a rerun replaced the node token")
+	}
+	other := jointoken.Token{CAHash: strings.Repeat("0", 64), ID: tok.ID, Secret: tok.Secret}
+	if err := os.WriteFile(d.NodeToken(), []byte(other.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Run(Options{DataDir: d, NodeToken: true})
+	if err == nil || !strings.Contains(err.Error(), "pins another cluster CA") || strings.Contains(err.Error(), tok.Secret) {
+		t.Fatalf("token for another CA: err %v, want a report without the secret", err)
 	}
 }

@@ -68,6 +68,14 @@ func (d Dir) DatastoreData() string { return d.path("datastore") }
 func (d Dir) SQLiteFile() string    { return d.path("datastore", "state.db") }
 func (d Dir) EtcdData() string      { return d.path("datastore", "etcd") }
 
+// NodeToken is the cluster's default join token (init --node-token); the
+// controllers keep its bootstrap-token Secret in the cluster.
+func (d Dir) NodeToken() string { return d.path("config", "node-token") }
+
+// Manifests is the directory the controllers' addon deployer applies and
+// keeps in sync (bundled addons such as CoreDNS are written there too).
+func (d Dir) Manifests() string { return d.path("manifests") }
+
 // Role state (scheduler/controllers self-signed serving certs and the like).
 func (d Dir) RoleState(role string) string { return d.path("state", role) }
 

@@ -37,14 +37,29 @@ type Info struct {
 
 // Create stores a new bootstrap token valid for ttl (0: never expires).
 func Create(ctx context.Context, cs kubernetes.Interface, caHash string, ttl time.Duration, description string) (jointoken.Token, error) {
+	tok, err := Generate(caHash)
+	if err != nil {
+		return jointoken.Token{}, err
+	}
+	return tok, Store(ctx, cs, tok, ttl, description)
+}
+
+// Generate makes a new random token for the CA with hash caHash; nothing is stored.
+func Generate(caHash string) (jointoken.Token, error) {
 	raw, err := bootstraputil.GenerateBootstrapToken()
 	if err != nil {
 		return jointoken.Token{}, err
 	}
 	id, secret, _ := strings.Cut(raw, ".")
+	return jointoken.Token{CAHash: caHash, ID: id, Secret: secret}, nil
+}
+
+// Store keeps tok in the cluster, valid for ttl (0: never expires). A token
+// whose ID is taken is an AlreadyExists error.
+func Store(ctx context.Context, cs kubernetes.Interface, tok jointoken.Token, ttl time.Duration, description string) error {
 	data := map[string]string{
-		bootstrapapi.BootstrapTokenIDKey:               id,
-		bootstrapapi.BootstrapTokenSecretKey:           secret,
+		bootstrapapi.BootstrapTokenIDKey:               tok.ID,
+		bootstrapapi.BootstrapTokenSecretKey:           tok.Secret,
 		bootstrapapi.BootstrapTokenUsageAuthentication: "true",
 		bootstrapapi.BootstrapTokenUsageSigningKey:     "true",
 		bootstrapapi.BootstrapTokenExtraGroupsKey:      NodeGroup,
@@ -53,15 +68,15 @@ func Create(ctx context.Context, cs kubernetes.Interface, caHash string, ttl tim
 	if ttl > 0 {
 		data[bootstrapapi.BootstrapTokenExpirationKey] = time.Now().Add(ttl).UTC().Format(time.RFC3339)
 	}
-	_, err = cs.CoreV1().Secrets(metav1.NamespaceSystem).Create(ctx, &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: bootstraputil.BootstrapTokenSecretName(id), Namespace: metav1.NamespaceSystem},
+	_, err := cs.CoreV1().Secrets(metav1.NamespaceSystem).Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: bootstraputil.BootstrapTokenSecretName(tok.ID), Namespace: metav1.NamespaceSystem},
 		Type:       bootstrapapi.SecretTypeBootstrapToken,
 		StringData: data,
 	}, metav1.CreateOptions{})
 	if err != nil {
-		return jointoken.Token{}, fmt.Errorf("storing token %s: %w", id, err)
+		return fmt.Errorf("storing token %s: %w", tok.ID, err)
 	}
-	return jointoken.Token{CAHash: caHash, ID: id, Secret: secret}, nil
+	return nil
 }
 
 // List returns every bootstrap token, oldest expiry first, without secrets.

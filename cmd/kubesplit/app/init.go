@@ -2,6 +2,11 @@ package app
 
 import (
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -11,7 +16,7 @@ import (
 
 func initCommand() *cobra.Command {
 	var o bootstrap.Options
-	var dataDir string
+	var dataDir, owner, copyAdmin, copyToken string
 	cmd := &cobra.Command{
 		Use:   "init",
 		Short: "Write the PKI, keys, configs and kubeconfigs a cluster needs into a data directory",
@@ -21,10 +26,30 @@ an admin kubeconfig. Run again, it keeps every file that exists after checking i
 a corrupt or mismatched file is reported and left alone.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			uid, gid, err := parseOwner(owner)
+			if err != nil {
+				return err
+			}
+			if copyToken != "" {
+				o.NodeToken = true
+			}
 			o.DataDir = layout.Dir(dataDir)
 			rep, err := bootstrap.Run(o)
 			if err != nil {
 				return err
+			}
+			if uid >= 0 {
+				// the roles run as this user (their images' non-root user)
+				if err := chownTree(dataDir, uid, gid); err != nil {
+					return err
+				}
+			}
+			for _, c := range []struct{ from, to string }{{o.DataDir.Kubeconfig(layout.Admin), copyAdmin}, {o.DataDir.NodeToken(), copyToken}} {
+				if c.to != "" {
+					if err := copyOwnedLikeDir(c.from, c.to); err != nil {
+						return err
+					}
+				}
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "data directory %s: %d files created, %d kept\nadmin kubeconfig: %s\n",
 				dataDir, len(rep.Created), len(rep.Kept), o.DataDir.Kubeconfig(layout.Admin))
@@ -39,5 +64,57 @@ a corrupt or mismatched file is reported and left alone.`,
 	f.StringSliceVar(&o.DatastoreSANs, "datastore-san", nil, "extra host names or IPs for the datastore certificate")
 	f.StringSliceVar(&o.GatewaySANs, "gateway-san", nil, "extra host names or IPs nodes use to reach the tunnel gateway")
 	f.StringVar(&o.ServiceCIDR, "service-cidr", bootstrap.DefaultServiceCIDR, "Service IP range (its first address joins the apiserver certificate)")
+	f.BoolVar(&o.NodeToken, "node-token", false, "also write a default join token that never expires (config/node-token); the controllers store it in the cluster")
+	f.StringVar(&owner, "owner", "", "UID:GID to own the data directory's files (the user the roles run as, e.g. 65532:65532 for the images)")
+	f.StringVar(&copyAdmin, "copy-admin-kubeconfig", "", "also copy the admin kubeconfig to this path, owned like its directory (e.g. a host bind mount)")
+	f.StringVar(&copyToken, "copy-node-token", "", "write the default join token (implies --node-token) to this path too, owned like its directory")
 	return cmd
+}
+
+// parseOwner reads "UID:GID"; an empty string is (-1, -1): leave ownership alone.
+func parseOwner(s string) (uid, gid int, err error) {
+	if s == "" {
+		return -1, -1, nil
+	}
+	u, g, ok := strings.Cut(s, ":")
+	uid, err1 := strconv.Atoi(u)
+	gid, err2 := strconv.Atoi(g)
+	if !ok || err1 != nil || err2 != nil || uid < 0 || gid < 0 {
+		return -1, -1, fmt.Errorf("--owner %q: want numeric UID:GID, e.g. 65532:65532", s)
+	}
+	return uid, gid, nil
+}
+
+func chownTree(root string, uid, gid int) error {
+	return filepath.WalkDir(root, func(p string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if err := os.Lchown(p, uid, gid); err != nil {
+			return fmt.Errorf("--owner: %w", err)
+		}
+		return nil
+	})
+}
+
+// copyOwnedLikeDir copies a secret file (mode 0600) into to, owned by
+// whoever owns to's directory: init runs as root in a container, the file is
+// for the user whose directory it lands in.
+func copyOwnedLikeDir(from, to string) error {
+	b, err := os.ReadFile(from)
+	if err != nil {
+		return err
+	}
+	dir, err := os.Stat(filepath.Dir(to))
+	if err != nil {
+		return fmt.Errorf("cannot copy %s: %w", filepath.Base(from), err)
+	}
+	tmp := to + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	if uid, gid, ok := statOwner(dir); ok {
+		_ = os.Chown(tmp, uid, gid) // best effort: not root, it is ours already
+	}
+	return os.Rename(tmp, to)
 }

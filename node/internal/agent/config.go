@@ -29,7 +29,9 @@ type Config struct {
 	ContainerdRoot string
 	KubeletRoot    string
 	CgroupRoot     string // kubelet's cgroupRoot; one per node when nodes share a host
-	KubeletAddress string // where the kubelet listens; loopback keeps it reachable through the tunnel only
+	// NodeNameFromDNS replaces NodeName by the reverse DNS name of NodeIP.
+	NodeNameFromDNS bool
+	KubeletAddress  string // where the kubelet listens; loopback keeps it reachable through the tunnel only
 
 	ClusterCIDR   string
 	ServiceCIDR   string
@@ -49,6 +51,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.Token, "token", os.Getenv("KUBESPLIT_TOKEN"), "join token from `kubesplit token create` (or $KUBESPLIT_TOKEN)")
 	fs.StringVar(&c.TokenFile, "token-file", "", "file holding the join token")
 	fs.StringVar(&c.NodeName, "node-name", strings.ToLower(host), "name of this node")
+	fs.BoolVar(&c.NodeNameFromDNS, "node-name-from-dns", false, "name the node after the reverse DNS name of its IP (in Docker Compose: the container's name, stable across down/up and distinct per replica)")
 	fs.StringVar(&c.NodeIP, "node-ip", "", "this node's IP (default: the local address used to reach the gateway)")
 	fs.StringVar(&c.DataDir, "data-dir", "/var/lib/kubesplit-node", "agent state: certificates, kubeconfigs, generated configs")
 	fs.StringSliceVar(&c.ImagesDirs, "images-dir", []string{"/usr/share/kubesplit/images", "/var/lib/kubesplit-node/images"},
@@ -56,7 +59,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.BinDir, "bin-dir", "", "directory of containerd, containerd-shim-runc-v2, ctr and cni/ plugins (default: this binary's directory)")
 	fs.StringVar(&c.ContainerdRoot, "containerd-root", "/var/lib/containerd", "containerd's state directory")
 	fs.StringVar(&c.KubeletRoot, "kubelet-root", "/var/lib/kubelet", "kubelet's root directory")
-	fs.StringVar(&c.CgroupRoot, "cgroup-root", "", "cgroup under which the kubelet puts pods (set one per node when several nodes share a host)")
+	fs.StringVar(&c.CgroupRoot, "cgroup-root", "", "cgroup under which the kubelet puts pods (default /kubesplit-NODE_NAME: distinct per node, as node containers on a cgroup v1 host share one hierarchy)")
 	fs.StringVar(&c.KubeletAddress, "kubelet-address", "127.0.0.1", "address the kubelet's API listens on; the default keeps it reachable only through the tunnel")
 	fs.StringVar(&c.ClusterCIDR, "cluster-cidr", bootstrap.DefaultClusterCIDR, "pod IP range of the cluster (as given to the controllers)")
 	fs.StringVar(&c.ServiceCIDR, "service-cidr", bootstrap.DefaultServiceCIDR, "Service IP range (as given to the apiserver)")

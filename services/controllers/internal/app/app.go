@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 
 	"k8s.io/kubernetes/cmd/kube-controller-manager/app"
 
@@ -31,14 +32,21 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	ours, extra := config.SplitPassthrough(args)
 	c := component.Common{Role: "controllers", SkewRole: version.RoleControllers}
 	var lease component.Lease
-	var clusterCIDR, serviceCIDR string
+	var clusterCIDR, serviceCIDR, manifestsDir string
 	var nodeMask int
+	var disabled []string
+	bundled := addons.BundledParams{ClusterDomain: bootstrap.DefaultClusterDNS, CoreDNSImage: "kubesplit/coredns:" + version.Version}
 	fs := config.NewFlagSet("controllers")
 	c.AddFlags(fs, 10257)
 	lease.AddFlags(fs)
 	fs.StringVar(&clusterCIDR, "cluster-cidr", bootstrap.DefaultClusterCIDR, "pod IP range; each node gets a slice of it as spec.podCIDR")
 	fs.IntVar(&nodeMask, "node-cidr-mask-size", 24, "prefix length of each node's pod range")
 	fs.StringVar(&serviceCIDR, "service-cidr", bootstrap.DefaultServiceCIDR, "Service IP range (must match the apiserver's)")
+	fs.StringVar(&manifestsDir, "manifests-dir", "", "directory of manifests applied and kept in sync (default: DATA_DIR/manifests); bundled addons are written there")
+	fs.StringSliceVar(&disabled, "disable", nil, "bundled addons not to deploy, removed if deployed (one of: "+strings.Join(addons.Bundled(), ", ")+")")
+	fs.StringVar(&bundled.ClusterDNS, "cluster-dns", "", "IP of the DNS Service (default: the 10th address of --service-cidr, as the node agents assume)")
+	fs.StringVar(&bundled.ClusterDomain, "cluster-domain", bundled.ClusterDomain, "cluster DNS domain")
+	fs.StringVar(&bundled.CoreDNSImage, "coredns-image", bundled.CoreDNSImage, "CoreDNS image (preloaded on nodes)")
 	if err := config.Parse(fs, ours); err != nil {
 		if errors.Is(err, config.ErrHelp) {
 			config.PrintUsage(stdout, fs, summary)
@@ -57,9 +65,21 @@ func Main(args []string, stdout, stderr io.Writer) int {
 			return fail(fmt.Errorf("%s %q is not a CIDR", flag, v))
 		}
 	}
+	if bundled.ClusterDNS == "" {
+		ip, err := tenthAddress(serviceCIDR)
+		if err != nil {
+			return fail(err)
+		}
+		bundled.ClusterDNS = ip
+	} else if net.ParseIP(bundled.ClusterDNS) == nil {
+		return fail(fmt.Errorf("--cluster-dns %q is not an IP address", bundled.ClusterDNS))
+	}
 	d, err := c.Validate()
 	if err != nil {
 		return fail(err)
+	}
+	if manifestsDir == "" {
+		manifestsDir = d.Manifests()
 	}
 	if err := config.RequireFiles(d.ClusterCA().Cert, d.ClusterCA().Key, d.ServiceAccountKey(), d.Kubeconfig(layout.Addons)); err != nil {
 		return fail(err)
@@ -83,7 +103,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	)
 	log := logging.New("controllers", stderr, slog.LevelInfo)
 	go func() {
-		if err := addons.Run(context.Background(), d.Kubeconfig(layout.Addons), log.With("part", "addons")); err != nil {
+		o := addons.Options{Kubeconfig: d.Kubeconfig(layout.Addons), ManifestsDir: manifestsDir, Disabled: disabled,
+			Bundled: bundled, NodeTokenFile: d.NodeToken()}
+		if err := addons.Run(context.Background(), o, log.With("part", "addons")); err != nil {
 			log.Error("addons stopped", "err", err)
 		}
 	}()
@@ -93,4 +115,14 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return fail(err)
 	}
 	return 0
+}
+
+// tenthAddress is the conventional cluster DNS IP of an IPv4 Service range.
+func tenthAddress(cidr string) (string, error) {
+	_, n, _ := net.ParseCIDR(cidr)
+	ip := n.IP.To4()
+	if ip == nil {
+		return "", fmt.Errorf("--cluster-dns is required with an IPv6 --service-cidr %s", cidr)
+	}
+	return net.IPv4(ip[0], ip[1], ip[2], ip[3]+10).String(), nil
 }

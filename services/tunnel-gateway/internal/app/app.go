@@ -42,7 +42,7 @@ and /metrics (Prometheus: sessions open, connects, dials, dial failures, bytes p
 
 type options struct {
 	dataDir, listen, egress, health string
-	apiserver                       string
+	apiserver, relay                string
 	nodePorts                       []int
 	showVersion                     bool
 }
@@ -54,6 +54,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.dataDir, "data-dir", "", "data directory written by 'kubesplit init' (required)")
 	fs.StringVar(&o.listen, "listen-address", "0.0.0.0:8132", "host:port nodes dial (TLS)")
 	fs.StringVar(&o.apiserver, "apiserver-address", "127.0.0.1:6443", "host:port of the apiserver; node connections with TLS server name 'kubernetes' are relayed there unchanged")
+	fs.StringVar(&o.relay, "apiserver-relay-address", "", "host:port (node side) relaying plain TCP to the apiserver for pods: give the apiserver this IP and port as --advertise-address/--secure-port so the kubernetes Service works from pods (empty: off)")
 	fs.StringVar(&o.egress, "egress-address", "0.0.0.0:8131", "host:port of the apiserver's HTTP CONNECT egress (mutual TLS)")
 	fs.IntSliceVar(&o.nodePorts, "node-ports", []int{10250}, "node ports the apiserver may reach through a tunnel (the kubelet's)")
 	fs.StringVar(&o.health, "health-address", "0.0.0.0:8133", "host:port of /healthz and /readyz (plain HTTP)")
@@ -110,6 +111,13 @@ func run(o options, stderr io.Writer) error {
 		}
 		listeners = append(listeners, ln)
 	}
+	var relayLn net.Listener
+	if o.relay != "" {
+		if relayLn, err = netutil.Listen(o.relay); err != nil {
+			return fmt.Errorf("cannot listen on %s: %w; choose another --apiserver-relay-address", o.relay, err)
+		}
+		listeners = append(listeners, relayLn)
+	}
 	log := logging.New("tunnel-gateway", stderr, 0)
 	logging.BridgeLogrus(log, slog.LevelWarn, "remotedialer") // its info lines log every stream
 	ctx, stop := lifecycle.SignalContext()
@@ -129,7 +137,11 @@ func run(o options, stderr io.Writer) error {
 	egressTLS := &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: pool,
 		ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12}
 
-	log.Info("serving", "nodes", o.listen, "egress", o.egress, "health", o.health, "node-ports", o.nodePorts, "version", version.Version)
+	var relay lifecycle.Runnable = lifecycle.Func(func(context.Context) error { return nil })
+	if relayLn != nil {
+		relay = &tunnel.Relay{Listener: relayLn, APIServer: o.apiserver, Log: log}
+	}
+	log.Info("serving", "nodes", o.listen, "egress", o.egress, "health", o.health, "apiserver-relay", o.relay, "node-ports", o.nodePorts, "version", version.Version)
 	mux := &tunnel.SNIMux{Listener: listeners[0], APIServer: o.apiserver, Log: log}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(gw, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -137,7 +149,7 @@ func run(o options, stderr io.Writer) error {
 	return lifecycle.RunAll(ctx,
 		&health.Server{Listener: listeners[2], Extra: healthMux,
 			Live: map[string]health.Check{"process": func(context.Context) error { return nil }}},
-		mux,
+		mux, relay,
 		serveTLS(mux.Local(), nodes, nodeTLS),
 		serveTLS(listeners[1], gw.EgressHandler(), egressTLS),
 	)

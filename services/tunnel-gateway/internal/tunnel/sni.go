@@ -75,19 +75,52 @@ func (m *SNIMux) route(ctx context.Context, c net.Conn) {
 		}
 		return
 	}
-	up, err := (&net.Dialer{Timeout: 10 * time.Second}).DialContext(ctx, "tcp", m.APIServer)
+	relay(ctx, conn, m.APIServer, m.Log)
+}
+
+// relay copies bytes both ways between c and a new connection to upstream
+// until both sides are done, then closes both.
+func relay(ctx context.Context, c net.Conn, upstream string, log *slog.Logger) {
+	up, err := (&net.Dialer{Timeout: 10 * time.Second}).DialContext(ctx, "tcp", upstream)
 	if err != nil {
-		m.Log.Warn("relay to the apiserver failed", "apiserver", m.APIServer, "err", err)
+		log.Warn("relay to the apiserver failed", "apiserver", upstream, "err", err)
 		c.Close()
 		return
 	}
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); _, _ = io.Copy(up, conn); closeWrite(up) }()
+	go func() { defer wg.Done(); _, _ = io.Copy(up, c); closeWrite(up) }()
 	go func() { defer wg.Done(); _, _ = io.Copy(c, up); closeWrite(c) }()
 	wg.Wait()
 	up.Close()
 	c.Close()
+}
+
+// Relay forwards every connection on Listener to APIServer unchanged. It
+// is the in-cluster apiserver endpoint: the apiserver advertises the
+// gateway's node-side address as the kubernetes Service's endpoint, so pods
+// (which have no route to the control plane) reach the apiserver through
+// it, with TLS end to end. Clients use the Service IP, so no SNI is sent and
+// the SNIMux cannot be used for this.
+type Relay struct {
+	Listener  net.Listener
+	APIServer string
+	Log       *slog.Logger
+}
+
+// Run accepts connections until ctx ends.
+func (r *Relay) Run(ctx context.Context) error {
+	go func() { <-ctx.Done(); r.Listener.Close() }()
+	for {
+		c, err := r.Listener.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		go relay(ctx, c, r.APIServer, r.Log)
+	}
 }
 
 func closeWrite(c net.Conn) {

@@ -2,11 +2,14 @@ package tunnel
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"io"
+	"log/slog"
 	"net"
 	"strings"
 	"testing"
+	"time"
 )
 
 // helloFrom captures the bytes a TLS client sends first.
@@ -52,5 +55,51 @@ func TestPeekServerName(t *testing.T) {
 	}
 	if _, err := peekServerName(bufio.NewReader(strings.NewReader("GET / HTTP/1.1\r\n\r\n"))); err == nil {
 		t.Error("plain HTTP taken for TLS")
+	}
+}
+
+// The relay passes bytes both ways unchanged and propagates the client's
+// half-close, so a request/response protocol on top of it completes.
+func TestRelayForwardsBothWays(t *testing.T) {
+	t.Parallel()
+	upstream, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer upstream.Close()
+	go func() { // upstream: answer "echo:" + everything read until EOF
+		c, err := upstream.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		b, _ := io.ReadAll(c)
+		_, _ = c.Write(append([]byte("echo:"), b...))
+	}()
+	front, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- (&Relay{Listener: front, APIServer: upstream.Addr().String(), Log: slog.New(slog.DiscardHandler)}).Run(ctx)
+	}()
+	c, err := net.Dial("tcp", front.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.(*net.TCPConn).CloseWrite()
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != "echo:hello" {
+		t.Fatalf("through the relay: %q, %v", got, err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run after cancel: %v", err)
 	}
 }

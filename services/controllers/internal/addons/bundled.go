@@ -1,0 +1,90 @@
+package addons
+
+import (
+	"bytes"
+	"embed"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"text/template"
+
+	"github.com/kubesplit/kubesplit/pkg/pki"
+)
+
+//go:embed bundled/*.yaml
+var bundledFS embed.FS
+
+// BundledParams fill the bundled addons' templates.
+type BundledParams struct {
+	ClusterDNS    string // the DNS Service IP the kubelets hand to pods
+	ClusterDomain string
+	CoreDNSImage  string
+}
+
+// Bundled names the addons kubesplit ships (the names --disable takes).
+func Bundled() []string {
+	entries, _ := bundledFS.ReadDir("bundled")
+	var names []string
+	for _, e := range entries {
+		names = append(names, strings.TrimSuffix(e.Name(), ".yaml"))
+	}
+	return names
+}
+
+// WriteBundled renders every bundled addon into dir as NAME.yaml, and
+// removes the file of each disabled one (the deployer then deletes its
+// objects). A NAME.yaml.skip file keeps NAME.yaml as the user left it.
+func WriteBundled(dir string, p BundledParams, disabled []string) error {
+	known := Bundled()
+	for _, d := range disabled {
+		if !slices.Contains(known, d) {
+			return fmt.Errorf("--disable %q: no such bundled addon (bundled: %s)", d, strings.Join(known, ", "))
+		}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for _, name := range known {
+		path := filepath.Join(dir, name+".yaml")
+		if _, err := os.Stat(path + ".skip"); err == nil {
+			continue
+		}
+		if slices.Contains(disabled, name) {
+			if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
+			continue
+		}
+		b, err := RenderBundled(name, p)
+		if err != nil {
+			return err
+		}
+		if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, b) {
+			continue
+		}
+		if err := pki.WriteFile(path, b, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// RenderBundled returns one bundled addon's manifests.
+func RenderBundled(name string, p BundledParams) ([]byte, error) {
+	src, err := bundledFS.ReadFile("bundled/" + name + ".yaml")
+	if err != nil {
+		return nil, err
+	}
+	t, err := template.New(name).Option("missingkey=error").Parse(string(src))
+	if err != nil {
+		return nil, err
+	}
+	var b bytes.Buffer
+	if err := t.Execute(&b, p); err != nil {
+		return nil, fmt.Errorf("bundled addon %s: %w", name, err)
+	}
+	return b.Bytes(), nil
+}
