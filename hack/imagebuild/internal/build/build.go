@@ -1,0 +1,427 @@
+// Package build turns the binaries of hack/build.sh into the project's
+// images, one multi-platform index per image, with go-containerregistry:
+// no Dockerfile, no docker build, nothing pulled. The result is written as
+// one archive (see ociarchive) and, if asked, pushed to a registry.
+package build
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/kubesplit/kubesplit/hack/imagebuild/internal/catalog"
+	"github.com/kubesplit/kubesplit/hack/imagebuild/internal/layer"
+	"github.com/kubesplit/kubesplit/hack/imagebuild/internal/ociarchive"
+)
+
+// Image is one built image: its multi-platform index and, per platform,
+// the image and its sizes.
+type Image struct {
+	catalog.Image
+	Index     v1.ImageIndex
+	Platforms []PlatformImage
+}
+
+// PlatformImage is an image for one platform.
+type PlatformImage struct {
+	Platform     v1.Platform
+	Image        v1.Image
+	Compressed   int64 // sum of the gzip layers
+	Uncompressed int64 // sum of the layers' tar streams
+}
+
+// Run builds the configured images, writes the archive, pushes if asked,
+// and prints the size table to out.
+func Run(ctx context.Context, c Config, out io.Writer) error {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	imgs, _ := catalog.Select(c.Images)
+	if err := c.checkInputs(imgs); err != nil {
+		return err
+	}
+	work := c.WorkDir
+	if work == "" {
+		d, err := os.MkdirTemp("", "kubesplit-imagebuild-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(d)
+		work = d
+	}
+	b := &builder{cfg: c, layers: &layer.Writer{Dir: work, Epoch: time.Unix(0, 0)}, work: work,
+		nodeBase: map[string]*layer.Layer{}, toolLayers: map[string]*layer.Layer{}, built: map[string]map[string]PlatformImage{}}
+	built, err := b.buildAll(ctx, imgs)
+	if err != nil {
+		return err
+	}
+	if err := c.writeArchive(built); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "imagebuild: wrote %s\n", c.Out)
+	if c.Push != "" {
+		if err := Push(ctx, c.Push, c.Tags(), built, out); err != nil {
+			return err
+		}
+	}
+	PrintSizes(out, built)
+	return nil
+}
+
+// checkInputs finds every missing input before anything is built, and
+// names each one with the command that makes it.
+func (c *Config) checkInputs(imgs []catalog.Image) error {
+	var missing []string
+	for _, p := range c.Platforms {
+		for _, img := range imgs {
+			for _, bin := range append(slices.Clone(img.Tools), img.Binaries...) {
+				f := filepath.Join(c.binDir(p), bin.Src)
+				if _, err := os.Stat(f); err != nil {
+					missing = append(missing, fmt.Sprintf("%s (image %s)", f, img.Name))
+				}
+			}
+		}
+	}
+	var errs []error
+	if len(missing) > 0 {
+		errs = append(errs, fmt.Errorf("missing binaries; build them with PLATFORMS=%q IMAGES=%q hack/build.sh:\n  %s",
+			platformList(c.Platforms), strings.Join(c.Images, " "), strings.Join(missing, "\n  ")))
+	}
+	for _, img := range imgs {
+		switch img.Base {
+		case catalog.Static:
+			if _, err := os.Stat(c.CACerts); err != nil {
+				errs = append(errs, fmt.Errorf("CA certificates %s are missing (Debian: apt-get install ca-certificates, or make deps)", c.CACerts))
+				continue
+			}
+		case catalog.Debian:
+			for _, p := range c.Platforms {
+				if c.NodeBase == "" {
+					errs = append(errs, errors.New("the node image needs --node-base (hack/node-base.sh prints it)"))
+					break
+				}
+				if _, err := os.Stat(c.nodeBase(p)); err != nil {
+					errs = append(errs, fmt.Errorf("node base %s is missing: make it with hack/node-base.sh --arch %s", c.nodeBase(p), p.Architecture))
+				}
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+type builder struct {
+	cfg        Config
+	layers     *layer.Writer
+	work       string
+	staticBase *layer.Layer
+	nodeBase   map[string]*layer.Layer             // by architecture
+	toolLayers map[string]*layer.Layer             // by architecture and tools
+	built      map[string]map[string]PlatformImage // platform → image name → image
+}
+
+func (b *builder) buildAll(ctx context.Context, imgs []catalog.Image) ([]Image, error) {
+	var out []Image
+	for _, img := range imgs {
+		res := Image{Image: img}
+		var adds []mutate.IndexAddendum
+		for _, p := range b.cfg.Platforms {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			pi, err := b.build(img, p)
+			if err != nil {
+				return nil, fmt.Errorf("image %s for %s: %w", img.Name, p, err)
+			}
+			if b.built[p.String()] == nil {
+				b.built[p.String()] = map[string]PlatformImage{}
+			}
+			b.built[p.String()][img.Name] = pi
+			res.Platforms = append(res.Platforms, pi)
+			plat := p
+			adds = append(adds, mutate.IndexAddendum{Add: pi.Image, Descriptor: v1.Descriptor{Platform: &plat}})
+		}
+		res.Index = mutate.AppendManifests(mutate.IndexMediaType(empty.Index, types.OCIImageIndex), adds...)
+		out = append(out, res)
+	}
+	return out, nil
+}
+
+// build makes one image for one platform: base layer, binaries layer,
+// preloaded images layer.
+func (b *builder) build(img catalog.Image, p v1.Platform) (PlatformImage, error) {
+	var adds []mutate.Addendum
+	add := func(l *layer.Layer, what string) {
+		adds = append(adds, mutate.Addendum{Layer: l, MediaType: types.OCILayer,
+			History: v1.History{Created: v1.Time{Time: b.cfg.Created}, CreatedBy: "kubesplit imagebuild: " + what}})
+	}
+	switch img.Base {
+	case catalog.Static:
+		l, err := b.static()
+		if err != nil {
+			return PlatformImage{}, err
+		}
+		add(l, "CA certificates, nonroot user, /var/lib/kubesplit")
+	case catalog.Debian:
+		l, err := b.debian(p)
+		if err != nil {
+			return PlatformImage{}, err
+		}
+		add(l, "Debian bookworm minbase (hack/node-base.sh)")
+	}
+	if len(img.Tools) > 0 {
+		l, err := b.tools(img.Tools, p)
+		if err != nil {
+			return PlatformImage{}, err
+		}
+		add(l, "tools")
+	}
+	entries, err := binaryEntries(b.cfg.binDir(p), img.Binaries)
+	if err != nil {
+		return PlatformImage{}, err
+	}
+	l, err := b.layers.FromEntries(img.Name+"-"+p.Architecture+"-bin", entries)
+	if err != nil {
+		return PlatformImage{}, err
+	}
+	add(l, "binaries")
+	if len(img.Preload) > 0 {
+		var pre []layer.Entry
+		for _, name := range img.Preload {
+			f, err := b.preloadArchive(name, p)
+			if err != nil {
+				return PlatformImage{}, err
+			}
+			e := layer.File(catalog.PreloadDir+"/"+name+".tar", f, 0o644)
+			// the node agent skips archives it imported before by name, size
+			// and time: a rebuilt archive must not look like the last one
+			e.ModTime = b.cfg.Created
+			pre = append(pre, e)
+		}
+		l, err := b.layers.FromEntries(img.Name+"-"+p.Architecture+"-preload", pre)
+		if err != nil {
+			return PlatformImage{}, err
+		}
+		add(l, "preloaded images "+strings.Join(img.Preload, ", "))
+	}
+
+	base := mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON)
+	base, err = mutate.ConfigFile(base, b.configFile(img, p))
+	if err != nil {
+		return PlatformImage{}, err
+	}
+	out, err := mutate.Append(base, adds...)
+	if err != nil {
+		return PlatformImage{}, err
+	}
+	pi := PlatformImage{Platform: p, Image: out}
+	for _, a := range adds {
+		z, u := a.Layer.(*layer.Layer).Sizes()
+		pi.Compressed += z
+		pi.Uncompressed += u
+	}
+	return pi, nil
+}
+
+func (b *builder) configFile(img catalog.Image, p v1.Platform) *v1.ConfigFile {
+	cfg := v1.Config{
+		Entrypoint: img.Entrypoint, Cmd: img.Cmd, User: img.User,
+		Env: []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
+		Labels: map[string]string{
+			"io.kubesplit.image":               img.Name,
+			"io.kubesplit.kubernetes-version":  b.cfg.Kubernetes,
+			"org.opencontainers.image.version": b.cfg.Version,
+			"org.opencontainers.image.title":   Repository(img.Name),
+		},
+	}
+	if len(img.Volumes) > 0 {
+		cfg.Volumes = map[string]struct{}{}
+		for _, v := range img.Volumes {
+			cfg.Volumes[v] = struct{}{}
+		}
+	}
+	return &v1.ConfigFile{
+		Architecture: p.Architecture, OS: p.OS, Variant: p.Variant,
+		Created: v1.Time{Time: b.cfg.Created}, Config: cfg,
+		RootFS: v1.RootFS{Type: "layers"},
+	}
+}
+
+// static is the layer under every control-plane image; the same bytes for
+// every platform, so it is stored once.
+func (b *builder) static() (*layer.Layer, error) {
+	if b.staticBase == nil {
+		l, err := b.layers.FromEntries("static-base", staticBase(b.cfg.CACerts))
+		if err != nil {
+			return nil, err
+		}
+		b.staticBase = l
+	}
+	return b.staticBase, nil
+}
+
+// tools is the layer of shared helper binaries, one per platform and set.
+func (b *builder) tools(bins []catalog.Binary, p v1.Platform) (*layer.Layer, error) {
+	key := p.Architecture
+	for _, t := range bins {
+		key += "-" + filepath.Base(t.Src)
+	}
+	if l := b.toolLayers[key]; l != nil {
+		return l, nil
+	}
+	entries, err := binaryEntries(b.cfg.binDir(p), bins)
+	if err != nil {
+		return nil, err
+	}
+	l, err := b.layers.FromEntries("tools-"+key, entries)
+	if err != nil {
+		return nil, err
+	}
+	b.toolLayers[key] = l
+	return l, nil
+}
+
+func (b *builder) debian(p v1.Platform) (*layer.Layer, error) {
+	if l := b.nodeBase[p.Architecture]; l != nil {
+		return l, nil
+	}
+	l, err := b.layers.FromTarball("node-base-"+p.Architecture, b.cfg.nodeBase(p))
+	if err != nil {
+		return nil, err
+	}
+	b.nodeBase[p.Architecture] = l
+	return l, nil
+}
+
+// preloadArchive writes image NAME of platform p (built before, catalog
+// order guarantees it) as an archive the node agent imports with
+// `ctr images import`; it also loads with `docker load`.
+func (b *builder) preloadArchive(name string, p v1.Platform) (string, error) {
+	pi, ok := b.built[p.String()][name]
+	if !ok {
+		return "", fmt.Errorf("preloaded image %s was not built for %s", name, p)
+	}
+	file := filepath.Join(b.work, "preload-"+p.Architecture, name+".tar")
+	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+		return "", err
+	}
+	var refs []string
+	for _, t := range b.cfg.Tags() {
+		refs = append(refs, Repository(name)+":"+t)
+	}
+	err := writeFile(file, func(w io.Writer) error {
+		a := ociarchive.New(w)
+		if err := a.AddImage(pi.Image, refs...); err != nil {
+			return err
+		}
+		if err := a.AddDocker(pi.Image, refs...); err != nil {
+			return err
+		}
+		return a.Close()
+	})
+	return file, err
+}
+
+// binaryEntries lists the files of bins, read from dir, as 0755 root files.
+func binaryEntries(dir string, bins []catalog.Binary) ([]layer.Entry, error) {
+	var entries []layer.Entry
+	for _, bin := range bins {
+		src := filepath.Join(dir, bin.Src)
+		st, err := os.Stat(src)
+		if err != nil {
+			return nil, err
+		}
+		if !st.IsDir() {
+			entries = append(entries, layer.File(bin.Dst, src, 0o755))
+			continue
+		}
+		files, err := os.ReadDir(src)
+		if err != nil {
+			return nil, err
+		}
+		if len(files) == 0 {
+			return nil, fmt.Errorf("%s is empty", src)
+		}
+		for _, f := range files {
+			if f.Type().IsRegular() || f.Type()&fs.ModeSymlink != 0 {
+				entries = append(entries, layer.File(bin.Dst+"/"+f.Name(), filepath.Join(src, f.Name()), 0o755))
+			}
+		}
+	}
+	return entries, nil
+}
+
+// writeArchive writes every image's index under its tags, and the
+// --docker-platforms images into manifest.json.
+func (c *Config) writeArchive(imgs []Image) error {
+	if err := os.MkdirAll(filepath.Dir(c.Out), 0o755); err != nil {
+		return err
+	}
+	return writeFile(c.Out, func(w io.Writer) error {
+		a := ociarchive.New(w)
+		for _, img := range imgs {
+			var refs []string
+			for _, t := range c.Tags() {
+				refs = append(refs, Repository(img.Name)+":"+t)
+			}
+			if err := a.AddIndex(img.Index, refs...); err != nil {
+				return fmt.Errorf("image %s: %w", img.Name, err)
+			}
+		}
+		for _, p := range c.Docker {
+			for _, img := range imgs {
+				for _, pi := range img.Platforms {
+					if pi.Platform.Equals(p) {
+						if err := a.AddDocker(pi.Image, c.dockerTags(img.Name, p)...); err != nil {
+							return fmt.Errorf("image %s: %w", img.Name, err)
+						}
+					}
+				}
+			}
+		}
+		return a.Close()
+	})
+}
+
+// writeFile writes a file through a temporary name, so that a failed
+// build never leaves a truncated archive behind.
+func writeFile(name string, fill func(io.Writer) error) error {
+	tmp := name + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	err = fill(f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, name)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("writing %s: %w", name, err)
+	}
+	return nil
+}
+
+func platformList(ps []v1.Platform) string {
+	var s []string
+	for _, p := range ps {
+		s = append(s, p.String())
+	}
+	sort.Strings(s)
+	return strings.Join(s, " ")
+}

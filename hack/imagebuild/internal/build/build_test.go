@@ -1,0 +1,242 @@
+package build
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/klauspost/compress/gzip"
+)
+
+var (
+	amd64 = v1.Platform{OS: "linux", Architecture: "amd64"}
+	arm64 = v1.Platform{OS: "linux", Architecture: "arm64"}
+)
+
+// fakeBins writes stand-in binaries for every platform and returns a config
+// that builds from them.
+func fakeBins(t *testing.T, images []string, bins ...string) Config {
+	t.Helper()
+	dir := t.TempDir()
+	for _, p := range []v1.Platform{amd64, arm64} {
+		for _, b := range bins {
+			f := filepath.Join(dir, "bin", p.OS+"-"+p.Architecture, b)
+			if err := os.MkdirAll(filepath.Dir(f), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(f, []byte(b+" for "+p.Architecture), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	ca := filepath.Join(dir, "ca.crt")
+	if err := os.WriteFile(ca, []byte("-----BEGIN CERTIFICATE-----\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := DefaultConfig()
+	c.BinDir, c.CACerts, c.Out = filepath.Join(dir, "bin"), ca, filepath.Join(dir, "dist", "images.tar")
+	c.Platforms, c.Images = []v1.Platform{amd64, arm64}, images
+	c.Version, c.Kubernetes = "v0.1.0", "v1.36.3"
+	return c
+}
+
+// members reads a tar stream into name → content.
+func members(t *testing.T, r io.Reader) map[string][]byte {
+	t.Helper()
+	m := map[string][]byte{}
+	tr := tar.NewReader(r)
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			return m
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(tr)
+		m[hdr.Name] = b
+	}
+}
+
+func TestBuildTwoPlatforms(t *testing.T) {
+	t.Parallel()
+	c := fakeBins(t, []string{"apiserver", "pause"}, "apiserver", "pause", "kubesplit-probe")
+	var out bytes.Buffer
+	if err := Run(context.Background(), c, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "kubesplit/apiserver") || !strings.Contains(out.String(), "linux/arm64") {
+		t.Errorf("no size table in the output:\n%s", out.String())
+	}
+	f, err := os.Open(c.Out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	files := members(t, f)
+
+	var index v1.IndexManifest
+	if err := json.Unmarshal(files["index.json"], &index); err != nil {
+		t.Fatal(err)
+	}
+	if len(index.Manifests) != 4 { // two images, two tags each
+		t.Fatalf("index.json has %d entries, want 4", len(index.Manifests))
+	}
+	if got := index.Manifests[1].Annotations["org.opencontainers.image.ref.name"]; got != "v0.1.0-k8s1.36.3" {
+		t.Errorf("second tag is %q", got)
+	}
+	var apiserver v1.IndexManifest
+	if err := json.Unmarshal(files["blobs/sha256/"+index.Manifests[0].Digest.Hex], &apiserver); err != nil {
+		t.Fatal(err)
+	}
+	if len(apiserver.Manifests) != 2 || apiserver.Manifests[0].Platform.Architecture != "amd64" || apiserver.Manifests[1].Platform.Architecture != "arm64" {
+		t.Fatalf("apiserver index: %+v", apiserver.Manifests)
+	}
+
+	// the arm64 image carries the arm64 binary, runs as nonroot, and
+	// /var/lib/kubesplit belongs to nonroot
+	var m v1.Manifest
+	if err := json.Unmarshal(files["blobs/sha256/"+apiserver.Manifests[1].Digest.Hex], &m); err != nil {
+		t.Fatal(err)
+	}
+	var cf v1.ConfigFile
+	if err := json.Unmarshal(files["blobs/sha256/"+m.Config.Digest.Hex], &cf); err != nil {
+		t.Fatal(err)
+	}
+	if cf.Architecture != "arm64" || cf.Config.User != "65532:65532" || cf.Config.Entrypoint[0] != "/usr/local/bin/apiserver" ||
+		cf.Config.Labels["io.kubesplit.image"] != "apiserver" || len(cf.RootFS.DiffIDs) != 3 {
+		t.Errorf("arm64 apiserver config: %+v", cf)
+	}
+	fs := map[string]*tar.Header{}
+	var bin []byte
+	for _, l := range m.Layers {
+		zr, err := gzip.NewReader(bytes.NewReader(files["blobs/sha256/"+l.Digest.Hex]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr := tar.NewReader(zr)
+		for {
+			hdr, err := tr.Next()
+			if err != nil {
+				break
+			}
+			fs[hdr.Name] = hdr
+			if hdr.Name == "usr/local/bin/apiserver" {
+				bin, _ = io.ReadAll(tr)
+			}
+		}
+	}
+	if string(bin) != "apiserver for arm64" {
+		t.Errorf("arm64 image holds %q", bin)
+	}
+	if h := fs["var/lib/kubesplit/"]; h == nil || h.Uid != 65532 || h.Mode != 0o700 {
+		t.Errorf("/var/lib/kubesplit: %+v", h)
+	}
+	if fs["etc/ssl/certs/ca-certificates.crt"] == nil || fs["etc/passwd"] == nil || fs["usr/local/bin/kubesplit-probe"] == nil {
+		t.Error("CA certificates, /etc/passwd or kubesplit-probe missing")
+	}
+
+	// docker load reads manifest.json: the host platform only, plain tags
+	var docker []struct{ RepoTags []string }
+	if err := json.Unmarshal(files["manifest.json"], &docker); err != nil {
+		t.Fatal(err)
+	}
+	if len(docker) != 2 || docker[0].RepoTags[0] != "kubesplit/apiserver:v0.1.0" {
+		t.Errorf("manifest.json: %+v", docker)
+	}
+}
+
+func TestBuildNamesMissingBinaries(t *testing.T) {
+	t.Parallel()
+	c := fakeBins(t, []string{"apiserver", "coredns"}, "apiserver", "kubesplit-probe")
+	err := Run(context.Background(), c, io.Discard)
+	if err == nil {
+		t.Fatal("built without the coredns binary")
+	}
+	for _, want := range []string{filepath.Join("linux-amd64", "coredns") + " (image coredns)", filepath.Join("linux-arm64", "coredns"), "hack/build.sh"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %q", err, want)
+		}
+	}
+	if _, err := os.Stat(c.Out); err == nil {
+		t.Error("an archive was written")
+	}
+}
+
+func TestDockerTagsOfAForeignPlatform(t *testing.T) {
+	t.Parallel()
+	c := fakeBins(t, []string{"pause"}, "pause")
+	foreign := arm64
+	if Host().Architecture == "arm64" {
+		foreign = amd64
+	}
+	c.Platforms = []v1.Platform{foreign}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	got := c.dockerTags("pause", c.Docker[0])
+	want := "kubesplit/pause:v0.1.0-" + foreign.Architecture
+	if len(got) != 2 || got[0] != want {
+		t.Errorf("docker tags %v, want %s first", got, want)
+	}
+}
+
+func TestPushAndPullBack(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	defer srv.Close()
+	prefix := strings.TrimPrefix(srv.URL, "http://") + "/kubesplit"
+
+	c := fakeBins(t, []string{"apiserver"}, "apiserver", "kubesplit-probe")
+	c.Push = prefix
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if err := Run(context.Background(), c, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	for _, tag := range c.Tags() {
+		ref, err := name.NewTag(prefix + "/apiserver:" + tag)
+		if err != nil {
+			t.Fatal(err)
+		}
+		idx, err := remote.Index(ref)
+		if err != nil {
+			t.Fatalf("pulling %s: %v", ref, err)
+		}
+		im, err := idx.IndexManifest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var archs []string
+		for _, d := range im.Manifests {
+			archs = append(archs, d.Platform.Architecture)
+			img, err := idx.Image(d.Digest)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cf, err := img.ConfigFile()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cf.Architecture != d.Platform.Architecture {
+				t.Errorf("%s: index says %s, config says %s", ref, d.Platform.Architecture, cf.Architecture)
+			}
+		}
+		if strings.Join(archs, ",") != "amd64,arm64" {
+			t.Errorf("%s has platforms %v", ref, archs)
+		}
+	}
+}

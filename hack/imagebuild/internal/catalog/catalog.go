@@ -1,0 +1,124 @@
+// Package catalog says what each kubesplit image is made of: which binaries
+// of a platform's bin directory go where, on which base, and how the image
+// runs.
+package catalog
+
+import (
+	"fmt"
+	"slices"
+)
+
+// Base is what an image's own files sit on.
+type Base int
+
+const (
+	// Scratch: nothing but the image's binaries.
+	Scratch Base = iota
+	// Static: CA certificates, /etc/passwd and /etc/group with the user
+	// nonroot (NonRoot), /tmp, and /var/lib/kubesplit owned by nonroot
+	// (mode 0700) so that a volume mounted there is writable for the role.
+	Static
+	// Debian: the node base, a minimal Debian root file system made by
+	// hack/node-base.sh for the image's architecture.
+	Debian
+)
+
+// NonRoot is the uid and gid the control-plane images run as.
+const NonRoot = 65532
+
+// Binary copies Src (relative to a platform's bin directory) to Dst in the
+// image; when Src is a directory, every file in it goes into the directory Dst.
+type Binary struct{ Src, Dst string }
+
+// Image is one image of the project, built for every platform.
+type Image struct {
+	Name     string // kubesplit/NAME
+	Base     Base
+	Binaries []Binary
+	// Tools are small binaries several images carry, in a layer of their
+	// own that the images share.
+	Tools      []Binary
+	Entrypoint []string
+	Cmd        []string
+	User       string
+	Volumes    []string
+	// Preload names images of the same platform that are stored, as image
+	// archives containerd imports, in PreloadDir.
+	Preload []string
+}
+
+// PreloadDir is where the node image carries image archives that the node
+// agent imports into containerd at start.
+const PreloadDir = "/usr/share/kubesplit/images"
+
+func static(name string) Image {
+	bin := "/usr/local/bin/" + name
+	return Image{Name: name, Base: Static, Binaries: []Binary{{name, bin}}, Entrypoint: []string{bin}, User: nonRootUser}
+}
+
+// role is a control-plane role's image: its health check (compose
+// healthchecks) is kubesplit-probe, as the image has no shell or curl.
+func role(name string) Image {
+	img := static(name)
+	img.Tools = []Binary{{"kubesplit-probe", "/usr/local/bin/kubesplit-probe"}}
+	return img
+}
+
+var nonRootUser = fmt.Sprintf("%d:%d", NonRoot, NonRoot)
+
+// All lists every image, each after the images it preloads.
+func All() []Image {
+	local := func(n string) Binary { return Binary{n, "/usr/local/bin/" + n} }
+	return []Image{
+		role("datastore"), role("apiserver"), role("scheduler"), role("controllers"), role("tunnel-gateway"),
+		// the CLI, which the compose wiring runs as its one-shot `kubesplit init`
+		static("kubesplit"),
+		static("coredns"),
+		{Name: "pause", Base: Scratch, Binaries: []Binary{{"pause", "/pause"}}, Entrypoint: []string{"/pause"}, User: "65535:65535"},
+		{Name: "testapp", Base: Scratch, Binaries: []Binary{{"testapp", "/testapp"}}, Entrypoint: []string{"/testapp"}, Cmd: []string{"serve"}},
+		{
+			Name: "node", Base: Debian,
+			Binaries: []Binary{local("kubesplit-node"), local("kubesplit-node-supervisor"), local("containerd"),
+				local("containerd-shim-runc-v2"), local("ctr"), {"cni", "/usr/local/bin/cni"}},
+			Entrypoint: []string{"/usr/local/bin/kubesplit-node-supervisor"},
+			Volumes:    []string{"/var/lib/containerd", "/var/lib/kubelet"},
+			Preload:    []string{"pause", "coredns"},
+		},
+	}
+}
+
+// Names lists every image name, in build order.
+func Names() []string {
+	var n []string
+	for _, img := range All() {
+		n = append(n, img.Name)
+	}
+	return n
+}
+
+// Select returns the named images and the images they preload, in build
+// order. No names selects every image.
+func Select(names []string) ([]Image, error) {
+	all := All()
+	if len(names) == 0 {
+		return all, nil
+	}
+	want := map[string]bool{}
+	for _, n := range names {
+		i := slices.IndexFunc(all, func(img Image) bool { return img.Name == n })
+		if i < 0 {
+			return nil, fmt.Errorf("unknown image %q (images: %v)", n, Names())
+		}
+		want[n] = true
+		for _, p := range all[i].Preload {
+			want[p] = true
+		}
+	}
+	var out []Image
+	for _, img := range all {
+		if want[img.Name] {
+			out = append(out, img)
+		}
+	}
+	return out, nil
+}
