@@ -1,26 +1,30 @@
 #!/usr/bin/env bash
-# Builds every kubesplit binary in one `go build` call, so the Kubernetes
-# packages the three upstream roles share compile once.
+# Builds the kubesplit binaries: per platform one `go build` call, so the
+# Kubernetes packages the three upstream roles share compile once.
 #   OUT=dir (default bin)   GOWORK=off is honoured per module by hack/verify.sh
+#   PLATFORMS="linux/amd64 linux/arm64" (default: the host's). The host's
+#     binaries go into OUT/ as always, another platform's into OUT/linux-ARCH/;
+#     OUT/linux-HOSTARCH is a link to OUT/, so OUT/OS-ARCH/ holds every
+#     platform's binaries (what hack/imagebuild reads).
+#   IMAGES="apiserver datastore" builds only what those images need (default:
+#     everything, and kubectl for the host). A cold arm64 build of everything
+#     takes about 20 minutes on 2 cores; CI builds only what its test needs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . hack/versions.env
 
 OUT=${OUT:-bin}
-k8s_minor=${KUBERNETES_VERSION#v1.}; k8s_minor=${k8s_minor%%.*}
-pkgs=(./cmd/kubesplit ./services/apiserver ./services/scheduler ./services/controllers ./services/tunnel-gateway
-  ./node/cmd/kubesplit-node ./node/cmd/kubesplit-node-supervisor ./node/cmd/pause ./e2e/cmd/testapp
-  # containerd v2 and its runc shim, built from their module at the version node/go.mod pins
-  github.com/containerd/containerd/v2/cmd/containerd github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2
-  github.com/containerd/containerd/v2/cmd/ctr
-  # kubectl, for the tests and for users who have none
-  k8s.io/kubernetes/cmd/kubectl)
-# the standard CNI plugins the node's overlay delegates veth, bridge and IPAM to
-cni=(github.com/containernetworking/plugins/plugins/main/bridge github.com/containernetworking/plugins/plugins/ipam/host-local
-  github.com/containernetworking/plugins/plugins/main/loopback github.com/containernetworking/plugins/plugins/meta/portmap)
-# containerd without the snapshotters that need cgo or host tools
-tags="no_btrfs no_devmapper no_zfs"
+host=$(go env GOHOSTOS)/$(go env GOHOSTARCH)
+PLATFORMS=${PLATFORMS:-$host}
+all_images="datastore apiserver scheduler controllers tunnel-gateway kubesplit coredns pause testapp node"
+for i in ${IMAGES:-}; do
+  [[ " $all_images " == *" $i "* ]] || { echo "build: unknown image $i (one of: $all_images)" >&2; exit 1; }
+done
+want() { # image: is it to be built?
+  [ -z "${IMAGES:-}" ] || [[ " $IMAGES " == *" $1 "* ]]
+}
 
+k8s_minor=${KUBERNETES_VERSION#v1.}; k8s_minor=${k8s_minor%%.*}
 ldflags="-s -w"
 ldflags+=" -X github.com/kubesplit/kubesplit/pkg/version.Version=${KUBESPLIT_VERSION}"
 ldflags+=" -X github.com/kubesplit/kubesplit/pkg/version.Kubernetes=${KUBERNETES_VERSION}"
@@ -29,21 +33,72 @@ for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   ldflags+=" -X $p.gitVersion=${KUBERNETES_VERSION} -X $p.gitMajor=1 -X $p.gitMinor=${k8s_minor}"
   ldflags+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
 done
+# containerd without the snapshotters that need cgo or host tools
+tags="no_btrfs no_devmapper no_zfs"
 
-mkdir -p "$OUT/cni"
-CGO_ENABLED=0 go build -trimpath -tags "$tags" -ldflags "$ldflags" -o "$OUT/" "${pkgs[@]}"
-CGO_ENABLED=0 go build -trimpath -tags "$tags" -ldflags "-s -w" -o "$OUT/cni/" "${cni[@]}"
+pkgs=()
+want kubesplit && pkgs+=(./cmd/kubesplit)
+for r in apiserver scheduler controllers tunnel-gateway; do want $r && pkgs+=(./services/$r); done
+# the health check inside the five role images (compose healthchecks)
+for r in datastore apiserver scheduler controllers tunnel-gateway; do want $r && { pkgs+=(./cmd/kubesplit-probe); break; }; done
+{ want pause || want node; } && pkgs+=(./node/cmd/pause)   # the node image preloads pause
+want testapp && pkgs+=(./e2e/cmd/testapp)
+want node && pkgs+=(./node/cmd/kubesplit-node ./node/cmd/kubesplit-node-supervisor
+  # containerd v2 and its runc shim, built from their module at the version node/go.mod pins
+  github.com/containerd/containerd/v2/cmd/containerd github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2
+  github.com/containerd/containerd/v2/cmd/ctr)
+# the standard CNI plugins the node's overlay delegates veth, bridge and IPAM to
+cni=(github.com/containernetworking/plugins/plugins/main/bridge github.com/containernetworking/plugins/plugins/ipam/host-local
+  github.com/containernetworking/plugins/plugins/main/loopback github.com/containernetworking/plugins/plugins/meta/portmap)
+
+# cross C toolchains (Debian's gcc-ARCH-linux-gnu and libc6-dev-ARCH-cross) for the datastore
+triple() { case $1 in amd64) echo x86_64-linux-gnu ;; arm64) echo aarch64-linux-gnu ;; *) echo "build: no C toolchain known for $1" >&2; return 1 ;; esac; }
 
 # The datastore links SQLite through cgo (mattn/go-sqlite3), statically.
 # kine's pure-Go SQLite variant can only run PASSIVE WAL checkpoints, which
 # never catch up while the apiserver's watch poller keeps reading, so its WAL
 # grew without bound (TestSQLiteCompactionBoundsFile). netgo/osusergo keep
 # the static binary off glibc's NSS.
-if ! command -v gcc >/dev/null || [ ! -f "/usr/lib/$(gcc -dumpmachine)/libc.a" ]; then
-  echo "build: the datastore needs gcc and static glibc (Debian: apt-get install gcc libc6-dev, or 'make deps')" >&2
-  exit 1
-fi
-CGO_ENABLED=1 go build -trimpath -tags "netgo osusergo sqlite_omit_load_extension" \
-  -ldflags "$ldflags -linkmode external -extldflags -static" -o "$OUT/" ./services/datastore \
-  2> >(grep -v -e "in function .*dlopen" -e "Using 'dlopen' in statically linked" -e "^# github.com/kubesplit/kubesplit/services/datastore$" >&2)
-# (an unused dlopen in a kine dependency makes the static linker warn; it is never called)
+build_datastore() { # os arch out
+  local cc libc
+  if [ "$1/$2" = "$host" ]; then
+    cc=gcc libc=/usr/lib/$(gcc -dumpmachine 2>/dev/null)/libc.a
+    command -v gcc >/dev/null && [ -f "$libc" ] || {
+      echo "build: the datastore needs gcc and static glibc (Debian: apt-get install gcc libc6-dev, or 'make deps')" >&2; return 1; }
+  else
+    local t; t=$(triple "$2"); cc=$t-gcc libc=/usr/$t/lib/libc.a
+    command -v "$cc" >/dev/null && [ -f "$libc" ] || {
+      echo "build: the $2 datastore needs $cc and its static glibc (Debian: apt-get install gcc-${t//_/-} libc6-dev-$2-cross, or 'make deps')" >&2; return 1; }
+  fi
+  # (an unused dlopen in a kine dependency makes the static linker warn; it is never called)
+  GOOS=$1 GOARCH=$2 CC=$cc CGO_ENABLED=1 go build -trimpath -tags "netgo osusergo sqlite_omit_load_extension" \
+    -ldflags "$ldflags -linkmode external -extldflags -static" -o "$3/" ./services/datastore \
+    2> >(grep -v -e "in function .*dlopen" -e "Using 'dlopen' in statically linked" -e "^# github.com/kubesplit/kubesplit/services/datastore$" >&2)
+}
+
+for platform in $PLATFORMS; do
+  os=${platform%/*} arch=${platform#*/}
+  if [ "$platform" = "$host" ]; then out=$OUT; else out=$OUT/$os-$arch; fi
+  p=("${pkgs[@]}")
+  # kubectl, for the tests and for users who have none
+  [ -z "${IMAGES:-}" ] && [ "$platform" = "$host" ] && p+=(k8s.io/kubernetes/cmd/kubectl)
+  mkdir -p "$out"
+  start=$(date +%s)
+  if [ ${#p[@]} -gt 0 ]; then
+    GOOS=$os GOARCH=$arch CGO_ENABLED=0 go build -trimpath -tags "$tags" -ldflags "$ldflags" -o "$out/" "${p[@]}"
+  fi
+  if want node; then
+    mkdir -p "$out/cni"
+    GOOS=$os GOARCH=$arch CGO_ENABLED=0 go build -trimpath -tags "$tags" -ldflags "-s -w" -o "$out/cni/" "${cni[@]}"
+  fi
+  # CoreDNS, the cluster DNS, from its own module: addons/coredns is not in
+  # go.work, so CoreDNS's dependency versions never reach the roles' build.
+  if want coredns || want node; then   # the node image preloads CoreDNS too
+    GOWORK=off GOOS=$os GOARCH=$arch CGO_ENABLED=0 go build -C addons/coredns -trimpath \
+      -ldflags "-s -w -X main.kubesplitVersion=${KUBESPLIT_VERSION}" -o "$(cd "$out" && pwd)/coredns" .
+  fi
+  want datastore && build_datastore "$os" "$arch" "$out"
+  [ "$platform" = "$host" ] || echo "build: $platform binaries in $out/ ($(( $(date +%s) - start ))s)"
+done
+# every platform's binaries at OUT/OS-ARCH/, the host's included
+ln -sfn . "$OUT/${host/\//-}"

@@ -9,6 +9,17 @@ command -v runuser >/dev/null || need+=(util-linux)
 command -v gcc >/dev/null || need+=(gcc)            # the datastore links SQLite with cgo
 [ -f "/usr/lib/$(gcc -dumpmachine 2>/dev/null)/libc.a" ] || need+=(libc6-dev)  # ...statically
 command -v debootstrap >/dev/null || need+=(debootstrap)  # the node image's Debian base, built offline
+[ -f /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)  # copied into the control-plane images
+# the other architecture's images: a cross C toolchain for the datastore (cgo),
+# qemu-user-static to run them (the arm64 image test, the node base's second stage)
+case $(dpkg --print-architecture) in
+  arm64) cross=x86_64-linux-gnu other=amd64 qemu=x86_64 ;;
+  *) cross=aarch64-linux-gnu other=arm64 qemu=aarch64 ;;
+esac
+command -v "$cross-gcc" >/dev/null || need+=("gcc-${cross//_/-}")
+[ -f "/usr/$cross/lib/libc.a" ] || need+=("libc6-dev-$other-cross")
+[ -x "/usr/bin/qemu-$qemu-static" ] || need+=(qemu-user-static)
+command -v update-binfmts >/dev/null || need+=(binfmt-support)
 command -v docker >/dev/null || need+=(docker.io)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then

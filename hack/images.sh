@@ -1,46 +1,42 @@
 #!/usr/bin/env bash
-# Builds the kubesplit images from the binaries in bin/ (hack/build.sh),
-# offline: the control-plane roles, pause and testapp are FROM scratch, the
-# node image sits on the debootstrap'd base from hack/node-base.sh.
-#   IMAGES="apiserver node ..." limits the set; TAG defaults to the project version.
+# Builds the kubesplit images offline with hack/imagebuild (Go and
+# go-containerregistry: no Dockerfile, no docker build, nothing pulled) from
+# the binaries hack/build.sh put in bin/OS-ARCH/, writes them as one archive
+# (an OCI layout with one multi-platform index per image, which `ctr images
+# import --all-platforms` reads, plus a manifest.json for `docker load`), loads
+# it into Docker and prints every image's size.
+#   PLATFORMS="linux/amd64 linux/arm64" (default: the host's)
+#   IMAGES="apiserver node ..." limits the set; TAG defaults to the project version
+#   PUSH=REGISTRY/PREFIX also pushes the multi-platform indexes
+#   LOAD=0 skips docker load
+# Docker gets the host platform's images as kubesplit/NAME:TAG and
+# kubesplit/NAME:TAG-k8sVERSION; when the host's platform is not built,
+# the others' under TAG-ARCH (e.g. kubesplit/apiserver:v0.1.0-arm64).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . hack/versions.env
 BIN=${BIN:-bin}
 TAG=${TAG:-$KUBESPLIT_VERSION}
-all="datastore apiserver scheduler controllers tunnel-gateway pause testapp node"
-images=${IMAGES:-$all}
-stage=$(mktemp -d /tmp/kubesplit-images.XXXXXX)
-trap 'rm -rf "$stage"' EXIT
-
-build() { # image context-dir
-  local log; log=$(mktemp)
-  # (the legacy builder's deprecation notice is noise here: print the log only on failure)
-  docker build -q -f "images/$1.Dockerfile" -t "kubesplit/$1:$TAG" \
-    -t "kubesplit/$1:$TAG-k8s${KUBERNETES_VERSION#v}" "$2" >"$log" 2>&1 || { cat "$log" >&2; rm -f "$log"; return 1; }
-  rm -f "$log"
-  echo "images: kubesplit/$1:$TAG $(docker image inspect -f '{{.Size}}' "kubesplit/$1:$TAG" | awk '{printf "%.1f MB", $1/1e6}')"
-}
-stage_bins() { # dir bins...
-  local d=$1; shift; mkdir -p "$d"
-  for b in "$@"; do ln -f "$BIN/$b" "$d/$b" 2>/dev/null || cp "$BIN/$b" "$d/$b"; done
-}
-
-for img in $images; do
-  case $img in
-    datastore|apiserver|scheduler|controllers|tunnel-gateway|pause|testapp)
-      stage_bins "$stage/$img" "$img"; build "$img" "$stage/$img" ;;
-    node)
-      bash hack/node-base.sh
-      [[ " $images " == *" pause "* ]] || { stage_bins "$stage/pause" pause; build pause "$stage/pause"; }
-      d=$stage/node
-      stage_bins "$d" kubesplit-node kubesplit-node-supervisor containerd containerd-shim-runc-v2 ctr
-      mkdir -p "$d/cni" "$d/images"
-      for p in "$BIN"/cni/*; do ln -f "$p" "$d/cni/" 2>/dev/null || cp "$p" "$d/cni/"; done
-      docker save "kubesplit/pause:$TAG" -o "$d/images/pause.tar"
-      build node "$d" ;;
-    *) echo "images: unknown image $img (one of: $all)" >&2; exit 1 ;;
-  esac
-done
-# rebuilding leaves the previous builds' images untagged: drop those (ours only)
-docker image prune -f --filter label=io.kubesplit.image >/dev/null
+host=$(go env GOHOSTOS)/$(go env GOHOSTARCH)
+PLATFORMS=${PLATFORMS:-$host}
+read -r -a platforms <<<"$PLATFORMS"
+if [ ${#platforms[@]} -eq 1 ]; then
+  out=dist/kubesplit-images-$TAG-${platforms[0]/\//-}.tar
+else
+  out=dist/kubesplit-images-$TAG.tar
+fi
+args=(--bin-dir "$BIN" --platforms "$PLATFORMS" --images "${IMAGES:-}" --tag "$TAG" --out "$out"
+  --version "$KUBESPLIT_VERSION" --kubernetes-version "$KUBERNETES_VERSION")
+if [ -z "${IMAGES:-}" ] || [[ " $IMAGES " == *" node "* ]]; then
+  for p in $PLATFORMS; do base=$(hack/node-base.sh --arch "${p#*/}"); done
+  args+=(--node-base "${base%-*}-{arch}.tar")
+fi
+[ -z "${PUSH:-}" ] || args+=(--push "$PUSH")
+# images are dated by the last commit (reproducible: the same tree builds the same images)
+SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)} \
+go run ./hack/imagebuild "${args[@]}"
+if [ "${LOAD:-1}" != 0 ]; then
+  docker load -q -i "$out"
+  # reloading leaves the previous builds' images untagged: drop those (ours only)
+  docker image prune -f --filter label=io.kubesplit.image >/dev/null
+fi

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test entry point of `make test` and CI.
-#   hack/test.sh all|unit|integration|nodes
+#   hack/test.sh all|unit|integration|nodes|multiarch
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Same compiler settings as hack/build.sh (no cgo, -trimpath), so vet, unit
@@ -43,6 +43,19 @@ if [ "$what" = all ] || [ "$what" = nodes ]; then
   export KUBESPLIT_TAG=$KUBESPLIT_VERSION   # the tag hack/images.sh just built
   echo "== node tests (node containers behind the tunnel gateway)"
   go test -count=1 -timeout 30m -v ./e2e/nodes/... 2>&1 | tee /tmp/kubesplit-nodes.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+_test.go)'
+  test "${PIPESTATUS[0]}" -eq 0
+fi
+if [ "$what" = all ] || [ "$what" = multiarch ]; then
+  # the host runs `kubesplit init`; the roles are the arm64 images, emulated
+  [ -n "${KUBESPLIT_BIN_DIR:-}" ] || { echo "== building the CLI"; IMAGES=kubesplit hack/build.sh; export KUBESPLIT_BIN_DIR=$PWD/bin; }
+  echo "== arm64 apiserver and datastore images (cross-compiled, loaded as TAG-arm64)"
+  hack/binfmt.sh arm64
+  PLATFORMS=linux/arm64 IMAGES="apiserver datastore" hack/build.sh
+  PLATFORMS=linux/arm64 IMAGES="apiserver datastore" hack/images.sh
+  . hack/versions.env
+  export KUBESPLIT_TAG=$KUBESPLIT_VERSION
+  echo "== arm64 images under emulation (qemu-user-static)"
+  go test -count=1 -timeout 20m -v ./e2e/multiarch/... 2>&1 | tee /tmp/kubesplit-multiarch.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+_test.go)'
   test "${PIPESTATUS[0]}" -eq 0
 fi
 echo "== tests done in $(( $(date +%s) - start ))s"

@@ -6,6 +6,8 @@
 //
 // The images come from hack/images.sh (built from bin/, offline); the host
 // runs `kubesplit init` and `kubesplit token create` like an operator would.
+// The control-plane images run as a non-root user (NonRoot), so the
+// data directory is handed to that user, as an operator would for a mount.
 package dockercluster
 
 import (
@@ -17,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -34,11 +37,19 @@ import (
 // Roles of the control plane, in start order.
 var Roles = []string{"datastore", "apiserver", "scheduler", "controllers", "tunnel-gateway"}
 
+// NonRoot is the uid and gid the control-plane images run as.
+const NonRoot = 65532
+
 // Options choose what a cluster runs.
 type Options struct {
 	Nodes   int    // default 2
 	Tag     string // image tag (default: the project version)
 	Backend string // datastore --backend (default sqlite)
+	// Roles are the control-plane roles to start, in order (default: all of
+	// Roles). Without the tunnel-gateway there is no edge network and no node.
+	Roles []string
+	// ReadyTimeout bounds the wait for the API (default 90s).
+	ReadyTimeout time.Duration
 	// NodeImages is a host directory of image tarballs every node imports at start.
 	NodeImages string
 	// NodeArgs are extra node agent flags.
@@ -122,11 +133,22 @@ func Start(t testing.TB, o Options) *Cluster {
 	if o.Backend == "" {
 		o.Backend = "sqlite"
 	}
+	if o.Roles == nil {
+		o.Roles = Roles
+	}
+	if o.ReadyTimeout == 0 {
+		o.ReadyTimeout = 90 * time.Second
+	}
+	withNodes := slices.Contains(o.Roles, "tunnel-gateway")
 	bin, err := hostcluster.BinDir()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, img := range append(append([]string{}, Roles...), "node") {
+	images := append([]string{}, o.Roles...)
+	if withNodes {
+		images = append(images, "node")
+	}
+	for _, img := range images {
 		if _, err := Docker(context.Background(), "image", "inspect", "kubesplit/"+img+":"+o.Tag); err != nil {
 			t.Fatalf("image kubesplit/%s:%s is missing: run `make images` (hack/images.sh)", img, o.Tag)
 		}
@@ -139,14 +161,21 @@ func Start(t testing.TB, o Options) *Cluster {
 
 	// internal networks: no default route, so control and edge cannot reach each other
 	c.docker("network", "create", "--internal", "--label", "kubesplit.test="+c.ID, c.Control)
-	c.docker("network", "create", "--internal", "--label", "kubesplit.test="+c.ID, c.Edge)
+	if withNodes {
+		c.docker("network", "create", "--internal", "--label", "kubesplit.test="+c.ID, c.Edge)
+	}
 
 	c.run(exec.Command(filepath.Join(bin, "kubesplit"), "init", "--data-dir", c.DataDir,
 		"--server", "https://apiserver:6443", "--internal-server", "https://apiserver:6443"))
-	for _, r := range Roles {
+	if err := chownTree(c.DataDir, NonRoot, NonRoot); err != nil {
+		t.Fatalf("handing the data directory to the roles' user %d (run the tests as root): %v", NonRoot, err)
+	}
+	for _, r := range o.Roles {
 		c.StartRole(r)
 	}
-	c.docker("network", "connect", "--alias", "tunnel-gateway", c.Edge, c.Name("tunnel-gateway"))
+	if withNodes {
+		c.docker("network", "connect", "--alias", "tunnel-gateway", c.Edge, c.Name("tunnel-gateway"))
+	}
 
 	// the host reaches the apiserver at its container IP; the certificate names it "apiserver"
 	ip := c.IP("apiserver", c.Control)
@@ -166,11 +195,23 @@ func Start(t testing.TB, o Options) *Cluster {
 	}
 	c.Client = kubernetes.NewForConfigOrDie(c.Config)
 	c.waitAPI()
-	c.Token = c.NewToken("1h")
-	for i := 1; i <= o.Nodes; i++ {
-		c.AddNode(fmt.Sprintf("node-%d", i), c.Token)
+	if withNodes {
+		c.Token = c.NewToken("1h")
+		for i := 1; i <= o.Nodes; i++ {
+			c.AddNode(fmt.Sprintf("node-%d", i), c.Token)
+		}
 	}
 	return c
+}
+
+// chownTree gives a directory tree to uid:gid.
+func chownTree(root string, uid, gid int) error {
+	return filepath.WalkDir(root, func(p string, _ os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(p, uid, gid)
+	})
 }
 
 func (c *Cluster) run(cmd *exec.Cmd) string {
@@ -215,8 +256,12 @@ func (c *Cluster) roleArgs(role string) []string {
 	case "datastore":
 		return []string{"--data-dir", "/data", "--backend", c.opts.Backend}
 	case "apiserver":
-		return []string{"--data-dir", "/data", "--datastore-endpoint", "https://datastore:2379",
-			"--bind-address", "0.0.0.0", "--secure-port", "6443", "--egress-gateway", "https://tunnel-gateway:8131"}
+		args := []string{"--data-dir", "/data", "--datastore-endpoint", "https://datastore:2379",
+			"--bind-address", "0.0.0.0", "--secure-port", "6443"}
+		if slices.Contains(c.opts.Roles, "tunnel-gateway") {
+			args = append(args, "--egress-gateway", "https://tunnel-gateway:8131")
+		}
+		return args
 	case "scheduler", "controllers":
 		return []string{"--data-dir", "/data", "--bind-address", "0.0.0.0"}
 	case "tunnel-gateway":
@@ -233,7 +278,7 @@ func (c *Cluster) StartRole(role string) {
 		"--network", c.Control, "--network-alias", role, "-v", c.DataDir + ":/data",
 		"kubesplit/" + role + ":" + c.opts.Tag}
 	c.docker(append(args, c.roleArgs(role)...)...)
-	if role != "tunnel-gateway" {
+	if role != "tunnel-gateway" && slices.Contains(c.opts.Roles, "tunnel-gateway") {
 		c.isolate(role)
 	}
 }
@@ -245,8 +290,19 @@ func (c *Cluster) StartRole(role string) {
 func (c *Cluster) isolate(member string) {
 	c.t.Helper()
 	subnet := c.docker("network", "inspect", "-f", "{{(index .IPAM.Config 0).Subnet}}", c.Edge)
-	c.docker("run", "--rm", "--network", "container:"+c.Name(member), "--cap-add", "NET_ADMIN",
-		"kubesplit/node-base:bookworm", "ip", "route", "add", "unreachable", subnet)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if out, err := c.InNetns(ctx, member, "ip", "route", "add", "unreachable", subnet); err != nil {
+		c.t.Fatalf("%v: %s", err, out)
+	}
+}
+
+// InNetns runs a command of the node image (Debian tools: ip, bash, ...)
+// in a throwaway container that shares a member's network namespace, with
+// NET_ADMIN; the control-plane images hold nothing but their binary.
+func (c *Cluster) InNetns(ctx context.Context, member string, cmd ...string) (string, error) {
+	return Docker(ctx, append([]string{"run", "--rm", "--network", "container:" + c.Name(member), "--cap-add", "NET_ADMIN",
+		"--entrypoint", cmd[0], "kubesplit/node:" + c.opts.Tag}, cmd[1:]...)...)
 }
 
 // IP is a container's address on a network.
@@ -306,7 +362,7 @@ func (c *Cluster) Logs(member string) string {
 
 func (c *Cluster) waitAPI() {
 	c.t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
+	deadline := time.Now().Add(c.opts.ReadyTimeout)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		_, err := c.Client.CoreV1().Namespaces().Get(ctx, "default", metav1.GetOptions{})
@@ -323,7 +379,7 @@ func (c *Cluster) waitAPI() {
 }
 
 func (c *Cluster) dumpLogs() {
-	for _, m := range append(append([]string{}, Roles...), c.nodes...) {
+	for _, m := range append(append([]string{}, c.opts.Roles...), c.nodes...) {
 		logs := c.Logs(m)
 		if len(logs) > 6000 {
 			logs = "…" + logs[len(logs)-6000:]
@@ -345,7 +401,10 @@ func (c *Cluster) teardown() {
 	if ids != "" {
 		_, _ = Docker(ctx, append([]string{"rm", "-f", "-v"}, strings.Fields(ids)...)...)
 	}
-	_, _ = Docker(ctx, "network", "rm", c.Control, c.Edge)
+	_, _ = Docker(ctx, "network", "rm", c.Control)
+	if slices.Contains(c.opts.Roles, "tunnel-gateway") {
+		_, _ = Docker(ctx, "network", "rm", c.Edge)
+	}
 	// the node containers' cgroups are left in the host hierarchy by the kubelet
 	for _, n := range c.added {
 		root := "/kubesplit-" + c.ID + "-" + n

@@ -204,14 +204,12 @@ func TestNodesBehindTheGateway(t *testing.T) {
 	t.Run("apiserver has no route to the nodes", func(t *testing.T) {
 		for _, n := range c.Nodes() {
 			ip := c.IP(n, c.Edge)
-			out, err := dockercluster.Docker(ctx, "run", "--rm", "--network", "container:"+c.Name("apiserver"),
-				"kubesplit/node-base:bookworm", "ip", "route", "get", ip)
+			out, err := c.InNetns(ctx, "apiserver", "ip", "route", "get", ip)
 			if err == nil || !(strings.Contains(out, "No route to host") || strings.Contains(out, "unreachable")) {
 				t.Fatalf("apiserver's network namespace has a route to %s (%s): %s", n, ip, out)
 			}
 			// and nothing answers there: a TCP connection to the node's kubelet port fails
-			out, err = dockercluster.Docker(ctx, "run", "--rm", "--network", "container:"+c.Name("apiserver"),
-				"kubesplit/node-base:bookworm", "timeout", "5", "bash", "-c", "echo > /dev/tcp/"+ip+"/10250")
+			out, err = c.InNetns(ctx, "apiserver", "timeout", "5", "bash", "-c", "echo > /dev/tcp/"+ip+"/10250")
 			if err == nil {
 				t.Fatalf("the apiserver's network namespace connected to %s:10250", ip)
 			}
