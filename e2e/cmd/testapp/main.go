@@ -6,12 +6,18 @@
 //	testapp echo WORDS...         prints WORDS to stdout and "to-stderr" to stderr
 //	testapp exit N                exits with status N
 //	testapp sleep                 blocks until SIGTERM
+//	testapp lookup NAME           prints NAME's addresses, as resolved through the pod's DNS
+//	testapp kube PATH             GET https://kubernetes.default.svc/PATH with the pod's
+//	                              service account (verifies the cluster CA); prints the body
 package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -47,6 +53,23 @@ func main() {
 			fail("usage: testapp exit N")
 		}
 		os.Exit(n)
+	case "lookup":
+		if len(args) != 2 {
+			fail("usage: testapp lookup NAME")
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		addrs, err := net.DefaultResolver.LookupHost(ctx, args[1])
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "testapp:", err)
+			os.Exit(1)
+		}
+		fmt.Println(strings.Join(addrs, " "))
+	case "kube":
+		if len(args) != 2 {
+			fail("usage: testapp kube PATH")
+		}
+		kube(args[1])
 	case "sleep":
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 		defer stop()
@@ -79,9 +102,36 @@ func serve(port string) {
 	}
 }
 
+// kube calls the apiserver the way in-cluster clients do: the kubernetes
+// Service's DNS name, the mounted CA and the service account token.
+func kube(path string) {
+	const sa = "/var/run/secrets/kubernetes.io/serviceaccount/"
+	ca, err := os.ReadFile(sa + "ca.crt")
+	if err != nil {
+		fail(err.Error())
+	}
+	token, err := os.ReadFile(sa + "token")
+	if err != nil {
+		fail(err.Error())
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca)
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	req, _ := http.NewRequest(http.MethodGet, "https://kubernetes.default.svc/"+strings.TrimPrefix(path, "/"), nil)
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
+	do(c, req)
+}
+
 func get(url string) {
-	c := &http.Client{Timeout: 5 * time.Second}
-	resp, err := c.Get(url)
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		fail(err.Error())
+	}
+	do(&http.Client{Timeout: 5 * time.Second}, req)
+}
+
+func do(c *http.Client, req *http.Request) {
+	resp, err := c.Do(req)
 	if err != nil {
 		fail(err.Error())
 	}

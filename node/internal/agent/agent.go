@@ -16,12 +16,10 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"strings"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
@@ -98,7 +96,11 @@ func Run(ctx context.Context, c Config, tok jointoken.Token, log *slog.Logger) e
 		return err
 	}
 
-	if err := c.writeKubeletConfig(); err != nil {
+	resolv, err := c.setupPodDNS(ctx, log)
+	if err != nil {
+		return err
+	}
+	if err := c.writeKubeletConfig(resolv); err != nil {
 		return err
 	}
 	go func() { cancel(fmt.Errorf("kubelet: %w", c.runKubelet(ctx))) }()
@@ -289,29 +291,3 @@ func sourceIPFor(gateway string) (string, error) {
 	return conn.LocalAddr().(*net.UDPAddr).IP.String(), nil
 }
 
-// nameFromDNS names the node after its own address's reverse DNS name, first
-// label only, with "_" turned into "-": in Docker Compose that is the
-// container's name (project_node_1 or project-node-1), which stays the same
-// across down/up and differs between replicas of a scaled service, unlike
-// the hostname (the container ID).
-func nameFromDNS(ctx context.Context, ip string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
-	var names []string
-	var err error
-	for ctx.Err() == nil {
-		if names, err = net.DefaultResolver.LookupAddr(ctx, ip); err == nil && len(names) > 0 {
-			break
-		}
-		time.Sleep(time.Second)
-	}
-	if len(names) == 0 {
-		return "", fmt.Errorf("--node-name-from-dns: no reverse DNS name for %s (%v); pass --node-name", ip, err)
-	}
-	name, _, _ := strings.Cut(names[0], ".")
-	name = strings.ReplaceAll(strings.ToLower(name), "_", "-")
-	if errs := validation.IsDNS1123Label(name); len(errs) > 0 {
-		return "", fmt.Errorf("--node-name-from-dns: %s's name %q is not a valid node name: %s; pass --node-name", ip, name, strings.Join(errs, "; "))
-	}
-	return name, nil
-}

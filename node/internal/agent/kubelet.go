@@ -41,6 +41,7 @@ failSwapOn: false
 clusterDNS:
 - {{.DNS}}
 clusterDomain: {{.Domain}}
+resolvConf: {{.ResolvConf}}
 staticPodPath: {{.Manifests}}
 serializeImagePulls: false
 # preloaded (air-gapped) images must never be collected
@@ -53,14 +54,14 @@ evictionHard:
   imagefs.available: "0%"
 `))
 
-func (c *Config) writeKubeletConfig() error {
+func (c *Config) writeKubeletConfig(resolvConf string) error {
 	if err := os.MkdirAll(c.path("manifests"), 0o755); err != nil {
 		return err
 	}
 	var b strings.Builder
 	if err := kubeletTemplate.Execute(&b, map[string]any{
 		"Port": KubeletPort, "Address": c.KubeletAddress, "CA": c.caFile(), "Socket": c.containerdSocket(), "CgroupRoot": c.CgroupRoot,
-		"DNS": c.ClusterDNS, "Domain": c.ClusterDomain, "Manifests": c.path("manifests"),
+		"DNS": c.ClusterDNS, "Domain": c.ClusterDomain, "ResolvConf": resolvConf, "Manifests": c.path("manifests"),
 	}); err != nil {
 		return err
 	}

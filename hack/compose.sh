@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# The dev cluster of deploy/compose, driven the way `make` exposes it:
+#   hack/compose.sh up      images if missing, then compose up, then wait until
+#                           the API answers, NODES nodes are Ready and CoreDNS runs
+#   hack/compose.sh down    stop and remove the containers; the volumes (cluster
+#                           state, join token) stay, so `up` brings the same cluster back
+#   hack/compose.sh clean   down, and remove the volumes and the host kubeconfig
+#   hack/compose.sh load IMAGE...   copy local Docker images onto every node
+#   hack/compose.sh ps | logs ...   passed to compose
+# Settings: NODES (default 2), KUBESPLIT_TAG, KUBESPLIT_API_PORT, TIMEOUT (s, default 300).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root/deploy/compose"
+. "$root/hack/versions.env"
+export KUBESPLIT_TAG=${KUBESPLIT_TAG:-$KUBESPLIT_VERSION}
+NODES=${NODES:-2}
+TIMEOUT=${TIMEOUT:-300}
+project=kubesplit
+kubeconfig=$root/deploy/compose/kubeconfig/admin.kubeconfig
+images="kubesplit datastore apiserver scheduler controllers tunnel-gateway node"
+
+# Compose v2 (the docker plugin) when there is one, else Debian's docker-compose v1.
+if docker compose version >/dev/null 2>&1; then compose=(docker compose); else compose=(docker-compose); fi
+
+kubectl() {
+  local k=kubectl
+  [ -x "$root/bin/kubectl" ] && k=$root/bin/kubectl
+  "$k" --kubeconfig "$kubeconfig" "$@"
+}
+
+# Privileged containers are what users of kind and k3d expect, but some hosts
+# (VMs without CAP_SYS_RESOURCE in their bounding set) refuse them: there the
+# override grants every other capability instead. (The test runs as root: a
+# non-root process gets no capabilities, so it would start either way.)
+files() {
+  local f=(-f docker-compose.yml)
+  if ! docker run --rm --privileged --user 0:0 --network none "kubesplit/kubesplit:$KUBESPLIT_TAG" version >/dev/null 2>&1; then
+    echo "compose: this Docker host refuses privileged containers; nodes get compose.no-privileged.yml's capabilities instead" >&2
+    f+=(-f compose.no-privileged.yml)
+  fi
+  printf '%s\n' "${f[@]}"
+}
+
+node_containers() {
+  docker ps -q --filter "label=com.docker.compose.project=$project" --filter "label=com.docker.compose.service=node"
+}
+
+wait_for() { # description command...
+  local what=$1; shift
+  local deadline=$((SECONDS + TIMEOUT))
+  until "$@" >/dev/null 2>&1; do
+    if ((SECONDS > deadline)); then
+      echo "compose: timed out after ${TIMEOUT}s waiting for $what; see '${compose[*]} logs' in deploy/compose" >&2
+      "${compose[@]}" ps >&2 || true
+      return 1
+    fi
+    sleep 1
+  done
+}
+
+nodes_ready() {
+  [ "$(kubectl get nodes --no-headers 2>/dev/null | awk '$2 == "Ready"' | wc -l)" -ge "$NODES" ]
+}
+
+case ${1:-} in
+  up)
+    missing=()
+    for i in $images coredns; do
+      docker image inspect "kubesplit/$i:$KUBESPLIT_TAG" >/dev/null 2>&1 || missing+=("$i")
+    done
+    if ((${#missing[@]})); then
+      echo "compose: building the missing images (${missing[*]}); the first build takes a while" >&2
+      (cd "$root" && hack/deps.sh && hack/build.sh && hack/images.sh)
+    fi
+    mapfile -t f < <(files)
+    start=$SECONDS
+    "${compose[@]}" "${f[@]}" up -d --scale "node=$NODES"
+    wait_for "the admin kubeconfig" test -s "$kubeconfig"
+    wait_for "the apiserver" kubectl get --raw /readyz
+    wait_for "$NODES Ready nodes" nodes_ready
+    wait_for "CoreDNS" kubectl -n kube-system rollout status deployment/coredns --timeout 5s
+    echo "compose: cluster up in $((SECONDS - start))s"
+    kubectl get nodes -o wide
+    echo
+    echo "export KUBECONFIG=$kubeconfig"
+    ;;
+  down)
+    "${compose[@]}" down --remove-orphans
+    ;;
+  clean)
+    "${compose[@]}" down --remove-orphans --volumes
+    rm -f "$kubeconfig"
+    ;;
+  load)
+    shift
+    (($#)) || { echo "usage: hack/compose.sh load IMAGE... (make load IMAGE=...)" >&2; exit 2; }
+    mapfile -t nodes < <(node_containers)
+    ((${#nodes[@]})) || { echo "compose: no node containers are running; run 'make up' first" >&2; exit 1; }
+    for img in "$@"; do
+      docker image inspect "$img" >/dev/null 2>&1 || { echo "compose: no local image $img (docker build it first)" >&2; exit 1; }
+    done
+    tmp=$(mktemp /tmp/kubesplit-load.XXXXXX)
+    trap 'rm -f "$tmp"' EXIT
+    docker save -o "$tmp" "$@"
+    for n in "${nodes[@]}"; do
+      # (ctr warns about cgroup v1 on every call: show its output only on failure)
+      out=$(docker exec -i "$n" ctr -n k8s.io images import - <"$tmp" 2>&1) || { echo "$out" >&2; exit 1; }
+      echo "compose: loaded $* onto $(docker inspect -f '{{.Name}}' "$n" | tr -d /)"
+    done
+    ;;
+  ps|logs|config)
+    "${compose[@]}" "$@"
+    ;;
+  *)
+    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' >&2
+    exit 2
+    ;;
+esac
