@@ -2,7 +2,7 @@
 SHELL := /usr/bin/env bash
 DATASTORE ?= sqlite
 
-.PHONY: help deps build images images-all run test test-unit test-integration test-nodes test-multiarch verify bench clean
+.PHONY: help deps build images images-all up down load run test test-unit test-integration test-nodes test-compose test-multiarch verify bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -20,10 +20,19 @@ images-all: ## linux/amd64 + linux/arm64 images: dist/kubesplit-images-VERSION.t
 	PLATFORMS="linux/amd64 linux/arm64" hack/build.sh
 	PLATFORMS="linux/amd64 linux/arm64" hack/images.sh
 
+up: ## dev cluster in Docker (deploy/compose): control plane + NODES=2 NAT'd nodes; builds images if missing
+	hack/compose.sh up
+
+down: ## stop the compose cluster; its volumes stay, so `make up` brings the same cluster back
+	hack/compose.sh down
+
+load: ## copy local Docker images onto every compose node: make load IMAGE="myapp:dev other:1"
+	hack/compose.sh load $(IMAGE)
+
 run: build ## start the five roles as host processes (DATASTORE=sqlite|etcd|DSN); Ctrl-C stops all
 	bin/kubesplit run --bin-dir bin --data-dir .kubesplit --datastore '$(DATASTORE)'
 
-test: ## everything CI runs: verify, unit, integration, node and arm64 image tests
+test: ## everything CI runs: verify, unit, integration, node, compose and arm64 image tests
 	hack/test.sh all
 
 test-unit: ## unit tests of every module (no processes started)
@@ -35,6 +44,9 @@ test-integration: ## real role processes driven through client-go and etcd
 test-nodes: ## node containers behind the tunnel gateway (real Docker)
 	hack/test.sh nodes
 
+test-compose: ## the compose dev cluster: make up, DNS, Services, logs/exec, restarts, down/up (real Docker)
+	hack/test.sh compose
+
 test-multiarch: ## the arm64 apiserver and datastore images, emulated by qemu-user-static, reach /readyz
 	hack/test.sh multiarch
 
@@ -44,5 +56,6 @@ verify: ## gofmt, go.work in sync, each module builds alone (GOWORK=off)
 bench: build ## benchmarks: SQLite vs embedded etcd; table + results/*.json
 	hack/bench.sh
 
-clean: ## remove binaries, image archives and the local cluster's data
+clean: ## remove the compose cluster (with its volumes), binaries, image archives and the local cluster's data
+	if command -v docker >/dev/null; then hack/compose.sh clean; fi
 	rm -rf bin dist .kubesplit

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make bench: control-plane benchmarks (SQLite vs embedded etcd, in one run),
-# then the node benchmarks (pod startup, agent RSS, exec via tunnel vs direct, reconnect).
+# then the node benchmarks (pod startup, agent RSS, exec via tunnel vs direct, reconnect),
+# then the compose cluster (make up to first pod and DNS, idle memory, image sizes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export KUBESPLIT_BIN_DIR=$PWD/bin
@@ -8,3 +9,5 @@ go run ./e2e/cmd/bench -out results "$@"
 # node side: node containers behind the tunnel gateway (needs Docker and the images)
 hack/images.sh
 go run ./e2e/cmd/nodebench -out results
+# the compose dev cluster: cold and warm `make up`, idle memory, image sizes
+go run ./e2e/cmd/composebench -out results

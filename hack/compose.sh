@@ -7,7 +7,9 @@
 #   hack/compose.sh clean   down, and remove the volumes and the host kubeconfig
 #   hack/compose.sh load IMAGE...   copy local Docker images onto every node
 #   hack/compose.sh ps | logs ...   passed to compose
-# Settings: NODES (default 2), KUBESPLIT_TAG, KUBESPLIT_API_PORT, TIMEOUT (s, default 300).
+# Settings: NODES (default 2), KUBESPLIT_TAG, KUBESPLIT_API_PORT, TIMEOUT (s, default 300),
+# and for a second cluster beside the first: COMPOSE_PROJECT_NAME,
+# KUBESPLIT_KUBECONFIG_DIR, KUBESPLIT_EDGE_SUBNET and KUBESPLIT_GATEWAY_IP.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root/deploy/compose"
@@ -15,8 +17,10 @@ cd "$root/deploy/compose"
 export KUBESPLIT_TAG=${KUBESPLIT_TAG:-$KUBESPLIT_VERSION}
 NODES=${NODES:-2}
 TIMEOUT=${TIMEOUT:-300}
-project=kubesplit
-kubeconfig=$root/deploy/compose/kubeconfig/admin.kubeconfig
+export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-kubesplit}
+project=$COMPOSE_PROJECT_NAME
+export KUBESPLIT_KUBECONFIG_DIR=${KUBESPLIT_KUBECONFIG_DIR:-$root/deploy/compose/kubeconfig}
+kubeconfig=$KUBESPLIT_KUBECONFIG_DIR/admin.kubeconfig
 images="kubesplit datastore apiserver scheduler controllers tunnel-gateway node"
 
 # Compose v2 (the docker plugin) when there is one, else Debian's docker-compose v1.
@@ -62,6 +66,16 @@ nodes_ready() {
   [ "$(kubectl get nodes --no-headers 2>/dev/null | awk '$2 == "Ready"' | wc -l)" -ge "$NODES" ]
 }
 
+# On a cgroup v1 host the nodes share the host's hierarchies and each leaves
+# its (now empty) cgroup root, /kubesplit-NODE, behind; remove this project's.
+remove_cgroups() {
+  local d
+  for d in /sys/fs/cgroup/*/kubesplit-"$project"-node-*; do
+    [ -d "$d" ] && [ -w "$d" ] || continue
+    find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true
+  done
+}
+
 case ${1:-} in
   up)
     missing=()
@@ -86,9 +100,11 @@ case ${1:-} in
     ;;
   down)
     "${compose[@]}" down --remove-orphans
+    remove_cgroups
     ;;
   clean)
     "${compose[@]}" down --remove-orphans --volumes
+    remove_cgroups
     rm -f "$kubeconfig"
     ;;
   load)
@@ -99,12 +115,15 @@ case ${1:-} in
     for img in "$@"; do
       docker image inspect "$img" >/dev/null 2>&1 || { echo "compose: no local image $img (docker build it first)" >&2; exit 1; }
     done
-    tmp=$(mktemp /tmp/kubesplit-load.XXXXXX)
-    trap 'rm -f "$tmp"' EXIT
-    docker save -o "$tmp" "$@"
+    # Into the nodes' shared images volume (imported again by every node at
+    # start: the images survive make down/up and reach nodes added later),
+    # then imported by each running node now.
+    file=$(printf '%s\n' "$@" | sort | tr '\n' ' ' | sed 's/ $//; s/[^A-Za-z0-9._-]/_/g').tar
+    dir=/var/lib/kubesplit-node/images
+    docker save "$@" | docker exec -i "${nodes[0]}" sh -c "cat > $dir/.$file.part && mv $dir/.$file.part $dir/$file"
     for n in "${nodes[@]}"; do
       # (ctr warns about cgroup v1 on every call: show its output only on failure)
-      out=$(docker exec -i "$n" ctr -n k8s.io images import - <"$tmp" 2>&1) || { echo "$out" >&2; exit 1; }
+      out=$(docker exec "$n" ctr -n k8s.io images import "$dir/$file" 2>&1) || { echo "$out" >&2; exit 1; }
       echo "compose: loaded $* onto $(docker inspect -f '{{.Name}}' "$n" | tr -d /)"
     done
     ;;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test entry point of `make test` and CI.
-#   hack/test.sh all|unit|integration|nodes|multiarch
+#   hack/test.sh all|unit|integration|nodes|compose|multiarch
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Same compiler settings as hack/build.sh (no cgo, -trimpath), so vet, unit
@@ -43,6 +43,16 @@ if [ "$what" = all ] || [ "$what" = nodes ]; then
   export KUBESPLIT_TAG=$KUBESPLIT_VERSION   # the tag hack/images.sh just built
   echo "== node tests (node containers behind the tunnel gateway)"
   go test -count=1 -timeout 30m -v ./e2e/nodes/... 2>&1 | tee /tmp/kubesplit-nodes.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+_test.go)'
+  test "${PIPESTATUS[0]}" -eq 0
+fi
+if [ "$what" = all ] || [ "$what" = compose ]; then
+  if [ "$what" = compose ]; then
+    echo "== binaries and images"; hack/build.sh; hack/images.sh
+  fi
+  . hack/versions.env
+  export KUBESPLIT_TAG=$KUBESPLIT_VERSION KUBESPLIT_BIN_DIR=$PWD/bin
+  echo "== compose cluster (make up, load, restarts, down/up)"
+  go test -count=1 -timeout 30m -v ./e2e/compose/... 2>&1 | tee /tmp/kubesplit-compose.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+_test.go)'
   test "${PIPESTATUS[0]}" -eq 0
 fi
 if [ "$what" = all ] || [ "$what" = multiarch ]; then

@@ -137,22 +137,23 @@ func run(o options, stderr io.Writer) error {
 	egressTLS := &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: pool,
 		ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12}
 
-	var relay lifecycle.Runnable = lifecycle.Func(func(context.Context) error { return nil })
-	if relayLn != nil {
-		relay = &tunnel.Relay{Listener: relayLn, APIServer: o.apiserver, Log: log}
-	}
 	log.Info("serving", "nodes", o.listen, "egress", o.egress, "health", o.health, "apiserver-relay", o.relay, "node-ports", o.nodePorts, "version", version.Version)
 	mux := &tunnel.SNIMux{Listener: listeners[0], APIServer: o.apiserver, Log: log}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(gw, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	healthMux := map[string]http.Handler{"/debug/tunnels": gw.StatsHandler(), "/metrics": promhttp.HandlerFor(reg, promhttp.HandlerOpts{})}
-	return lifecycle.RunAll(ctx,
+	parts := []lifecycle.Runnable{
 		&health.Server{Listener: listeners[2], Extra: healthMux,
 			Live: map[string]health.Check{"process": func(context.Context) error { return nil }}},
-		mux, relay,
+		mux,
 		serveTLS(mux.Local(), nodes, nodeTLS),
 		serveTLS(listeners[1], gw.EgressHandler(), egressTLS),
-	)
+	}
+	if relayLn != nil {
+		parts = append(parts, &tunnel.Relay{Listener: relayLn, APIServer: o.apiserver, Log: log})
+	}
+	// (RunAll stops everything when one part returns)
+	return lifecycle.RunAll(ctx, parts...)
 }
 
 func serveTLS(l net.Listener, h http.Handler, cfg *tls.Config) lifecycle.Runnable {
