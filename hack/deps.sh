@@ -21,6 +21,8 @@ command -v "$cross-gcc" >/dev/null || need+=("gcc-${cross//_/-}")
 [ -x "/usr/bin/qemu-$qemu-static" ] || need+=(qemu-user-static)
 command -v update-binfmts >/dev/null || need+=(binfmt-support)
 command -v docker >/dev/null || need+=(docker.io)
+# make up / the compose tests: the compose v2 plugin if there is one, else Debian's v1
+docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null || need+=(docker-compose)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing Debian packages: ${need[*]}; install them (as root: apt-get install ${need[*]})" >&2
