@@ -78,13 +78,14 @@ remove_cgroups() {
 
 case ${1:-} in
   up)
+    "$root/hack/deps.sh" build   # Docker, compose and the build tools, if missing
     missing=()
     for i in $images coredns; do
       docker image inspect "kubesplit/$i:$KUBESPLIT_TAG" >/dev/null 2>&1 || missing+=("$i")
     done
     if ((${#missing[@]})); then
       echo "compose: building the missing images (${missing[*]}); the first build takes a while" >&2
-      (cd "$root" && hack/deps.sh && hack/build.sh && hack/images.sh)
+      (cd "$root" && hack/build.sh && hack/images.sh)
     fi
     mapfile -t f < <(files)
     start=$SECONDS

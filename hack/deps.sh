@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
 # Installs what the tests need from Debian's packages, when missing.
 # Idempotent and quick when everything is there.
+#   hack/deps.sh         everything (builds and every test)
+#   hack/deps.sh build   only what building the host's binaries and images and
+#                        running the compose cluster need (what `make up` runs)
 set -euo pipefail
+mode=${1:-all}
 need=()
-ls -d /usr/lib/postgresql/*/bin >/dev/null 2>&1 || need+=(postgresql)
-[ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)
+if [ "$mode" != build ]; then
+  ls -d /usr/lib/postgresql/*/bin >/dev/null 2>&1 || need+=(postgresql)
+  [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)
+fi
 command -v runuser >/dev/null || need+=(util-linux)
 command -v gcc >/dev/null || need+=(gcc)            # the datastore links SQLite with cgo
 [ -f "/usr/lib/$(gcc -dumpmachine 2>/dev/null)/libc.a" ] || need+=(libc6-dev)  # ...statically
@@ -16,10 +22,12 @@ case $(dpkg --print-architecture) in
   arm64) cross=x86_64-linux-gnu other=amd64 qemu=x86_64 ;;
   *) cross=aarch64-linux-gnu other=arm64 qemu=aarch64 ;;
 esac
-command -v "$cross-gcc" >/dev/null || need+=("gcc-${cross//_/-}")
-[ -f "/usr/$cross/lib/libc.a" ] || need+=("libc6-dev-$other-cross")
-[ -x "/usr/bin/qemu-$qemu-static" ] || need+=(qemu-user-static)
-command -v update-binfmts >/dev/null || need+=(binfmt-support)
+if [ "$mode" != build ]; then
+  command -v "$cross-gcc" >/dev/null || need+=("gcc-${cross//_/-}")
+  [ -f "/usr/$cross/lib/libc.a" ] || need+=("libc6-dev-$other-cross")
+  [ -x "/usr/bin/qemu-$qemu-static" ] || need+=(qemu-user-static)
+  command -v update-binfmts >/dev/null || need+=(binfmt-support)
+fi
 command -v docker >/dev/null || need+=(docker.io)
 # make up / the compose tests: the compose v2 plugin if there is one, else Debian's v1
 docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null || need+=(docker-compose)
