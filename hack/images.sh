@@ -36,7 +36,8 @@ fi
 SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)} \
 go run ./hack/imagebuild "${args[@]}"
 if [ "${LOAD:-1}" != 0 ]; then
-  docker load -q -i "$out"
+  # (a reload replaces the tags of the previous build: docker says so per tag, which is noise here)
+  docker load -q -i "$out" | sed '/already exists, renaming the old one/d'
   # reloading leaves the previous builds' images untagged: drop those (ours only)
   docker image prune -f --filter label=io.kubesplit.image >/dev/null
 fi
