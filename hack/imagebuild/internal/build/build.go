@@ -97,22 +97,23 @@ func (c *Config) checkInputs(imgs []catalog.Image) error {
 	}
 	var errs []error
 	if len(missing) > 0 {
-		errs = append(errs, fmt.Errorf("missing binaries; build them with PLATFORMS=%q IMAGES=%q hack/build.sh:\n  %s",
-			platformList(c.Platforms), strings.Join(c.Images, " "), strings.Join(missing, "\n  ")))
+		cmd := fmt.Sprintf("PLATFORMS=%q", platformList(c.Platforms))
+		if len(c.Images) > 0 {
+			cmd += fmt.Sprintf(" IMAGES=%q", strings.Join(c.Images, " "))
+		}
+		errs = append(errs, fmt.Errorf("missing binaries; build them with %s hack/build.sh:\n  %s", cmd, strings.Join(missing, "\n  ")))
 	}
-	for _, img := range imgs {
-		switch img.Base {
-		case catalog.Static:
-			if _, err := os.Stat(c.CACerts); err != nil {
-				errs = append(errs, fmt.Errorf("CA certificates %s are missing (Debian: apt-get install ca-certificates, or make deps)", c.CACerts))
-				continue
-			}
-		case catalog.Debian:
+	uses := func(base catalog.Base) bool {
+		return slices.ContainsFunc(imgs, func(img catalog.Image) bool { return img.Base == base })
+	}
+	if _, err := os.Stat(c.CACerts); err != nil && uses(catalog.Static) {
+		errs = append(errs, fmt.Errorf("CA certificates %s are missing (Debian: apt-get install ca-certificates, or make deps)", c.CACerts))
+	}
+	if uses(catalog.Debian) {
+		if c.NodeBase == "" {
+			errs = append(errs, errors.New("the node image needs --node-base (hack/node-base.sh makes it and prints its path)"))
+		} else {
 			for _, p := range c.Platforms {
-				if c.NodeBase == "" {
-					errs = append(errs, errors.New("the node image needs --node-base (hack/node-base.sh prints it)"))
-					break
-				}
 				if _, err := os.Stat(c.nodeBase(p)); err != nil {
 					errs = append(errs, fmt.Errorf("node base %s is missing: make it with hack/node-base.sh --arch %s", c.nodeBase(p), p.Architecture))
 				}

@@ -175,6 +175,85 @@ func TestBuildNamesMissingBinaries(t *testing.T) {
 	}
 }
 
+func TestBuildNamesAMissingNodeBase(t *testing.T) {
+	t.Parallel()
+	c := fakeBins(t, []string{"node"}, "pause", "coredns", "kubesplit-node", "kubesplit-node-supervisor",
+		"containerd", "containerd-shim-runc-v2", "ctr", "cni/bridge")
+	c.NodeBase = filepath.Join(t.TempDir(), "node-base-{arch}.tar")
+	err := Run(context.Background(), c, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "node-base-arm64.tar is missing: make it with hack/node-base.sh --arch arm64") {
+		t.Errorf("error %v does not name the missing arm64 node base", err)
+	}
+}
+
+func TestBuildNodeImage(t *testing.T) {
+	t.Parallel()
+	c := fakeBins(t, []string{"node"}, "pause", "coredns", "kubesplit-node", "kubesplit-node-supervisor",
+		"containerd", "containerd-shim-runc-v2", "ctr", "cni/bridge", "cni/host-local")
+	c.Platforms = []v1.Platform{Host()}
+	dir := t.TempDir()
+	c.NodeBase = filepath.Join(dir, "base-{arch}.tar")
+	var rootfs bytes.Buffer
+	tw := tar.NewWriter(&rootfs)
+	for _, h := range []*tar.Header{{Name: "./", Typeflag: tar.TypeDir, Mode: 0o755}, {Name: "./bin/", Typeflag: tar.TypeDir, Mode: 0o755}} {
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tw.Close()
+	if err := os.WriteFile(filepath.Join(dir, "base-"+Host().Architecture+".tar"), rootfs.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := Run(context.Background(), c, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(c.Out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	files := members(t, f)
+	var docker []struct {
+		RepoTags []string
+		Layers   []string
+	}
+	if err := json.Unmarshal(files["manifest.json"], &docker); err != nil {
+		t.Fatal(err)
+	}
+	node := docker[len(docker)-1]
+	if node.RepoTags[0] != "kubesplit/node:v0.1.0" || len(node.Layers) != 3 {
+		t.Fatalf("node image: %+v", node)
+	}
+	// layers: the Debian base, the binaries, the preloaded images
+	contents := make([]map[string][]byte, 3)
+	for i, l := range node.Layers {
+		zr, err := gzip.NewReader(bytes.NewReader(files[l]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		contents[i] = members(t, zr)
+	}
+	if _, ok := contents[0]["bin/"]; !ok {
+		t.Errorf("base layer: %v", contents[0])
+	}
+	if string(contents[1]["usr/local/bin/cni/host-local"]) != "cni/host-local for "+Host().Architecture {
+		t.Errorf("CNI plugins missing from the binaries layer")
+	}
+	pause := contents[2]["usr/share/kubesplit/images/pause.tar"]
+	if pause == nil || contents[2]["usr/share/kubesplit/images/coredns.tar"] == nil {
+		t.Fatalf("preload layer: %v", contents[2])
+	}
+	// what the node agent's `ctr images import` reads: the pause image by its full name
+	var index v1.IndexManifest
+	if err := json.Unmarshal(members(t, bytes.NewReader(pause))["index.json"], &index); err != nil {
+		t.Fatal(err)
+	}
+	name := index.Manifests[0].Annotations["io.containerd.image.name"]
+	if len(index.Manifests) != 2 || !strings.HasSuffix(name, "/kubesplit/pause:v0.1.0") || name == "kubesplit/pause:v0.1.0" {
+		t.Errorf("pause archive index: %+v", index.Manifests)
+	}
+}
+
 func TestDockerTagsOfAForeignPlatform(t *testing.T) {
 	t.Parallel()
 	c := fakeBins(t, []string{"pause"}, "pause")

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/distribution/reference"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
@@ -68,6 +69,20 @@ func extract(t *testing.T, archive string) string {
 	}
 }
 
+// normalized is a reference as containerd names images: with the default
+// registry and path spelled out.
+func normalized(t *testing.T, ref string) string {
+	t.Helper()
+	n, err := reference.ParseNormalizedNamed(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.String() == ref {
+		t.Fatalf("%s was not expanded", ref)
+	}
+	return n.String()
+}
+
 func TestArchiveIsAnOCILayoutAndADockerArchive(t *testing.T) {
 	t.Parallel()
 	amd, arm := platformImage(t, "amd64"), platformImage(t, "arm64")
@@ -111,7 +126,7 @@ func TestArchiveIsAnOCILayoutAndADockerArchive(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []struct{ name, tag string }{
-		{"docker.io/kubesplit/app:v1", "v1"}, {"docker.io/kubesplit/app:v1-extra", "v1-extra"}, {"docker.io/kubesplit/pause:v1", "v1"}}
+		{normalized(t, "kubesplit/app:v1"), "v1"}, {normalized(t, "kubesplit/app:v1-extra"), "v1-extra"}, {normalized(t, "kubesplit/pause:v1"), "v1"}}
 	if len(im.Manifests) != len(want) {
 		t.Fatalf("index.json has %d entries, want %d", len(im.Manifests), len(want))
 	}
