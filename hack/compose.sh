@@ -62,8 +62,15 @@ wait_for() { # description command...
   done
 }
 
+# Ready as reported since this `up` started: after `make down` the API still
+# shows the old containers' last status for a while.
 nodes_ready() {
-  [ "$(kubectl get nodes --no-headers 2>/dev/null | awk '$2 == "Ready"' | wc -l)" -ge "$NODES" ]
+  [ "$(kubectl get nodes -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status} {.status.conditions[?(@.type=="Ready")].lastHeartbeatTime}{"\n"}{end}' 2>/dev/null |
+    awk -v since="$since" '$1 == "True" && $2 >= since' | wc -l)" -ge "$NODES" ]
+}
+coredns_ready() {
+  kubectl -n kube-system get pods -l k8s-app=kube-dns -o jsonpath='{range .items[*]}{.status.containerStatuses[0].ready} {.status.containerStatuses[0].state.running.startedAt}{"\n"}{end}' 2>/dev/null |
+    awk -v since="$since" '$1 == "true" && $2 >= since {ok=1} END {exit !ok}'
 }
 
 # On a cgroup v1 host the nodes share the host's hierarchies and each leaves
@@ -88,12 +95,12 @@ case ${1:-} in
       (cd "$root" && hack/build.sh && hack/images.sh)
     fi
     mapfile -t f < <(files)
-    start=$SECONDS
+    start=$SECONDS since=$(date -u +%Y-%m-%dT%H:%M:%SZ)
     "${compose[@]}" "${f[@]}" up -d --scale "node=$NODES"
     wait_for "the admin kubeconfig" test -s "$kubeconfig"
     wait_for "the apiserver" kubectl get --raw /readyz
     wait_for "$NODES Ready nodes" nodes_ready
-    wait_for "CoreDNS" kubectl -n kube-system rollout status deployment/coredns --timeout 5s
+    wait_for "CoreDNS" coredns_ready
     echo "compose: cluster up in $((SECONDS - start))s"
     kubectl get nodes -o wide
     echo

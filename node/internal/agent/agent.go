@@ -21,6 +21,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/kubernetes/pkg/kubelet/certificate/bootstrap"
@@ -239,19 +240,47 @@ func (c *Config) checkToken(ctx context.Context, tok jointoken.Token, log *slog.
 	if err != nil {
 		return err
 	}
+	// A starting apiserver answers 401 until its token informers have synced,
+	// and on a new cluster the controllers store the default node token a
+	// moment after the apiserver is ready: so wait for /readyz (anonymous),
+	// then give a refused token a few seconds before calling it wrong.
+	anon := rest.AnonymousClientConfig(cfg)
+	anonClient, err := kubernetes.NewForConfig(anon)
+	if err != nil {
+		return err
+	}
+	for attempt := 0; ; attempt++ {
+		_, err := anonClient.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+		if err == nil {
+			break
+		}
+		if attempt >= 60 || ctx.Err() != nil {
+			return fmt.Errorf("cannot reach a ready apiserver through %s: %w", c.Gateway, err)
+		}
+		if attempt%5 == 0 {
+			log.Info("waiting for the apiserver through the gateway", "err", err)
+		}
+		time.Sleep(time.Second)
+	}
+	const refusalGrace = 10
 	for attempt := 0; ; attempt++ {
 		_, err = client.Discovery().ServerVersion()
 		switch {
 		case err == nil:
 			return nil
-		case apierrors.IsUnauthorized(err):
+		case apierrors.IsUnauthorized(err) && attempt >= refusalGrace:
 			return fmt.Errorf("the apiserver refused join token %s: it is expired, revoked or wrong "+
 				"(list tokens with `kubesplit token list`, create one with `kubesplit token create`)", tok.ID)
+		case apierrors.IsUnauthorized(err):
+			if attempt == 0 {
+				log.Info("join token not accepted yet; retrying for a few seconds", "token", tok.ID)
+			}
 		case attempt >= 30 || ctx.Err() != nil:
 			return fmt.Errorf("cannot reach the apiserver through %s: %w", c.Gateway, err)
+		default:
+			log.Info("waiting for the apiserver through the gateway", "err", err)
 		}
-		log.Info("waiting for the apiserver through the gateway", "err", err)
-		time.Sleep(2 * time.Second)
+		time.Sleep(time.Second)
 	}
 }
 

@@ -100,6 +100,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		"--cluster-cidr="+clusterCIDR,
 		"--node-cidr-mask-size="+strconv.Itoa(nodeMask),
 		"--service-cluster-ip-range="+serviceCIDR,
+		// hand the leader lease over on SIGTERM (the scheduler always does):
+		// a restarted or upgraded controllers container takes over at once
+		// instead of waiting for its predecessor's lease to expire (alpha in 1.36)
+		"--feature-gates=ControllerManagerReleaseLeaderElectionLockOnExit=true",
 	)
 	log := logging.New("controllers", stderr, slog.LevelInfo)
 	go func() {
