@@ -47,17 +47,23 @@ func (m *SNIMux) init() {
 // Run accepts connections until ctx ends.
 func (m *SNIMux) Run(ctx context.Context) error {
 	m.init()
-	go func() { <-ctx.Done(); m.Listener.Close() }()
 	defer close(m.done)
+	return serve(ctx, m.Listener, m.route)
+}
+
+// serve hands every connection l accepts to handle, each in its own
+// goroutine, until ctx ends (then it closes l and returns nil).
+func serve(ctx context.Context, l net.Listener, handle func(context.Context, net.Conn)) error {
+	go func() { <-ctx.Done(); l.Close() }()
 	for {
-		c, err := m.Listener.Accept()
+		c, err := l.Accept()
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			return err
 		}
-		go m.route(ctx, c)
+		go handle(ctx, c)
 	}
 }
 
@@ -110,17 +116,7 @@ type Relay struct {
 
 // Run accepts connections until ctx ends.
 func (r *Relay) Run(ctx context.Context) error {
-	go func() { <-ctx.Done(); r.Listener.Close() }()
-	for {
-		c, err := r.Listener.Accept()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
-		}
-		go relay(ctx, c, r.APIServer, r.Log)
-	}
+	return serve(ctx, r.Listener, func(ctx context.Context, c net.Conn) { relay(ctx, c, r.APIServer, r.Log) })
 }
 
 func closeWrite(c net.Conn) {
