@@ -319,4 +319,3 @@ func sourceIPFor(gateway string) (string, error) {
 	defer conn.Close()
 	return conn.LocalAddr().(*net.UDPAddr).IP.String(), nil
 }
-
