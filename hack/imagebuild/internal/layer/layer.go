@@ -235,7 +235,7 @@ func (w *Writer) write(name string, fill func(*tar.Writer) error) (l *Layer, err
 		}
 	}()
 	zsum, zcount := sha256.New(), &counter{}
-	gz, err := gzip.NewWriterLevel(io.MultiWriter(f, zsum, zcount), gzip.DefaultCompression)
+	gz, err := gzip.NewWriterLevel(io.MultiWriter(f, zsum, zcount), gzip.BestCompression)
 	if err != nil {
 		return nil, err
 	}
