@@ -39,6 +39,8 @@ tags="no_btrfs no_devmapper no_zfs"
 pkgs=()
 want kubesplit && pkgs+=(./cmd/kubesplit)
 for r in apiserver scheduler controllers tunnel-gateway; do want $r && pkgs+=(./services/$r); done
+# the health check inside the five role images (compose healthchecks)
+for r in datastore apiserver scheduler controllers tunnel-gateway; do want $r && { pkgs+=(./cmd/kubesplit-probe); break; }; done
 { want pause || want node; } && pkgs+=(./node/cmd/pause)   # the node image preloads pause
 want testapp && pkgs+=(./e2e/cmd/testapp)
 want node && pkgs+=(./node/cmd/kubesplit-node ./node/cmd/kubesplit-node-supervisor

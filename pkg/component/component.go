@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/kubesplit/kubesplit/pkg/config"
+	"github.com/kubesplit/kubesplit/pkg/health"
 	"github.com/kubesplit/kubesplit/pkg/layout"
 	"github.com/kubesplit/kubesplit/pkg/skew"
 	"github.com/kubesplit/kubesplit/pkg/version"
@@ -28,8 +29,11 @@ type Common struct {
 	Kubeconfig  string
 	BindAddress string
 	SecurePort  int
-	LeaderElect bool
-	ShowVersion bool
+	// HealthAddress is a loopback host:port serving the role's health in
+	// plain HTTP for container health checks (empty: off).
+	HealthAddress string
+	LeaderElect   bool
+	ShowVersion   bool
 	// SkewRole is the rule the role's version is checked against.
 	SkewRole version.Role
 	// FakeVersion replaces the role's Kubernetes version in the skew check (tests only).
@@ -42,6 +46,7 @@ func (c *Common) AddFlags(fs *pflag.FlagSet, defaultPort int) {
 	fs.StringVar(&c.Kubeconfig, "kubeconfig", "", "kubeconfig of this role (default: "+c.Role+".kubeconfig in the data dir)")
 	fs.StringVar(&c.BindAddress, "bind-address", "0.0.0.0", "address of the HTTPS health and metrics port")
 	fs.IntVar(&c.SecurePort, "secure-port", defaultPort, "HTTPS port for /healthz and /metrics")
+	fs.StringVar(&c.HealthAddress, "health-address", "", "loopback host:port serving /healthz, /livez and /readyz in plain HTTP for container health checks (empty: off)")
 	fs.BoolVar(&c.LeaderElect, "leader-elect", true, "take a lease so only one instance is active")
 	fs.BoolVar(&c.ShowVersion, "version", false, "print the version and exit")
 	fs.StringVar(&c.FakeVersion, "fake-kubernetes-version", "", "pretend to be this Kubernetes version in the skew check (testing only)")
@@ -136,4 +141,12 @@ func (l *Lease) UpstreamArgs() []string {
 		"--leader-elect-renew-deadline=" + l.RenewDeadline.String(),
 		"--leader-elect-retry-period=" + l.RetryPeriod.String(),
 	}
+}
+
+// StartHealthRelay serves --health-address, if set.
+func (c *Common) StartHealthRelay() error {
+	if c.HealthAddress == "" {
+		return nil
+	}
+	return health.StartLocalRelay(c.HealthAddress, "--health-address", c.BindAddress, c.SecurePort)
 }

@@ -63,7 +63,7 @@ func Run(ctx context.Context, c Config, out io.Writer) error {
 		work = d
 	}
 	b := &builder{cfg: c, layers: &layer.Writer{Dir: work, Epoch: time.Unix(0, 0)}, work: work,
-		nodeBase: map[string]*layer.Layer{}, built: map[string]map[string]PlatformImage{}}
+		nodeBase: map[string]*layer.Layer{}, toolLayers: map[string]*layer.Layer{}, built: map[string]map[string]PlatformImage{}}
 	built, err := b.buildAll(ctx, imgs)
 	if err != nil {
 		return err
@@ -87,7 +87,7 @@ func (c *Config) checkInputs(imgs []catalog.Image) error {
 	var missing []string
 	for _, p := range c.Platforms {
 		for _, img := range imgs {
-			for _, bin := range img.Binaries {
+			for _, bin := range append(slices.Clone(img.Tools), img.Binaries...) {
 				f := filepath.Join(c.binDir(p), bin.Src)
 				if _, err := os.Stat(f); err != nil {
 					missing = append(missing, fmt.Sprintf("%s (image %s)", f, img.Name))
@@ -129,6 +129,7 @@ type builder struct {
 	work       string
 	staticBase *layer.Layer
 	nodeBase   map[string]*layer.Layer             // by architecture
+	toolLayers map[string]*layer.Layer             // by architecture and tools
 	built      map[string]map[string]PlatformImage // platform → image name → image
 }
 
@@ -180,6 +181,13 @@ func (b *builder) build(img catalog.Image, p v1.Platform) (PlatformImage, error)
 			return PlatformImage{}, err
 		}
 		add(l, "Debian bookworm minbase (hack/node-base.sh)")
+	}
+	if len(img.Tools) > 0 {
+		l, err := b.tools(img.Tools, p)
+		if err != nil {
+			return PlatformImage{}, err
+		}
+		add(l, "tools")
 	}
 	entries, err := binaryEntries(b.cfg.binDir(p), img.Binaries)
 	if err != nil {
@@ -263,6 +271,27 @@ func (b *builder) static() (*layer.Layer, error) {
 		b.staticBase = l
 	}
 	return b.staticBase, nil
+}
+
+// tools is the layer of shared helper binaries, one per platform and set.
+func (b *builder) tools(bins []catalog.Binary, p v1.Platform) (*layer.Layer, error) {
+	key := p.Architecture
+	for _, t := range bins {
+		key += "-" + filepath.Base(t.Src)
+	}
+	if l := b.toolLayers[key]; l != nil {
+		return l, nil
+	}
+	entries, err := binaryEntries(b.cfg.binDir(p), bins)
+	if err != nil {
+		return nil, err
+	}
+	l, err := b.layers.FromEntries("tools-"+key, entries)
+	if err != nil {
+		return nil, err
+	}
+	b.toolLayers[key] = l
+	return l, nil
 }
 
 func (b *builder) debian(p v1.Platform) (*layer.Layer, error) {

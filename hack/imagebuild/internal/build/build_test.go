@@ -72,7 +72,7 @@ func members(t *testing.T, r io.Reader) map[string][]byte {
 
 func TestBuildTwoPlatforms(t *testing.T) {
 	t.Parallel()
-	c := fakeBins(t, []string{"apiserver", "pause"}, "apiserver", "pause")
+	c := fakeBins(t, []string{"apiserver", "pause"}, "apiserver", "pause", "kubesplit-probe")
 	var out bytes.Buffer
 	if err := Run(context.Background(), c, &out); err != nil {
 		t.Fatal(err)
@@ -116,7 +116,7 @@ func TestBuildTwoPlatforms(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cf.Architecture != "arm64" || cf.Config.User != "65532:65532" || cf.Config.Entrypoint[0] != "/usr/local/bin/apiserver" ||
-		cf.Config.Labels["io.kubesplit.image"] != "apiserver" || len(cf.RootFS.DiffIDs) != 2 {
+		cf.Config.Labels["io.kubesplit.image"] != "apiserver" || len(cf.RootFS.DiffIDs) != 3 {
 		t.Errorf("arm64 apiserver config: %+v", cf)
 	}
 	fs := map[string]*tar.Header{}
@@ -144,8 +144,8 @@ func TestBuildTwoPlatforms(t *testing.T) {
 	if h := fs["var/lib/kubesplit/"]; h == nil || h.Uid != 65532 || h.Mode != 0o700 {
 		t.Errorf("/var/lib/kubesplit: %+v", h)
 	}
-	if fs["etc/ssl/certs/ca-certificates.crt"] == nil || fs["etc/passwd"] == nil {
-		t.Error("CA certificates or /etc/passwd missing")
+	if fs["etc/ssl/certs/ca-certificates.crt"] == nil || fs["etc/passwd"] == nil || fs["usr/local/bin/kubesplit-probe"] == nil {
+		t.Error("CA certificates, /etc/passwd or kubesplit-probe missing")
 	}
 
 	// docker load reads manifest.json: the host platform only, plain tags
@@ -160,7 +160,7 @@ func TestBuildTwoPlatforms(t *testing.T) {
 
 func TestBuildNamesMissingBinaries(t *testing.T) {
 	t.Parallel()
-	c := fakeBins(t, []string{"apiserver", "coredns"}, "apiserver")
+	c := fakeBins(t, []string{"apiserver", "coredns"}, "apiserver", "kubesplit-probe")
 	err := Run(context.Background(), c, io.Discard)
 	if err == nil {
 		t.Fatal("built without the coredns binary")
@@ -278,7 +278,7 @@ func TestPushAndPullBack(t *testing.T) {
 	defer srv.Close()
 	prefix := strings.TrimPrefix(srv.URL, "http://") + "/kubesplit"
 
-	c := fakeBins(t, []string{"apiserver"}, "apiserver")
+	c := fakeBins(t, []string{"apiserver"}, "apiserver", "kubesplit-probe")
 	c.Push = prefix
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)

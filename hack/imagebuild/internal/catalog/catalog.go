@@ -32,9 +32,12 @@ type Binary struct{ Src, Dst string }
 
 // Image is one image of the project, built for every platform.
 type Image struct {
-	Name       string // kubesplit/NAME
-	Base       Base
-	Binaries   []Binary
+	Name     string // kubesplit/NAME
+	Base     Base
+	Binaries []Binary
+	// Tools are small binaries several images carry, in a layer of their
+	// own that the images share.
+	Tools      []Binary
 	Entrypoint []string
 	Cmd        []string
 	User       string
@@ -48,12 +51,17 @@ type Image struct {
 // agent imports into containerd at start.
 const PreloadDir = "/usr/share/kubesplit/images"
 
-// static is an image of one static binary on the Static base. The roles'
-// binaries are also their own container health check ("ROLE healthcheck
-// URL"), so the images need no shell or curl.
 func static(name string) Image {
 	bin := "/usr/local/bin/" + name
 	return Image{Name: name, Base: Static, Binaries: []Binary{{name, bin}}, Entrypoint: []string{bin}, User: nonRootUser}
+}
+
+// role is a control-plane role's image: its health check (compose
+// healthchecks) is kubesplit-probe, as the image has no shell or curl.
+func role(name string) Image {
+	img := static(name)
+	img.Tools = []Binary{{"kubesplit-probe", "/usr/local/bin/kubesplit-probe"}}
+	return img
 }
 
 var nonRootUser = fmt.Sprintf("%d:%d", NonRoot, NonRoot)
@@ -62,7 +70,7 @@ var nonRootUser = fmt.Sprintf("%d:%d", NonRoot, NonRoot)
 func All() []Image {
 	local := func(n string) Binary { return Binary{n, "/usr/local/bin/" + n} }
 	return []Image{
-		static("datastore"), static("apiserver"), static("scheduler"), static("controllers"), static("tunnel-gateway"),
+		role("datastore"), role("apiserver"), role("scheduler"), role("controllers"), role("tunnel-gateway"),
 		// the CLI, which the compose wiring runs as its one-shot `kubesplit init`
 		static("kubesplit"),
 		static("coredns"),

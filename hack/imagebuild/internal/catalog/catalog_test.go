@@ -46,7 +46,7 @@ func TestEveryImageIsComplete(t *testing.T) {
 			}
 		}
 		dst := map[string]bool{}
-		for _, b := range img.Binaries {
+		for _, b := range append(append([]Binary{}, img.Tools...), img.Binaries...) {
 			if dst[b.Dst] {
 				t.Errorf("image %s has %s twice", img.Name, b.Dst)
 			}

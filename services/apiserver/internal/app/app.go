@@ -17,6 +17,7 @@ import (
 
 	"github.com/kubesplit/kubesplit/pkg/bootstrap"
 	"github.com/kubesplit/kubesplit/pkg/config"
+	"github.com/kubesplit/kubesplit/pkg/health"
 	"github.com/kubesplit/kubesplit/pkg/layout"
 	"github.com/kubesplit/kubesplit/pkg/pki"
 	"github.com/kubesplit/kubesplit/pkg/version"
@@ -39,6 +40,7 @@ type Options struct {
 	EgressConfig      string
 	EgressGateway     string
 	ShowVersion       bool
+	HealthAddress     string // loopback host:port relaying health in plain HTTP (empty: off)
 }
 
 // Main runs the apiserver and returns the exit code.
@@ -56,6 +58,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.AuditLogPath, "audit-log-path", "", "where the audit log goes (default: logs/audit.log in the data dir; '-' for stdout)")
 	fs.StringVar(&o.EgressGateway, "egress-gateway", "", "https://HOST:PORT of the tunnel gateway's egress: kubelet traffic (logs, exec, port-forward) goes through node tunnels")
 	fs.StringVar(&o.EgressConfig, "egress-selector-config", "", "your own EgressSelectorConfiguration file (instead of --egress-gateway)")
+	fs.StringVar(&o.HealthAddress, "health-address", "", "loopback host:port serving /healthz, /livez and /readyz in plain HTTP for container health checks (empty: off)")
 	fs.BoolVar(&o.ShowVersion, "version", false, "print the version and exit")
 	if err := config.Parse(fs, ours); err != nil {
 		if errors.Is(err, config.ErrHelp) {
@@ -73,6 +76,12 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "apiserver: %v\n", err)
 		return 1
+	}
+	if o.HealthAddress != "" {
+		if err := health.StartLocalRelay(o.HealthAddress, "--health-address", o.BindAddress, o.SecurePort); err != nil {
+			fmt.Fprintf(stderr, "apiserver: %v\n", err)
+			return 1
+		}
 	}
 	cmd := app.NewAPIServerCommand()
 	cmd.SetArgs(append(upstream, extra...))

@@ -113,6 +113,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 			log.Error("addons stopped", "err", err)
 		}
 	}()
+	if err := c.StartHealthRelay(); err != nil {
+		return fail(err)
+	}
 	cmd := app.NewControllerManagerCommand()
 	cmd.SetArgs(append(upstream, extra...))
 	if err := cmd.Execute(); err != nil {

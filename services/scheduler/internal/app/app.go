@@ -46,6 +46,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "scheduler: %v\n", err)
 		return 1
 	}
+	if err := c.StartHealthRelay(); err != nil {
+		fmt.Fprintf(stderr, "scheduler: %v\n", err)
+		return 1
+	}
 	cmd := app.NewSchedulerCommand()
 	cmd.SetArgs(append(append(c.UpstreamArgs(d), lease.UpstreamArgs()...), extra...))
 	if err := cmd.Execute(); err != nil {
