@@ -5,13 +5,7 @@ package main
 import (
 	"os"
 
-	"github.com/kubesplit/kubesplit/pkg/health"
 	"github.com/kubesplit/kubesplit/services/datastore/internal/app"
 )
 
-func main() {
-	if code, ok := health.MaybeProbe(os.Args[1:], os.Stderr); ok { // the image's health check
-		os.Exit(code)
-	}
-	os.Exit(app.Main(os.Args[1:], os.Stdout, os.Stderr))
-}
+func main() { os.Exit(app.Main(os.Args[1:], os.Stdout, os.Stderr)) }

@@ -6,14 +6,10 @@ import (
 	"os"
 
 	"github.com/kubesplit/kubesplit/pkg/gctune"
-	"github.com/kubesplit/kubesplit/pkg/health"
 	"github.com/kubesplit/kubesplit/services/scheduler/internal/app"
 )
 
 func main() {
-	if code, ok := health.MaybeProbe(os.Args[1:], os.Stderr); ok { // the image's health check
-		os.Exit(code)
-	}
 	gctune.Default(gctune.ControlPlanePercent)
 	os.Exit(app.Main(os.Args[1:], os.Stdout, os.Stderr))
 }

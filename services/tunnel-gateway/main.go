@@ -6,13 +6,7 @@ package main
 import (
 	"os"
 
-	"github.com/kubesplit/kubesplit/pkg/health"
 	"github.com/kubesplit/kubesplit/services/tunnel-gateway/internal/app"
 )
 
-func main() {
-	if code, ok := health.MaybeProbe(os.Args[1:], os.Stderr); ok { // the image's health check
-		os.Exit(code)
-	}
-	os.Exit(app.Main(os.Args[1:], os.Stdout, os.Stderr))
-}
+func main() { os.Exit(app.Main(os.Args[1:], os.Stdout, os.Stderr)) }
