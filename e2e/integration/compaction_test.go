@@ -53,16 +53,19 @@ func TestSQLiteCompactionBoundsFile(t *testing.T) {
 		time.Sleep(4 * time.Second) // a few compaction intervals
 		return size()
 	}
-	// 5 rounds: the file may grow while compaction catches up and SQLite's
-	// free pages settle, then it must stop growing.
+	// 6 rounds: the file may grow while compaction catches up and SQLite's
+	// free pages settle, then it must level off. Uncompacted, each round
+	// adds ~6 MiB (3000 revisions of 2 KiB), so rounds 4 to 6 would add
+	// ~18 MiB to round 3's size; compacted they add a fraction of one round
+	// (seen: +1.8 MiB in total, so 30% of round 3's size is the bound; the
+	// earlier 20% over rounds 4 and 5 failed once by 1% on a busy machine).
 	var sizes []int64
-	for range 5 {
+	for range 6 {
 		sizes = append(sizes, round())
 	}
 	t.Logf("db+wal size after each 3000 writes: %v bytes", sizes)
-	first, third := sizes[2], sizes[4]
-	// 15000 revisions of 2 KiB would be ~30 MiB uncompacted.
-	if third > first*6/5 {
+	first, third := sizes[2], sizes[5]
+	if third > first*13/10 {
 		t.Fatalf("SQLite file keeps growing: %v bytes", sizes)
 	}
 	if third > 12<<20 {
