@@ -53,7 +53,7 @@ test-multiarch: ## the arm64 apiserver and datastore images, emulated by qemu-us
 verify: ## gofmt, go.work in sync, each module builds alone (GOWORK=off)
 	hack/verify.sh
 
-bench: build ## benchmarks: SQLite vs embedded etcd; table + results/*.json
+bench: build ## benchmarks: SQLite vs etcd, node side, compose cluster (make up, memory, image sizes); tables + results/*.json
 	hack/bench.sh
 
 clean: ## remove the compose cluster (with its volumes), binaries, image archives and the local cluster's data
