@@ -166,11 +166,10 @@ func Start(t testing.TB, o Options) *Cluster {
 		c.docker("network", "create", "--internal", "--label", "kubesplit.test="+c.ID, c.Edge)
 	}
 
+	// --owner hands the files to the roles' user, as the compose init does (needs root)
 	c.run(exec.Command(filepath.Join(bin, "kubesplit"), "init", "--data-dir", c.DataDir,
-		"--server", "https://apiserver:6443", "--internal-server", "https://apiserver:6443"))
-	if err := chownTree(c.DataDir, NonRoot, NonRoot); err != nil {
-		t.Fatalf("handing the data directory to the roles' user %d (run the tests as root): %v", NonRoot, err)
-	}
+		"--server", "https://apiserver:6443", "--internal-server", "https://apiserver:6443",
+		"--owner", fmt.Sprintf("%d:%d", NonRoot, NonRoot)))
 	for _, r := range o.Roles {
 		c.StartRole(r)
 	}
@@ -203,16 +202,6 @@ func Start(t testing.TB, o Options) *Cluster {
 		}
 	}
 	return c
-}
-
-// chownTree gives a directory tree to uid:gid.
-func chownTree(root string, uid, gid int) error {
-	return filepath.WalkDir(root, func(p string, _ os.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		return os.Lchown(p, uid, gid)
-	})
 }
 
 func (c *Cluster) run(cmd *exec.Cmd) string {

@@ -196,12 +196,12 @@ func ParseManifests(b []byte) ([]*unstructured.Unstructured, error) {
 		objs = append(objs, u)
 	}
 	// namespaces and CRDs before what lives in them, then RBAC and accounts
-	sort.SliceStable(objs, func(i, j int) bool { return applyRank(objs[i]) < applyRank(objs[j]) })
+	sort.SliceStable(objs, func(i, j int) bool { return applyRank(objs[i].GetKind()) < applyRank(objs[j].GetKind()) })
 	return objs, nil
 }
 
-func applyRank(u *unstructured.Unstructured) int {
-	switch u.GetKind() {
+func applyRank(kind string) int {
+	switch kind {
 	case "Namespace":
 		return 0
 	case "CustomResourceDefinition":
@@ -369,7 +369,7 @@ func (d *Deployer) remove(ctx context.Context, name string, cm *corev1.ConfigMap
 	}
 	// reverse apply order: workloads before the namespaces that hold them
 	sort.SliceStable(refs, func(i, j int) bool {
-		return applyRank(refFor(refs[i])) > applyRank(refFor(refs[j]))
+		return applyRank(refs[i].Kind) > applyRank(refs[j].Kind)
 	})
 	for _, r := range refs {
 		if err := d.deleteRef(ctx, r); err != nil {
@@ -382,10 +382,4 @@ func (d *Deployer) remove(ctx context.Context, name string, cm *corev1.ConfigMap
 	}
 	d.Log.Info("addon removed", "addon", name, "objects", len(refs))
 	return nil
-}
-
-func refFor(r objectRef) *unstructured.Unstructured {
-	u := &unstructured.Unstructured{}
-	u.SetKind(r.Kind)
-	return u
 }

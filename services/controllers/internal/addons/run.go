@@ -89,7 +89,7 @@ func ensureNodeToken(ctx context.Context, client kubernetes.Interface, path stri
 		return err
 	}
 	err = tokenstore.Store(ctx, client, tok, 0, "default node token (kubesplit init --node-token)")
-	if apierrors.IsAlreadyExists(errors.Unwrap(err)) {
+	if apierrors.IsAlreadyExists(err) { // (it unwraps)
 		return nil
 	}
 	return err
