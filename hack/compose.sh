@@ -93,6 +93,9 @@ case ${1:-} in
     if ((${#missing[@]})); then
       echo "compose: building the missing images (${missing[*]}); the first build takes a while" >&2
       (cd "$root" && hack/build.sh && hack/images.sh)
+    elif [ ! -x "$root/bin/kubectl" ] && ! command -v kubectl >/dev/null; then
+      echo "compose: building kubectl (bin/kubectl), which the wait below and you will use" >&2
+      (cd "$root" && hack/build.sh)
     fi
     mapfile -t f < <(files)
     start=$SECONDS since=$(date -u +%Y-%m-%dT%H:%M:%SZ)
