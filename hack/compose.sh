@@ -26,10 +26,10 @@ images="kubesplit datastore apiserver scheduler controllers tunnel-gateway node"
 # Compose v2 (the docker plugin) when there is one, else Debian's docker-compose v1.
 if docker compose version >/dev/null 2>&1; then compose=(docker compose); else compose=(docker-compose); fi
 
+# Our own kubectl (same version as the cluster): a kubectl found on PATH may be
+# anything (seen: a cloud SDK's wrapper that segfaulted on these calls).
 kubectl() {
-  local k=kubectl
-  [ -x "$root/bin/kubectl" ] && k=$root/bin/kubectl
-  "$k" --kubeconfig "$kubeconfig" "$@"
+  "$root/bin/kubectl" --kubeconfig "$kubeconfig" "$@"
 }
 
 # Privileged containers are what users of kind and k3d expect, but some hosts
@@ -93,7 +93,7 @@ case ${1:-} in
     if ((${#missing[@]})); then
       echo "compose: building the missing images (${missing[*]}); the first build takes a while" >&2
       (cd "$root" && hack/build.sh && hack/images.sh)
-    elif [ ! -x "$root/bin/kubectl" ] && ! command -v kubectl >/dev/null; then
+    elif [ ! -x "$root/bin/kubectl" ]; then
       echo "compose: building kubectl (bin/kubectl), which the wait below and you will use" >&2
       (cd "$root" && hack/build.sh)
     fi
