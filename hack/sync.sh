@@ -5,7 +5,7 @@
 # then tidy each module.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for m in $(hack/modules.sh) $(hack/modules.sh addons); do (cd "$m" && GOWORK=off go mod tidy); done
+for m in $(hack/modules.sh) $(hack/modules.sh standalone); do (cd "$m" && GOWORK=off go mod tidy); done
 # (addons keep their own versions: only the workspace's modules are raised below)
 go work sync
 declare -A ws

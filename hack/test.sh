@@ -21,7 +21,7 @@ fi
 if [ "$what" = all ] || [ "$what" = unit ]; then
   echo "== unit tests"
   go test -short -count=1 "${unit_pkgs[@]}"
-  for m in $(hack/modules.sh addons); do (cd "$m" && GOWORK=off go test -short -count=1 ./...); done
+  for m in $(hack/modules.sh standalone); do (cd "$m" && GOWORK=off go test -short -count=1 ./...); done
 fi
 if [ "$what" = all ] || [ "$what" = integration ]; then
   echo "== building binaries once for every test package"
@@ -41,8 +41,8 @@ if [ "$what" = all ] || [ "$what" = nodes ]; then
   hack/images.sh
   . hack/versions.env
   export KUBESPLIT_TAG=$KUBESPLIT_VERSION   # the tag hack/images.sh just built
-  echo "== node tests (node containers behind the tunnel gateway)"
-  go test -count=1 -timeout 30m -v ./e2e/nodes/... 2>&1 | tee /tmp/kubesplit-nodes.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+_test.go)'
+  echo "== node tests (node containers behind the tunnel gateway) and the postgres image"
+  go test -count=1 -timeout 30m -v ./e2e/nodes/... ./e2e/postgresimage/... 2>&1 | tee /tmp/kubesplit-nodes.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+_test.go)'
   test "${PIPESTATUS[0]}" -eq 0
 fi
 if [ "$what" = all ] || [ "$what" = compose ]; then

@@ -19,6 +19,11 @@ mods=$(hack/modules.sh)
 used=$(go work edit -json | sed -n 's/.*"DiskPath": "\(.*\)".*/\1/p' | sed 's#^\./##' | sort)
 [ "$mods" = "$used" ] || { echo "go.work is out of date:"; diff <(echo "$mods") <(echo "$used"); exit 1; }
 
+echo "== testcluster.DefaultTag is the release in hack/versions.env"
+. hack/versions.env
+grep -q "^const DefaultTag = \"$KUBESPLIT_VERSION\"" testcluster/options.go || {
+  echo "testcluster/options.go: DefaultTag is not $KUBESPLIT_VERSION (hack/versions.env)"; exit 1; }
+
 echo "== workspace vet (every module)"
 patterns=()
 for m in $mods; do patterns+=("./$m/..."); done
@@ -29,9 +34,9 @@ for m in $mods; do
   (cd "$m" && GOWORK=off go build ./... && GOWORK=off go vet ./...)
 done
 
-# Modules kept out of go.work (hack/modules.sh addons) only ever build alone;
+# Modules kept out of go.work (hack/modules.sh standalone) only ever build alone;
 # their go.mod pins versions by hand, so check it is tidy too.
-for m in $(hack/modules.sh addons); do
+for m in $(hack/modules.sh standalone); do
   echo "== GOWORK=off (not in go.work): $m"
   # (-o /dev/null: a module of one main package would leave its binary here)
   (cd "$m" && GOWORK=off go mod tidy -diff && GOWORK=off go build -o /dev/null ./... && GOWORK=off go vet ./...)
