@@ -14,7 +14,7 @@ fi
 command -v runuser >/dev/null || need+=(util-linux)
 command -v gcc >/dev/null || need+=(gcc)            # the datastore links SQLite with cgo
 [ -f "/usr/lib/$(gcc -dumpmachine 2>/dev/null)/libc.a" ] || need+=(libc6-dev)  # ...statically
-command -v debootstrap >/dev/null || need+=(debootstrap)  # the node image's Debian base, built offline
+command -v debootstrap >/dev/null || need+=(debootstrap)  # the node and postgres images' Debian bases, built offline
 [ -f /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)  # copied into the control-plane images
 # the other architecture's images: a cross C toolchain for the datastore (cgo),
 # qemu-user-static to run them (the arm64 image test, the node base's second stage)

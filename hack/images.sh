@@ -12,6 +12,9 @@
 # Docker gets the host platform's images as kubesplit/NAME:TAG and
 # kubesplit/NAME:TAG-k8sVERSION; when the host's platform is not built,
 # the others' under TAG-ARCH (e.g. kubesplit/apiserver:v0.1.0-arm64).
+# kubesplit/postgres (PostgreSQL for the datastore's postgres backend in test
+# clusters) is built for the host's platform only, and needs nothing from
+# bin/: IMAGES=postgres builds it alone; a PLATFORMS without the host's skips it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . hack/versions.env
@@ -30,6 +33,12 @@ args=(--bin-dir "$BIN" --platforms "$PLATFORMS" --images "${IMAGES:-}" --tag "$T
 if [ -z "${IMAGES:-}" ] || [[ " $IMAGES " == *" node "* ]]; then
   for p in $PLATFORMS; do base=$(hack/node-base.sh --arch "${p#*/}"); done
   args+=(--node-base "${base%-*}-{arch}.tar")
+fi
+if [ -z "${IMAGES:-}" ] || [[ " $IMAGES " == *" postgres "* ]]; then
+  if [[ " $PLATFORMS " == *" $host "* ]]; then
+    base=$(hack/node-base.sh --flavour postgres)
+    args+=(--postgres-base "$base")
+  fi
 fi
 [ -z "${PUSH:-}" ] || args+=(--push "$PUSH")
 # images are dated by the last commit (reproducible: the same tree builds the same images)

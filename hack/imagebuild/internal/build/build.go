@@ -63,7 +63,7 @@ func Run(ctx context.Context, c Config, out io.Writer) error {
 		work = d
 	}
 	b := &builder{cfg: c, layers: &layer.Writer{Dir: work, Epoch: time.Unix(0, 0)}, work: work,
-		nodeBase: map[string]*layer.Layer{}, toolLayers: map[string]*layer.Layer{}, built: map[string]map[string]PlatformImage{}}
+		bases: map[string]*layer.Layer{}, toolLayers: map[string]*layer.Layer{}, built: map[string]map[string]PlatformImage{}}
 	built, err := b.buildAll(ctx, imgs)
 	if err != nil {
 		return err
@@ -85,8 +85,8 @@ func Run(ctx context.Context, c Config, out io.Writer) error {
 // names each one with the command that makes it.
 func (c *Config) checkInputs(imgs []catalog.Image) error {
 	var missing []string
-	for _, p := range c.Platforms {
-		for _, img := range imgs {
+	for _, img := range imgs {
+		for _, p := range c.platformsOf(img) {
 			for _, bin := range append(slices.Clone(img.Tools), img.Binaries...) {
 				f := filepath.Join(c.binDir(p), bin.Src)
 				if _, err := os.Stat(f); err != nil {
@@ -104,19 +104,32 @@ func (c *Config) checkInputs(imgs []catalog.Image) error {
 		errs = append(errs, fmt.Errorf("missing binaries; build them with %s hack/build.sh:\n  %s", cmd, strings.Join(missing, "\n  ")))
 	}
 	uses := func(base catalog.Base) bool {
-		return slices.ContainsFunc(imgs, func(img catalog.Image) bool { return img.Base == base })
+		return slices.ContainsFunc(imgs, func(img catalog.Image) bool { return img.Base == base && len(c.platformsOf(img)) > 0 })
 	}
 	if _, err := os.Stat(c.CACerts); err != nil && uses(catalog.Static) {
 		errs = append(errs, fmt.Errorf("CA certificates %s are missing (Debian: apt-get install ca-certificates, or make deps)", c.CACerts))
 	}
-	if uses(catalog.Debian) {
-		if c.NodeBase == "" {
-			errs = append(errs, errors.New("the node image needs --node-base (hack/node-base.sh makes it and prints its path)"))
-		} else {
-			for _, p := range c.Platforms {
-				if _, err := os.Stat(c.nodeBase(p)); err != nil {
-					errs = append(errs, fmt.Errorf("node base %s is missing: make it with hack/node-base.sh --arch %s", c.nodeBase(p), p.Architecture))
+	// each Debian base once per platform
+	checked := map[string]bool{}
+	for _, img := range imgs {
+		if img.Base != catalog.Debian && img.Base != catalog.Postgres {
+			continue
+		}
+		for _, p := range c.platformsOf(img) {
+			file, flag, flavour := c.debianBase(img.Base, p)
+			key := flag + " " + p.Architecture
+			if checked[key] {
+				continue
+			}
+			checked[key] = true
+			if strings.TrimSpace(file) == "" {
+				errs = append(errs, fmt.Errorf("the %s image needs %s (hack/node-base.sh --flavour %s makes it and prints its path)", img.Name, flag, flavour))
+			} else if _, err := os.Stat(file); err != nil {
+				cmd := "hack/node-base.sh"
+				if flavour != "node" {
+					cmd += " --flavour " + flavour
 				}
+				errs = append(errs, fmt.Errorf("%s base %s is missing: make it with %s --arch %s", flavour, file, cmd, p.Architecture))
 			}
 		}
 	}
@@ -128,7 +141,7 @@ type builder struct {
 	layers     *layer.Writer
 	work       string
 	staticBase *layer.Layer
-	nodeBase   map[string]*layer.Layer             // by architecture
+	bases      map[string]*layer.Layer             // Debian bases, by flavour and architecture
 	toolLayers map[string]*layer.Layer             // by architecture and tools
 	built      map[string]map[string]PlatformImage // platform → image name → image
 }
@@ -138,7 +151,11 @@ func (b *builder) buildAll(ctx context.Context, imgs []catalog.Image) ([]Image, 
 	for _, img := range imgs {
 		res := Image{Image: img}
 		var adds []mutate.IndexAddendum
-		for _, p := range b.cfg.Platforms {
+		plats := b.cfg.platformsOf(img)
+		if len(plats) == 0 {
+			continue // a host-only image, and the host's platform is not built
+		}
+		for _, p := range plats {
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
@@ -176,11 +193,17 @@ func (b *builder) build(img catalog.Image, p v1.Platform) (PlatformImage, error)
 		}
 		add(l, "CA certificates, nonroot user, /var/lib/kubesplit")
 	case catalog.Debian:
-		l, err := b.debian(p)
+		l, err := b.debian(img.Base, p)
 		if err != nil {
 			return PlatformImage{}, err
 		}
 		add(l, "Debian bookworm minbase (hack/node-base.sh)")
+	case catalog.Postgres:
+		l, err := b.debian(img.Base, p)
+		if err != nil {
+			return PlatformImage{}, err
+		}
+		add(l, "Debian bookworm minbase with PostgreSQL 15 (hack/node-base.sh --flavour postgres)")
 	}
 	if len(img.Tools) > 0 {
 		l, err := b.tools(img.Tools, p)
@@ -193,11 +216,16 @@ func (b *builder) build(img catalog.Image, p v1.Platform) (PlatformImage, error)
 	if err != nil {
 		return PlatformImage{}, err
 	}
-	l, err := b.layers.FromEntries(img.Name+"-"+p.Architecture+"-bin", entries)
-	if err != nil {
-		return PlatformImage{}, err
+	for _, f := range img.Files {
+		entries = append(entries, layer.Bytes(f.Dst, f.Data, fs.FileMode(f.Mode)&fs.ModePerm))
 	}
-	add(l, "binaries")
+	if len(entries) > 0 {
+		l, err := b.layers.FromEntries(img.Name+"-"+p.Architecture+"-bin", entries)
+		if err != nil {
+			return PlatformImage{}, err
+		}
+		add(l, "binaries")
+	}
 	if len(img.Preload) > 0 {
 		var pre []layer.Entry
 		for _, name := range img.Preload {
@@ -238,14 +266,20 @@ func (b *builder) build(img catalog.Image, p v1.Platform) (PlatformImage, error)
 
 func (b *builder) configFile(img catalog.Image, p v1.Platform) *v1.ConfigFile {
 	cfg := v1.Config{
-		Entrypoint: img.Entrypoint, Cmd: img.Cmd, User: img.User,
-		Env: []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
+		Entrypoint: img.Entrypoint, Cmd: img.Cmd, User: img.User, StopSignal: img.StopSignal,
+		Env: env(img.Env),
 		Labels: map[string]string{
 			"io.kubesplit.image":               img.Name,
 			"io.kubesplit.kubernetes-version":  b.cfg.Kubernetes,
 			"org.opencontainers.image.version": b.cfg.Version,
 			"org.opencontainers.image.title":   Repository(img.Name),
 		},
+	}
+	if len(img.Ports) > 0 {
+		cfg.ExposedPorts = map[string]struct{}{}
+		for _, port := range img.Ports {
+			cfg.ExposedPorts[port] = struct{}{}
+		}
 	}
 	if len(img.Volumes) > 0 {
 		cfg.Volumes = map[string]struct{}{}
@@ -258,6 +292,19 @@ func (b *builder) configFile(img catalog.Image, p v1.Platform) *v1.ConfigFile {
 		Created: v1.Time{Time: b.cfg.Created}, Config: cfg,
 		RootFS: v1.RootFS{Type: "layers"},
 	}
+}
+
+// env is the default PATH and then extra, whose PATH, if any, replaces it.
+func env(extra []string) []string {
+	out := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+	for _, e := range extra {
+		if strings.HasPrefix(e, "PATH=") {
+			out[0] = e
+		} else {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // static is the layer under every control-plane image; the same bytes for
@@ -294,15 +341,19 @@ func (b *builder) tools(bins []catalog.Binary, p v1.Platform) (*layer.Layer, err
 	return l, nil
 }
 
-func (b *builder) debian(p v1.Platform) (*layer.Layer, error) {
-	if l := b.nodeBase[p.Architecture]; l != nil {
+// debian is the layer of a Debian base (node or postgres) for platform p,
+// read from its tarball once.
+func (b *builder) debian(base catalog.Base, p v1.Platform) (*layer.Layer, error) {
+	file, _, flavour := b.cfg.debianBase(base, p)
+	key := flavour + "-base-" + p.Architecture
+	if l := b.bases[key]; l != nil {
 		return l, nil
 	}
-	l, err := b.layers.FromTarball("node-base-"+p.Architecture, b.cfg.nodeBase(p))
+	l, err := b.layers.FromTarball(key, file)
 	if err != nil {
 		return nil, err
 	}
-	b.nodeBase[p.Architecture] = l
+	b.bases[key] = l
 	return l, nil
 }
 

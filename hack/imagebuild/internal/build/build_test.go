@@ -18,6 +18,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/klauspost/compress/gzip"
+
+	"github.com/kubesplit/kubesplit/hack/imagebuild/internal/catalog"
 )
 
 var (
@@ -317,5 +319,174 @@ func TestPushAndPullBack(t *testing.T) {
 		if strings.Join(archs, ",") != "amd64,arm64" {
 			t.Errorf("%s has platforms %v", ref, archs)
 		}
+	}
+}
+
+// fakePostgresBase writes a stand-in postgres base for the host's
+// architecture and points c at it.
+func fakePostgresBase(t *testing.T, c *Config) {
+	t.Helper()
+	dir := t.TempDir()
+	c.PostgresBase = filepath.Join(dir, "postgres-base-{arch}.tar")
+	var rootfs bytes.Buffer
+	tw := tar.NewWriter(&rootfs)
+	passwd := []byte("root:x:0:0:root:/root:/bin/bash\npostgres:x:999:999::/var/lib/postgresql:/bin/bash\n")
+	for _, h := range []*tar.Header{
+		{Name: "./", Typeflag: tar.TypeDir, Mode: 0o755},
+		{Name: "./etc/", Typeflag: tar.TypeDir, Mode: 0o755},
+		{Name: "./etc/passwd", Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(passwd))},
+	} {
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		if h.Typeflag == tar.TypeReg {
+			tw.Write(passwd)
+		}
+	}
+	tw.Close()
+	if err := os.WriteFile(filepath.Join(dir, "postgres-base-"+Host().Architecture+".tar"), rootfs.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestBuildPostgresImage(t *testing.T) {
+	t.Parallel()
+	// no binaries at all: the postgres image needs nothing from bin/
+	c := fakeBins(t, []string{"postgres"})
+	c.BinDir = filepath.Join(t.TempDir(), "no-bin")
+	c.CACerts = filepath.Join(t.TempDir(), "no-ca.crt")
+	fakePostgresBase(t, &c)
+	var out bytes.Buffer
+	if err := Run(context.Background(), c, &out); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(c.Out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	files := members(t, f)
+
+	// both platforms asked for; the image is built for the host's only
+	var index v1.IndexManifest
+	if err := json.Unmarshal(files["index.json"], &index); err != nil {
+		t.Fatal(err)
+	}
+	var idx v1.IndexManifest
+	if err := json.Unmarshal(files["blobs/sha256/"+index.Manifests[0].Digest.Hex], &idx); err != nil {
+		t.Fatal(err)
+	}
+	if len(idx.Manifests) != 1 || !idx.Manifests[0].Platform.Equals(Host()) {
+		t.Fatalf("postgres index: %+v", idx.Manifests)
+	}
+	var m v1.Manifest
+	if err := json.Unmarshal(files["blobs/sha256/"+idx.Manifests[0].Digest.Hex], &m); err != nil {
+		t.Fatal(err)
+	}
+	var cf v1.ConfigFile
+	if err := json.Unmarshal(files["blobs/sha256/"+m.Config.Digest.Hex], &cf); err != nil {
+		t.Fatal(err)
+	}
+	cfg := cf.Config
+	entry := "/usr/local/bin/kubesplit-postgres-entrypoint"
+	if cfg.User != "999:999" || len(cfg.Entrypoint) != 1 || cfg.Entrypoint[0] != entry || len(cfg.Cmd) != 0 {
+		t.Errorf("user %q, entrypoint %v, cmd %v", cfg.User, cfg.Entrypoint, cfg.Cmd)
+	}
+	if _, ok := cfg.ExposedPorts["5432/tcp"]; !ok || len(cfg.ExposedPorts) != 1 {
+		t.Errorf("exposed ports %v", cfg.ExposedPorts)
+	}
+	if _, ok := cfg.Volumes["/var/lib/postgresql/data"]; !ok {
+		t.Errorf("volumes %v", cfg.Volumes)
+	}
+	if cfg.StopSignal != "SIGINT" {
+		t.Errorf("stop signal %q", cfg.StopSignal)
+	}
+	if cfg.Labels["io.kubesplit.image"] != "postgres" || cfg.Labels["org.opencontainers.image.title"] != "kubesplit/postgres" ||
+		cfg.Labels["org.opencontainers.image.version"] != "v0.1.0" {
+		t.Errorf("labels %v", cfg.Labels)
+	}
+	if len(cfg.Env) != 2 || cfg.Env[0] != "PATH=/usr/lib/postgresql/15/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" ||
+		cfg.Env[1] != "PGDATA=/var/lib/postgresql/data" {
+		t.Errorf("env %v", cfg.Env)
+	}
+	// layers: the postgres base, the entrypoint
+	if len(m.Layers) != 2 {
+		t.Fatalf("%d layers, want 2", len(m.Layers))
+	}
+	var contents []map[string][]byte
+	var script *tar.Header
+	for _, l := range m.Layers {
+		zr, err := gzip.NewReader(bytes.NewReader(files["blobs/sha256/"+l.Digest.Hex]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := map[string][]byte{}
+		tr := tar.NewReader(zr)
+		for {
+			hdr, err := tr.Next()
+			if err != nil {
+				break
+			}
+			if hdr.Name == strings.TrimPrefix(entry, "/") {
+				script = hdr
+			}
+			c[hdr.Name], _ = io.ReadAll(tr)
+		}
+		contents = append(contents, c)
+	}
+	if !strings.Contains(string(contents[0]["etc/passwd"]), "postgres:x:999:999") {
+		t.Errorf("base layer: %v", contents[0])
+	}
+	if script == nil || script.Mode&0o777 != 0o755 || script.Uid != 0 ||
+		!strings.HasPrefix(string(contents[1][script.Name]), "#!/bin/sh\n") {
+		t.Errorf("entrypoint in the image: %+v", script)
+	}
+	if !strings.Contains(out.String(), "kubesplit/postgres") {
+		t.Errorf("no size for the postgres image:\n%s", out.String())
+	}
+}
+
+func TestPostgresImageIsHostOnly(t *testing.T) {
+	t.Parallel()
+	foreign := arm64
+	if Host().Architecture == "arm64" {
+		foreign = amd64
+	}
+	// asked for by name on a foreign platform: an error that says why
+	c := fakeBins(t, []string{"postgres"})
+	c.Platforms = []v1.Platform{foreign}
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "image postgres is built for the host's platform only") {
+		t.Errorf("validate: %v", err)
+	}
+	// every image for a foreign platform (as `make images-all` minus the
+	// host): postgres is left out, and its base is not needed
+	c = fakeBins(t, nil, "pause")
+	c.Platforms = []v1.Platform{foreign}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	pg, _ := catalog.Select([]string{"postgres"})
+	if got := c.platformsOf(pg[0]); len(got) != 0 {
+		t.Errorf("postgres would be built for %v", got)
+	}
+	c.Images = []string{"pause", "postgres"}
+	c.Platforms = []v1.Platform{amd64, arm64}
+	if got := c.platformsOf(pg[0]); len(got) != 1 || !got[0].Equals(Host()) {
+		t.Errorf("postgres would be built for %v, want the host's platform", got)
+	}
+}
+
+func TestBuildNamesAMissingPostgresBase(t *testing.T) {
+	t.Parallel()
+	c := fakeBins(t, []string{"postgres"})
+	c.PostgresBase = filepath.Join(t.TempDir(), "postgres-base-{arch}.tar")
+	err := Run(context.Background(), c, io.Discard)
+	want := "postgres-base-" + Host().Architecture + ".tar is missing: make it with hack/node-base.sh --flavour postgres --arch " + Host().Architecture
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("error %v does not name the missing postgres base", err)
+	}
+	c.PostgresBase = ""
+	if err := Run(context.Background(), c, io.Discard); err == nil || !strings.Contains(err.Error(), "needs --postgres-base") {
+		t.Errorf("error %v does not ask for --postgres-base", err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -25,7 +26,10 @@ type Config struct {
 	Kubernetes string        // the Kubernetes version (second tag, label)
 	CACerts    string        // CA bundle for the Static base
 	NodeBase   string        // root-file-system tarball of the node base; "{arch}" is replaced
-	Out        string        // the archive
+	// PostgresBase is the postgres image's base tarball (hack/node-base.sh
+	// --flavour postgres); "{arch}" is replaced
+	PostgresBase string
+	Out          string // the archive
 	// Docker are the platforms listed in the archive's manifest.json, which
 	// `docker load` reads: the host's under the plain tags, any other under
 	// TAG-ARCH. Default: the host's if it is built, else every platform.
@@ -64,6 +68,7 @@ func (c *Config) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Kubernetes, "kubernetes-version", c.Kubernetes, "Kubernetes version, for the second tag and labels (required)")
 	fs.StringVar(&c.CACerts, "ca-certs", c.CACerts, "CA bundle copied into the control-plane images")
 	fs.StringVar(&c.NodeBase, "node-base", c.NodeBase, "node base root file system tarball, {arch} replaced by the architecture (hack/node-base.sh)")
+	fs.StringVar(&c.PostgresBase, "postgres-base", c.PostgresBase, "postgres base root file system tarball, {arch} replaced by the architecture (hack/node-base.sh --flavour postgres)")
 	fs.StringVar(&c.Out, "out", c.Out, "archive to write: OCI layout for containerd and registries, manifest.json for docker load")
 	fs.Var(platformsFlag{&c.Docker}, "docker-platforms", "platforms docker load loads from the archive (default: the host's if built, else all); non-host ones are tagged TAG-ARCH")
 	fs.StringVar(&c.Push, "push", c.Push, "push every image's multi-platform index to REGISTRY/PREFIX/NAME:TAG")
@@ -87,8 +92,15 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("platform %s is not supported (linux/amd64, linux/arm64)", p))
 		}
 	}
-	if _, err := catalog.Select(c.Images); err != nil {
+	if imgs, err := catalog.Select(c.Images); err != nil {
 		errs = append(errs, err)
+	} else if len(c.Images) > 0 {
+		// asked for by name but not buildable here
+		for _, img := range imgs {
+			if len(c.platformsOf(img)) == 0 && slices.Contains(c.Images, img.Name) {
+				errs = append(errs, fmt.Errorf("image %s is built for the host's platform only (%s), which is not among --platforms", img.Name, Host()))
+			}
+		}
 	}
 	if c.Tag == "" {
 		c.Tag = c.Version
@@ -142,6 +154,27 @@ func (c *Config) binDir(p v1.Platform) string { return c.BinDir + "/" + p.OS + "
 
 func (c *Config) nodeBase(p v1.Platform) string {
 	return strings.ReplaceAll(c.NodeBase, "{arch}", p.Architecture)
+}
+
+// debianBase is the root file system tarball of a Debian base for platform
+// p, and the flag and flavour of hack/node-base.sh that name and make it.
+func (c *Config) debianBase(b catalog.Base, p v1.Platform) (file, flag, flavour string) {
+	if b == catalog.Postgres {
+		return strings.ReplaceAll(c.PostgresBase, "{arch}", p.Architecture), "--postgres-base", "postgres"
+	}
+	return c.nodeBase(p), "--node-base", "node"
+}
+
+// platformsOf are the platforms image img is built for: every configured
+// one, or for a HostOnly image the host's if it is configured (else none).
+func (c *Config) platformsOf(img catalog.Image) []v1.Platform {
+	if !img.HostOnly {
+		return c.Platforms
+	}
+	if c.builds(Host()) {
+		return []v1.Platform{Host()}
+	}
+	return nil
 }
 
 type listFlag struct{ v *[]string }

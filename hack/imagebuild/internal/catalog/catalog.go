@@ -4,6 +4,7 @@
 package catalog
 
 import (
+	_ "embed"
 	"fmt"
 	"slices"
 )
@@ -21,14 +22,29 @@ const (
 	// Debian: the node base, a minimal Debian root file system made by
 	// hack/node-base.sh for the image's architecture.
 	Debian
+	// Postgres: Debian with Debian's PostgreSQL 15, made by
+	// hack/node-base.sh --flavour postgres, with the user postgres as
+	// 999:999 (PostgresUser).
+	Postgres
 )
 
 // NonRoot is the uid and gid the control-plane images run as.
 const NonRoot = 65532
 
+// PostgresUser is the uid and gid of the user postgres in the Postgres base.
+const PostgresUser = 999
+
 // Binary copies Src (relative to a platform's bin directory) to Dst in the
 // image; when Src is a directory, every file in it goes into the directory Dst.
 type Binary struct{ Src, Dst string }
+
+// File is a file of ours that the image carries, from this program itself
+// rather than from bin/.
+type File struct {
+	Dst  string
+	Data []byte
+	Mode uint32 // permission bits
+}
 
 // Image is one image of the project, built for every platform.
 type Image struct {
@@ -37,11 +53,22 @@ type Image struct {
 	Binaries []Binary
 	// Tools are small binaries several images carry, in a layer of their
 	// own that the images share.
-	Tools      []Binary
+	Tools []Binary
+	// Files are written into the image, in the layer of its binaries.
+	Files      []File
 	Entrypoint []string
 	Cmd        []string
 	User       string
 	Volumes    []string
+	// Env is added to the image's PATH (which it may replace).
+	Env []string
+	// Ports are the exposed ports, e.g. "5432/tcp".
+	Ports []string
+	// StopSignal is what `docker stop` sends (default SIGTERM).
+	StopSignal string
+	// HostOnly images are built only for the platform imagebuild runs on,
+	// and skipped when that platform is not among those built.
+	HostOnly bool
 	// Preload names images of the same platform that are stored, as image
 	// archives containerd imports, in PreloadDir.
 	Preload []string
@@ -66,6 +93,36 @@ func role(name string) Image {
 
 var nonRootUser = fmt.Sprintf("%d:%d", NonRoot, NonRoot)
 
+//go:embed postgres-entrypoint.sh
+var postgresEntrypoint []byte
+
+// PostgresBin is where Debian's PostgreSQL 15 has its programs (the ones in
+// /usr/bin are perl wrappers, and the image has no perl).
+const PostgresBin = "/usr/lib/postgresql/15/bin"
+
+// postgres is PostgreSQL for the datastore's postgres backend in test
+// clusters (kine creates its database): Debian's PostgreSQL 15, started by
+// postgres-entrypoint.sh as the user postgres. Host only: its base is made
+// for the host's architecture alone (hack/images.sh).
+func postgres() Image {
+	entry := "/usr/local/bin/kubesplit-postgres-entrypoint"
+	return Image{
+		Name: "postgres", Base: Postgres, HostOnly: true,
+		Files:      []File{{Dst: entry, Data: postgresEntrypoint, Mode: 0o755}},
+		Entrypoint: []string{entry},
+		User:       fmt.Sprintf("%d:%d", PostgresUser, PostgresUser),
+		Volumes:    []string{"/var/lib/postgresql/data"},
+		Env: []string{
+			"PATH=" + PostgresBin + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+			"PGDATA=/var/lib/postgresql/data",
+		},
+		Ports: []string{"5432/tcp"},
+		// fast shutdown: SIGTERM is PostgreSQL's smart shutdown, which waits
+		// for every client to leave, and the datastore's connections stay
+		StopSignal: "SIGINT",
+	}
+}
+
 // All lists every image, each after the images it preloads.
 func All() []Image {
 	local := func(n string) Binary { return Binary{n, "/usr/local/bin/" + n} }
@@ -84,6 +141,7 @@ func All() []Image {
 			Volumes:    []string{"/var/lib/containerd", "/var/lib/kubelet"},
 			Preload:    []string{"pause", "coredns"},
 		},
+		postgres(),
 	}
 }
 

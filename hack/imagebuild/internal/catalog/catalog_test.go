@@ -1,7 +1,11 @@
 package catalog
 
 import (
+	"bytes"
+	"os"
+	"os/exec"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -16,6 +20,7 @@ func TestSelect(t *testing.T) {
 		{names: []string{"apiserver", "datastore"}, want: []string{"datastore", "apiserver"}},
 		// the node image preloads pause and coredns, which are built first
 		{names: []string{"node"}, want: []string{"coredns", "pause", "node"}},
+		{names: []string{"postgres"}, want: []string{"postgres"}},
 		{names: []string{"etcd"}, err: true},
 	} {
 		imgs, err := Select(c.names)
@@ -37,8 +42,8 @@ func TestEveryImageIsComplete(t *testing.T) {
 	t.Parallel()
 	seen := map[string]bool{}
 	for _, img := range All() {
-		if seen[img.Name] || len(img.Binaries) == 0 || len(img.Entrypoint) == 0 {
-			t.Errorf("image %s: duplicate, no binaries or no entrypoint", img.Name)
+		if seen[img.Name] || len(img.Binaries)+len(img.Files) == 0 || len(img.Entrypoint) == 0 {
+			t.Errorf("image %s: duplicate, no binaries or files, or no entrypoint", img.Name)
 		}
 		for _, p := range img.Preload {
 			if !seen[p] {
@@ -52,9 +57,63 @@ func TestEveryImageIsComplete(t *testing.T) {
 			}
 			dst[b.Dst] = true
 		}
+		for _, f := range img.Files {
+			if dst[f.Dst] || len(f.Data) == 0 {
+				t.Errorf("image %s has %s twice, or empty", img.Name, f.Dst)
+			}
+			dst[f.Dst] = true
+		}
 		if img.Base == Static && img.User != "65532:65532" {
 			t.Errorf("control-plane image %s runs as %q", img.Name, img.User)
 		}
 		seen[img.Name] = true
+	}
+}
+
+func TestPostgresImage(t *testing.T) {
+	t.Parallel()
+	imgs, err := Select([]string{"postgres"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := imgs[0]
+	if img.Base != Postgres || !img.HostOnly || img.User != "999:999" || len(img.Binaries) != 0 || len(img.Tools) != 0 {
+		t.Errorf("postgres image: %+v", img)
+	}
+	if !slices.Equal(img.Ports, []string{"5432/tcp"}) || !slices.Equal(img.Volumes, []string{"/var/lib/postgresql/data"}) ||
+		img.StopSignal != "SIGINT" {
+		t.Errorf("postgres image ports %v, volumes %v, stop signal %q", img.Ports, img.Volumes, img.StopSignal)
+	}
+	if len(img.Files) != 1 || img.Files[0].Dst != img.Entrypoint[0] || img.Files[0].Mode != 0o755 ||
+		!bytes.HasPrefix(img.Files[0].Data, []byte("#!/bin/sh\n")) {
+		t.Errorf("postgres entrypoint: %v, files %+v", img.Entrypoint, img.Files)
+	}
+	if !slices.Contains(img.Env, "PGDATA=/var/lib/postgresql/data") || !slices.ContainsFunc(img.Env, func(e string) bool {
+		return strings.HasPrefix(e, "PATH="+PostgresBin+":")
+	}) {
+		t.Errorf("postgres env: %v", img.Env)
+	}
+}
+
+// The entrypoint refuses to start without a password, before it looks at
+// anything else (so this runs here, with no PostgreSQL).
+func TestPostgresEntrypointNeedsAPassword(t *testing.T) {
+	t.Parallel()
+	if _, err := os.Stat("/bin/sh"); err != nil {
+		t.Skip("no /bin/sh")
+	}
+	for _, env := range [][]string{{"PATH=/usr/bin:/bin"}, {"PATH=/usr/bin:/bin", "POSTGRES_PASSWORD="}} {
+		cmd := exec.Command("/bin/sh", "-s")
+		cmd.Stdin = bytes.NewReader(postgresEntrypoint)
+		cmd.Env = append(env, "PGDATA="+t.TempDir())
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+			t.Errorf("env %v: %v, want exit status 1", env, err)
+		}
+		if !strings.Contains(stderr.String(), "POSTGRES_PASSWORD is not set; refusing to start") || stdout.Len() != 0 {
+			t.Errorf("env %v: stdout %q, stderr %q", env, stdout.String(), stderr.String())
+		}
 	}
 }
