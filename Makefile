@@ -2,7 +2,7 @@
 SHELL := /usr/bin/env bash
 DATASTORE ?= sqlite
 
-.PHONY: help deps build images images-all up down load run test test-unit test-integration test-nodes test-compose test-multiarch verify bench clean
+.PHONY: help deps build images images-all up down load run test test-unit test-integration test-nodes test-compose test-suite test-multiarch verify bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -46,6 +46,9 @@ test-nodes: ## node containers behind the tunnel gateway (real Docker)
 
 test-compose: ## the compose dev cluster: make up, DNS, Services, logs/exec, restarts, down/up (real Docker)
 	hack/test.sh compose
+
+test-suite: ## the e2e suite on testcluster: every datastore backend, role upgrades, node partition, version skew (real Docker)
+	hack/test.sh suite
 
 test-multiarch: ## the arm64 apiserver and datastore images, emulated by qemu-user-static, reach /readyz
 	hack/test.sh multiarch

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test entry point of `make test` and CI.
-#   hack/test.sh all|unit|integration|nodes|compose|multiarch
+#   hack/test.sh all|unit|integration|nodes|compose|suite|multiarch
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Same compiler settings as hack/build.sh (no cgo, -trimpath), so vet, unit
@@ -53,6 +53,17 @@ if [ "$what" = all ] || [ "$what" = compose ]; then
   export KUBESPLIT_TAG=$KUBESPLIT_VERSION KUBESPLIT_BIN_DIR=$PWD/bin
   echo "== compose cluster (make up, load, restarts, down/up)"
   go test -count=1 -timeout 30m -v ./e2e/compose/... 2>&1 | tee /tmp/kubesplit-compose.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+_test.go)'
+  test "${PIPESTATUS[0]}" -eq 0
+fi
+if [ "$what" = all ] || [ "$what" = suite ]; then
+  if [ "$what" = suite ]; then
+    echo "== binaries and images"; hack/build.sh; hack/images.sh
+  fi
+  . hack/versions.env
+  # testcontainers-go on this machine: no reaper image to pull, no host guessing
+  export KUBESPLIT_TAG=$KUBESPLIT_VERSION TESTCONTAINERS_RYUK_DISABLED=true TESTCONTAINERS_HOST_OVERRIDE=127.0.0.1
+  echo "== e2e suite on testcluster (every backend, role upgrades, partition, version skew)"
+  (cd e2e/suite && GOWORK=off go test -count=1 -timeout 40m -v ./...) 2>&1 | tee /tmp/kubesplit-suite.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+_test.go)'
   test "${PIPESTATUS[0]}" -eq 0
 fi
 if [ "$what" = all ] || [ "$what" = multiarch ]; then
