@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make bench: control-plane benchmarks (SQLite vs embedded etcd, in one run),
 # then the node benchmarks (pod startup, agent RSS, exec via tunnel vs direct, reconnect),
-# then the compose cluster (make up to first pod and DNS, idle memory, image sizes).
+# then the compose cluster (make up to first pod and DNS, idle memory, image sizes),
+# then testcluster.Run to a ready cluster beside compose (median of 5).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export KUBESPLIT_BIN_DIR=$PWD/bin
@@ -11,3 +12,5 @@ hack/images.sh
 go run ./e2e/cmd/nodebench -out results
 # the compose dev cluster: cold and warm `make up`, idle memory, image sizes
 go run ./e2e/cmd/composebench -out results
+# testcluster.Run (1 and 3 nodes, median of 5) beside the compose cluster's `make up`
+(cd e2e/suite && GOWORK=off go run ./cmd/runbench -out ../../results -root ../..)

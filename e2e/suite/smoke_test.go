@@ -1,0 +1,67 @@
+package suite
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kubesplit/kubesplit/testcluster"
+)
+
+// TestSmokeOnEveryBackend runs the same scenario on each datastore backend:
+// start-up manifests applied, a Deployment served through its Service by
+// DNS name, logs through the tunnel, and acknowledged writes that survive a
+// restart of the datastore.
+func TestSmokeOnEveryBackend(t *testing.T) {
+	for _, b := range []testcluster.Backend{testcluster.BackendSQLite, testcluster.BackendEtcd, testcluster.BackendPostgres} {
+		t.Run(string(b), func(t *testing.T) {
+			c := run(t, testcluster.WithBackend(b), testcluster.WithManifests("testdata/team.yaml"))
+			ctx := context.Background()
+			cs := c.Client()
+
+			cm, err := cs.CoreV1().ConfigMaps("team-a").Get(ctx, "settings", metav1.GetOptions{})
+			if err != nil || cm.Data["greeting"] != "hello" {
+				t.Fatalf("start-up manifest not applied: %v %v", cm, err)
+			}
+			if got := c.Nodes(); len(got) != 1 || got[0] != "node-1" {
+				t.Fatalf("nodes %v", got)
+			}
+			if b == testcluster.BackendPostgres {
+				// the rows are in PostgreSQL, not in a file of the datastore
+				in, err := c.Container(testcluster.Postgres).Inspect(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				pw := ""
+				for _, e := range in.Config.Env {
+					if v, ok := strings.CutPrefix(e, "POSTGRES_PASSWORD="); ok {
+						pw = v
+					}
+				}
+				out, err := c.Exec(ctx, testcluster.Postgres, "env", "PGPASSWORD="+pw, "psql", "-h", "127.0.0.1", "-U", "kubesplit", "-d", "kubesplit", "-tAc",
+					"select count(*) from kine where name = '/registry/configmaps/team-a/settings'")
+				if err != nil || strings.TrimSpace(out) == "0" {
+					t.Fatalf("kine table in PostgreSQL: %q %v", out, err)
+				}
+			}
+
+			deployWeb(t, cs, 1, 300)
+			if got := fetchWeb(t, cs, "client", ""); !strings.HasPrefix(got, "web-") {
+				t.Fatalf("served by %q", got)
+			}
+			writeConfigMaps(t, cs, "smoke", 10)
+			if err := c.Restart(ctx, testcluster.Datastore); err != nil {
+				t.Fatal(err)
+			}
+			if n := countConfigMaps(t, cs, "smoke"); n != 10 {
+				t.Fatalf("%d of 10 acknowledged writes left after the datastore restarted", n)
+			}
+			logs, err := c.Logs(ctx, testcluster.Datastore)
+			if err != nil || !strings.Contains(logs, string(b)) {
+				t.Fatalf("the datastore's log does not mention its %s backend: %v", b, err)
+			}
+		})
+	}
+}
