@@ -113,6 +113,7 @@ type spec struct {
 	name     string // member name: role, node or "postgres"
 	image    string
 	cmd      []string
+	extra    []string // flags added by UpgradeRole or AddNode, after cmd
 	user     string
 	hostname string
 	networks []string // the first one gets ip, if set
@@ -421,7 +422,7 @@ func (c *Cluster) create(ctx context.Context, s spec) error {
 	req := testcontainers.ContainerRequest{
 		Name:       c.name(s.name),
 		Image:      s.image,
-		Cmd:        s.cmd,
+		Cmd:        append(slices.Clone(s.cmd), s.extra...),
 		User:       s.user,
 		Hostname:   s.hostname,
 		Labels:     mergeLabels(c.labels(), map[string]string{labelMember: s.name}),
@@ -610,15 +611,63 @@ func (c *Cluster) waitAPI(ctx context.Context) error {
 }
 
 func (c *Cluster) waitHealthy(ctx context.Context, role string) error {
+	watch := c.watchCrash(ctx, role)
 	return poll(ctx, role+" healthy", func(ctx context.Context) (bool, error) {
+		if err := watch(ctx); err != nil {
+			return false, err
+		}
 		_, err := c.exec(ctx, role, "/usr/local/bin/kubesplit-probe", health[role])
 		return err == nil, err
 	})
 }
 
+// stopPolling ends a poll at once.
+type stopPolling struct{ error }
+
+// watchCrash returns a check that fails once a member's container has
+// exited or restarted since watchCrash was called: a role or node that
+// refuses to start (a bad flag, a version-skew refusal) then fails the wait
+// at once, with the end of its log, instead of at the timeout.
+func (c *Cluster) watchCrash(ctx context.Context, name string) func(context.Context) error {
+	restarts := -1
+	if m := c.member(name); m != nil {
+		if in, err := m.ctr.Inspect(ctx); err == nil {
+			restarts = in.RestartCount
+		}
+	}
+	return func(ctx context.Context) error {
+		m := c.member(name)
+		if m == nil || restarts < 0 {
+			return nil
+		}
+		in, err := m.ctr.Inspect(ctx)
+		if err != nil || in.State == nil {
+			return nil
+		}
+		if in.RestartCount == restarts && in.State.Running && !in.State.Restarting {
+			return nil
+		}
+		logs, _ := c.Logs(ctx, name)
+		return stopPolling{fmt.Errorf("%s exited (code %d, %d restarts); its log ends:\n%s",
+			name, in.State.ExitCode, in.RestartCount-restarts, tail(logs, 15))}
+	}
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
 func (c *Cluster) waitNodes(ctx context.Context, names []string) error {
 	for _, n := range names {
+		watch := c.watchCrash(ctx, n)
 		if err := poll(ctx, "node "+n+" Ready", func(ctx context.Context) (bool, error) {
+			if err := watch(ctx); err != nil {
+				return false, err
+			}
 			node, err := c.client.CoreV1().Nodes().Get(ctx, n, metav1.GetOptions{})
 			if err != nil {
 				return false, err
@@ -650,6 +699,10 @@ func poll(ctx context.Context, what string, cond func(ctx context.Context) (bool
 		cancel()
 		if ok {
 			return nil
+		}
+		var stop stopPolling
+		if errors.As(err, &stop) {
+			return stop.error
 		}
 		if err != nil && !apierrors.IsNotFound(err) || last == nil {
 			last = err

@@ -103,8 +103,10 @@ func (c *Cluster) waitHeartbeat(ctx context.Context, name string, since time.Tim
 // UpgradeRole replaces a role's container with one from image (say,
 // "kubesplit/scheduler:v0.2.0"), keeping its data volume, flags, network
 // addresses and, for the apiserver, its port on 127.0.0.1; it returns once
-// the new container is healthy.
-func (c *Cluster) UpgradeRole(ctx context.Context, role, image string) error {
+// the new container is healthy, or with the end of its log if it exits.
+// extraArgs, if any, are added to the role's flags (replacing those of an
+// earlier UpgradeRole).
+func (c *Cluster) UpgradeRole(ctx context.Context, role, image string, extraArgs ...string) error {
 	if !c.isRole(role) {
 		return fmt.Errorf("testcluster: UpgradeRole(%q): not a role; roles are %s", role, strings.Join(Roles(), ", "))
 	}
@@ -116,7 +118,7 @@ func (c *Cluster) UpgradeRole(ctx context.Context, role, image string) error {
 		return fmt.Errorf("testcluster: UpgradeRole(%q): the role has no container", role)
 	}
 	s := m.spec
-	s.image = image
+	s.image, s.extra = image, extraArgs
 	c.opts.logf("testcluster %s: upgrading %s from %s to %s", c.ID, role, m.spec.image, image)
 	if err := c.remove(ctx, role); err != nil {
 		return fmt.Errorf("testcluster: %w", err)
@@ -128,10 +130,13 @@ func (c *Cluster) UpgradeRole(ctx context.Context, role, image string) error {
 	return c.waitBack(ctx, role, since)
 }
 
-// AddNode starts one more node, waits until it is Ready and returns its name.
-func (c *Cluster) AddNode(ctx context.Context) (string, error) {
+// AddNode starts one more node, waits until it is Ready and returns its
+// name. extraArgs are added to its agent's flags.
+func (c *Cluster) AddNode(ctx context.Context, extraArgs ...string) (string, error) {
 	name := c.newNodeName()
-	if err := c.create(ctx, c.nodeSpec(name)); err != nil {
+	s := c.nodeSpec(name)
+	s.extra = extraArgs
+	if err := c.create(ctx, s); err != nil {
 		return "", fmt.Errorf("testcluster: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.opts.timeout)
@@ -316,11 +321,7 @@ func (c *Cluster) logTails(ctx context.Context) string {
 		if err != nil {
 			continue
 		}
-		lines := strings.Split(strings.TrimRight(logs, "\n"), "\n")
-		if len(lines) > 25 {
-			lines = lines[len(lines)-25:]
-		}
-		fmt.Fprintf(&b, "\n---- %s (last %d lines) ----\n%s", n, len(lines), strings.Join(lines, "\n"))
+		fmt.Fprintf(&b, "\n---- %s (log end) ----\n%s", n, tail(logs, 25))
 	}
 	return b.String()
 }

@@ -51,6 +51,12 @@ func run(t *testing.T, opts ...testcluster.Option) *testcluster.Cluster {
 	}
 	testcluster.Cleanup(t, c)
 	t.Logf("cluster %s ready in %.1fs", c.ID, time.Since(start).Seconds())
+	// the test image, as a user's locally built image gets there
+	if len(c.Nodes()) > 0 {
+		if err := c.LoadImages(context.Background(), testapp()); err != nil {
+			t.Fatal(err)
+		}
+	}
 	return c
 }
 
