@@ -439,8 +439,6 @@ func (c *Cluster) create(ctx context.Context, s spec) error {
 		for _, n := range s.networks {
 			req.NetworkAliases[n] = []string{s.name}
 		}
-	} else {
-		req.HostConfigModifier = func(hc *container.HostConfig) { hc.NetworkMode = "none" }
 	}
 	if s.ip.IsValid() {
 		first := s.networks[0]
@@ -454,23 +452,26 @@ func (c *Cluster) create(ctx context.Context, s spec) error {
 	}
 	if s.publish {
 		req.ExposedPorts = []string{apiPort}
-		port := strconv.Itoa(c.hostPort)
-		req.HostConfigModifier = func(hc *container.HostConfig) {
+	}
+	port := strconv.Itoa(c.hostPort)
+	// (a HostConfigModifier replaces testcontainers' default one, which sets
+	// nothing this package uses)
+	req.HostConfigModifier = func(hc *container.HostConfig) {
+		hc.NetworkMode = "none"
+		if len(s.networks) > 0 {
+			hc.NetworkMode = container.NetworkMode(s.networks[0])
+		}
+		if s.publish {
+			// a fixed host port: it must survive restarts and upgrades
 			hc.PortBindings = network.PortMap{network.MustParsePort(apiPort): {{
 				HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: port}}}
 		}
-	}
-	if s.node {
-		req.HostConfigModifier = nodeHostConfig
-	}
-	if s.name != "init" {
-		// like the compose file: a role that exits (say, the datastore before
-		// PostgreSQL answers) comes back; Stop is a manual stop and sticks
-		prev := req.HostConfigModifier
-		req.HostConfigModifier = func(hc *container.HostConfig) {
-			if prev != nil {
-				prev(hc)
-			}
+		if s.node {
+			nodeHostConfig(hc)
+		}
+		if s.name != "init" {
+			// like the compose file: a role that exits (say, the datastore
+			// before PostgreSQL answers) comes back; Stop is a manual stop and sticks
 			hc.RestartPolicy = container.RestartPolicy{Name: container.RestartPolicyUnlessStopped}
 		}
 	}
