@@ -5,7 +5,6 @@ package component
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -93,33 +92,16 @@ func (c *Common) UpstreamArgs(d layout.Dir) []string {
 }
 
 // CheckSkew waits for the apiserver to answer and refuses to start a role the
-// version-skew policy forbids.
+// version-skew policy forbids (a *version.SkewError).
 func (c *Common) CheckSkew(ctx context.Context, log io.Writer) error {
 	own := version.Kubernetes
 	if c.FakeVersion != "" {
 		own = c.FakeVersion
 	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-	defer cancel()
-	start := time.Now()
-	for {
-		apiVersion, err := skew.APIServerVersion(ctx, c.Kubeconfig)
-		if err == nil {
-			return version.CheckSkew(c.SkewRole, own, apiVersion)
-		}
-		if errors.Is(err, skew.ErrUnauthorized) {
-			return err
-		}
-		if time.Since(start) > 10*time.Second {
-			fmt.Fprintf(log, "%s: waiting for the apiserver to check version skew: %v\n", c.Role, err)
-			start = time.Now()
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("apiserver did not answer for the version-skew check: %w", err)
-		case <-time.After(time.Second):
-		}
-	}
+	_, err := skew.Check(ctx, c.Kubeconfig, c.SkewRole, own, func(err error) {
+		fmt.Fprintf(log, "%s: waiting for the apiserver to check version skew: %v\n", c.Role, err)
+	})
+	return err
 }
 
 // Lease holds the leader-election timings (upstream defaults: 15s/10s/2s).

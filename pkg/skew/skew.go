@@ -1,5 +1,6 @@
 // Package skew asks the apiserver for its version, for the version-skew check
-// every role makes before it starts.
+// every role (and the node agent, for its kubelet and kube-proxy) makes before
+// it starts.
 package skew
 
 import (
@@ -7,26 +8,93 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/kubesplit/kubesplit/pkg/version"
 )
 
 // ErrUnauthorized means the role's credentials were refused: retrying will not help.
 var ErrUnauthorized = errors.New("the apiserver refused this role's credentials")
 
-// APIServerVersion returns the apiserver's gitVersion, using kubeconfig.
-func APIServerVersion(ctx context.Context, kubeconfig string) (string, error) {
-	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-	if err != nil {
-		return "", fmt.Errorf("loading %s: %w", kubeconfig, err)
-	}
-	cs, err := kubernetes.NewForConfig(cfg)
+const (
+	// Timeout bounds how long Check waits for the apiserver to answer.
+	Timeout = 5 * time.Minute
+	// attemptTimeout bounds one /version request (a relay that accepts the
+	// connection and then hangs must not use up the whole wait).
+	attemptTimeout = 10 * time.Second
+	retryInterval  = time.Second
+	// reportInterval is how often Check reports that it is still waiting.
+	reportInterval = 10 * time.Second
+)
+
+// Check waits for the apiserver to answer /version (through kubeconfig) and
+// applies version.CheckSkew to role at roleVersion. It returns the
+// apiserver's version, and a *version.SkewError when the policy forbids the
+// pair. Transient errors (apiserver not answering, 5xx, 403 while its RBAC
+// is set up) are retried every second for up to Timeout (or until ctx
+// ends), and passed to waiting, if not nil, about every 10 seconds; refused
+// credentials (ErrUnauthorized) and an unreadable kubeconfig are not retried.
+func Check(ctx context.Context, kubeconfig string, role version.Role, roleVersion string, waiting func(error)) (string, error) {
+	rc, err := restClient(kubeconfig)
 	if err != nil {
 		return "", err
 	}
-	body, err := cs.Discovery().RESTClient().Get().AbsPath("/version").Do(ctx).Raw()
+	wctx, cancel := context.WithTimeout(ctx, Timeout)
+	defer cancel()
+	lastReport := time.Now()
+	for {
+		actx, acancel := context.WithTimeout(wctx, attemptTimeout)
+		apiVersion, err := serverVersion(actx, rc)
+		acancel()
+		if err == nil {
+			return apiVersion, version.CheckSkew(role, roleVersion, apiVersion)
+		}
+		if errors.Is(err, ErrUnauthorized) {
+			return "", err
+		}
+		if waiting != nil && time.Since(lastReport) >= reportInterval {
+			waiting(err)
+			lastReport = time.Now()
+		}
+		select {
+		case <-wctx.Done():
+			if ctx.Err() != nil {
+				return "", ctx.Err()
+			}
+			return "", fmt.Errorf("the apiserver did not answer /version for the version-skew check within %s: %w", Timeout, err)
+		case <-time.After(retryInterval):
+		}
+	}
+}
+
+// APIServerVersion returns the apiserver's gitVersion, using kubeconfig (one attempt).
+func APIServerVersion(ctx context.Context, kubeconfig string) (string, error) {
+	rc, err := restClient(kubeconfig)
+	if err != nil {
+		return "", err
+	}
+	return serverVersion(ctx, rc)
+}
+
+func restClient(kubeconfig string) (rest.Interface, error) {
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("loading %s: %w", kubeconfig, err)
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return cs.Discovery().RESTClient(), nil
+}
+
+func serverVersion(ctx context.Context, rc rest.Interface) (string, error) {
+	body, err := rc.Get().AbsPath("/version").Do(ctx).Raw()
 	if err != nil {
 		// 403 is retried: while the apiserver starts, its default RBAC
 		// (public-info-viewer) may not be in place yet

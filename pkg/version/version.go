@@ -59,10 +59,25 @@ const (
 	RoleKubeProxy   Role = "kube-proxy"
 )
 
+// SkewError is a version-skew policy violation: restarting will not help,
+// one of the two sides has to be upgraded.
+type SkewError struct {
+	Role             Role
+	RoleVersion      string
+	APIServerVersion string
+	msg              string
+}
+
+func (e *SkewError) Error() string { return e.msg }
+
 // CheckSkew applies Kubernetes' version-skew policy between a role and the
 // apiserver it talks to (https://kubernetes.io/releases/version-skew-policy/):
 // scheduler and controllers may be at most one minor older and never newer;
 // kubelet and kube-proxy may be up to three minors older and never newer.
+// A violation is a *SkewError whose message names both versions, the rule,
+// the allowed range and what to upgrade, for example:
+//
+//	kubelet v1.32.1 is too old for apiserver v1.36.3: by the Kubernetes version-skew policy the kubelet must not be newer than the apiserver nor more than three minors older (allowed: v1.33 to v1.36); upgrade the node agent (kubesplit-node, which runs the kubelet and kube-proxy) to v1.33 or later
 func CheckSkew(role Role, roleVersion, apiserverVersion string) error {
 	r, err := ParseMinor(roleVersion)
 	if err != nil {
@@ -72,20 +87,43 @@ func CheckSkew(role Role, roleVersion, apiserverVersion string) error {
 	if err != nil {
 		return err
 	}
-	maxOlder := 1
-	rule := "scheduler and controllers must not be newer than the apiserver nor more than one minor older"
+	maxOlder, older := 1, "one minor"
 	if role == RoleKubelet || role == RoleKubeProxy {
-		maxOlder = 3
-		rule = string(role) + " must not be newer than the apiserver nor more than three minors older"
+		maxOlder, older = 3, "three minors"
 	}
-	if r.Major != a.Major {
-		return fmt.Errorf("%s %s cannot run against apiserver %s: major versions differ (%s)", role, roleVersion, apiserverVersion, rule)
+	lowest := Minor{a.Major, max(a.Minor-maxOlder, 0)}
+	allowed := fmt.Sprintf("v%s to v%s", lowest, a)
+	rule := fmt.Sprintf("by the Kubernetes version-skew policy %s must not be newer than the apiserver nor more than %s older (allowed: %s)",
+		role.subject(), older, allowed)
+	fail := func(format string, args ...any) error {
+		return &SkewError{Role: role, RoleVersion: roleVersion, APIServerVersion: apiserverVersion, msg: fmt.Sprintf(format, args...)}
 	}
-	if r.Minor > a.Minor {
-		return fmt.Errorf("%s %s is newer than apiserver %s: %s; upgrade the apiserver first", role, roleVersion, apiserverVersion, rule)
-	}
-	if a.Minor-r.Minor > maxOlder {
-		return fmt.Errorf("%s %s is too old for apiserver %s: %s; upgrade the %s", role, roleVersion, apiserverVersion, rule, role)
+	switch {
+	case r.Major != a.Major:
+		return fail("%s %s cannot run against apiserver %s: major versions differ; %s", role, roleVersion, apiserverVersion, rule)
+	case r.Minor > a.Minor:
+		return fail("%s %s is newer than apiserver %s: %s; upgrade the apiserver first, or run %s at %s",
+			role, roleVersion, apiserverVersion, rule, role.upgradee(), allowed)
+	case a.Minor-r.Minor > maxOlder:
+		return fail("%s %s is too old for apiserver %s: %s; upgrade %s to v%s or later",
+			role, roleVersion, apiserverVersion, rule, role.upgradee(), lowest)
 	}
 	return nil
+}
+
+// subject names the role in the rule.
+func (r Role) subject() string {
+	if r == RoleKubeProxy {
+		return string(r)
+	}
+	return "the " + string(r)
+}
+
+// upgradee names what the operator replaces: the kubelet and kube-proxy are
+// both part of the node agent.
+func (r Role) upgradee() string {
+	if r == RoleKubelet || r == RoleKubeProxy {
+		return "the node agent (kubesplit-node, which runs the kubelet and kube-proxy)"
+	}
+	return r.subject()
 }

@@ -29,6 +29,8 @@ import (
 	"github.com/kubesplit/kubesplit/node/internal/cni"
 	"github.com/kubesplit/kubesplit/node/tunnel"
 	"github.com/kubesplit/kubesplit/pkg/jointoken"
+	"github.com/kubesplit/kubesplit/pkg/skew"
+	"github.com/kubesplit/kubesplit/pkg/version"
 )
 
 // APIServerName is the TLS server name that makes the gateway relay a
@@ -86,6 +88,10 @@ func Run(ctx context.Context, c Config, tok jointoken.Token, log *slog.Logger) e
 	// Client certificate first (TLS bootstrap through the gateway), so that
 	// kubelet, kube-proxy, overlay and tunnel all start with the node's identity.
 	if err := c.bootstrapClient(ctx, tok, log); err != nil {
+		return err
+	}
+	// before the kubelet and kube-proxy start: refuse an apiserver they must not run with
+	if err := c.checkSkew(ctx, log); err != nil {
 		return err
 	}
 	restCfg, err := clientcmd.BuildConfigFromFlags("", c.kubeletKubeconfig())
@@ -282,6 +288,26 @@ func (c *Config) checkToken(ctx context.Context, tok jointoken.Token, log *slog.
 		}
 		time.Sleep(time.Second)
 	}
+}
+
+// checkSkew asks the apiserver (through the gateway, with the node's client
+// certificate) for its version and refuses, with a *version.SkewError, a
+// kubelet the version-skew policy forbids. kube-proxy is the same binary and
+// version and has the same rule, so the kubelet's check covers it. An
+// apiserver that does not answer is waited for up to skew.Timeout.
+func (c *Config) checkSkew(ctx context.Context, log *slog.Logger) error {
+	own := version.Kubernetes
+	if c.FakeKubernetesVersion != "" {
+		own = c.FakeKubernetesVersion
+	}
+	apiVersion, err := skew.Check(ctx, c.kubeletKubeconfig(), version.RoleKubelet, own, func(err error) {
+		log.Info("waiting for the apiserver to check version skew", "err", err)
+	})
+	if err != nil {
+		return err
+	}
+	log.Info("version skew checked", "kubelet", own, "apiserver", apiVersion)
+	return nil
 }
 
 // clientCert reads the kubelet's current client certificate (it rotates).

@@ -42,6 +42,9 @@ type Config struct {
 	PauseImage    string
 	LogLevel      string
 	KubeletArgs   []string // extra kubelet flags, after "--"
+	// FakeKubernetesVersion replaces the kubelet's Kubernetes version in the
+	// version-skew check (tests only).
+	FakeKubernetesVersion string
 }
 
 // AddFlags registers the agent's flags.
@@ -69,6 +72,8 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.VXLANPort, "vxlan-port", 8472, "UDP port of the pod overlay")
 	fs.StringVar(&c.PauseImage, "pause-image", DefaultPauseImage, "pod sandbox image (preloaded from --images-dir)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.FakeKubernetesVersion, "fake-kubernetes-version", "", "pretend the kubelet and kube-proxy are this Kubernetes version in the version-skew check (testing only)")
+	_ = fs.MarkHidden("fake-kubernetes-version")
 }
 
 // Validate checks the flags and fills defaults. Errors name the flag and the fix.

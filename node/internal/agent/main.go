@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os/signal"
 	"syscall"
 
@@ -13,8 +14,9 @@ import (
 	"github.com/kubesplit/kubesplit/pkg/version"
 )
 
-// ExitConfig is the agent's exit code for a configuration error (the
-// supervisor does not restart it); any other failure is retried.
+// ExitConfig is the agent's exit code for a configuration error, and for a
+// kubelet the version-skew policy forbids with this apiserver (the supervisor
+// does not restart it); any other failure is retried.
 const ExitConfig = 2
 
 const exitConfig = ExitConfig
@@ -70,9 +72,22 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	log := logging.New("node", stderr, level)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := Run(ctx, c, tok, log); err != nil {
+	return exitCode(Run(ctx, c, tok, log), stderr, log)
+}
+
+// exitCode reports Run's error: a version-skew violation is one plain line
+// naming both versions, the rule and what to upgrade, and exits with
+// ExitConfig, since restarting cannot help.
+func exitCode(err error, stderr io.Writer, log *slog.Logger) int {
+	var skewErr *version.SkewError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &skewErr):
+		fmt.Fprintf(stderr, "kubesplit-node: %v\n", skewErr)
+		return exitConfig
+	default:
 		log.Error("node agent failed", "err", err)
 		return 1
 	}
-	return 0
 }
