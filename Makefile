@@ -2,10 +2,10 @@
 SHELL := /usr/bin/env bash
 DATASTORE ?= sqlite
 
-.PHONY: help deps build images images-all up down load run test test-unit test-integration test-nodes test-compose test-suite test-multiarch verify bench clean
+.PHONY: help deps build images images-all up down load run test test-unit test-integration test-nodes test-compose test-e2eframework test-suite test-multiarch verify bench clean
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
 deps: ## install what builds and tests need (Debian packages; run as root)
 	hack/deps.sh
@@ -46,6 +46,9 @@ test-nodes: ## node containers behind the tunnel gateway (real Docker)
 
 test-compose: ## the compose dev cluster: make up, DNS, Services, logs/exec, restarts, down/up (real Docker)
 	hack/test.sh compose
+
+test-e2eframework: ## a sigs.k8s.io/e2e-framework suite on the kubesplit cluster provider (testcluster/e2eframework; real Docker)
+	hack/test.sh e2eframework
 
 test-suite: ## the e2e suite on testcluster: every datastore backend, role upgrades, node partition, version skew (real Docker)
 	hack/test.sh suite

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test entry point of `make test` and CI.
-#   hack/test.sh all|unit|integration|nodes|compose|suite|multiarch
+#   hack/test.sh all|unit|integration|nodes|compose|e2eframework|suite|multiarch
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Same compiler settings as hack/build.sh (no cgo, -trimpath), so vet, unit
@@ -53,6 +53,16 @@ if [ "$what" = all ] || [ "$what" = compose ]; then
   export KUBESPLIT_TAG=$KUBESPLIT_VERSION KUBESPLIT_BIN_DIR=$PWD/bin
   echo "== compose cluster (make up, load, restarts, down/up)"
   go test -count=1 -timeout 30m -v ./e2e/compose/... 2>&1 | tee /tmp/kubesplit-compose.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+_test.go)'
+  test "${PIPESTATUS[0]}" -eq 0
+fi
+if [ "$what" = all ] || [ "$what" = e2eframework ]; then
+  if [ "$what" = e2eframework ]; then
+    echo "== binaries and images"; hack/build.sh; hack/images.sh
+  fi
+  . hack/versions.env
+  echo "== sigs.k8s.io/e2e-framework suite on the kubesplit provider (testcluster/e2eframework)"
+  (cd testcluster/e2eframework && TESTCONTAINERS_RYUK_DISABLED=true TESTCONTAINERS_HOST_OVERRIDE=127.0.0.1 KUBESPLIT_TAG=$KUBESPLIT_VERSION \
+    GOWORK=off go test -count=1 -timeout 15m -v ./...) 2>&1 | tee /tmp/kubesplit-e2eframework.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+_test.go)'
   test "${PIPESTATUS[0]}" -eq 0
 fi
 if [ "$what" = all ] || [ "$what" = suite ]; then
