@@ -505,7 +505,12 @@ func (c *Cluster) create(ctx context.Context, s spec) error {
 func nodeHostConfig(hc *container.HostConfig) {
 	hc.CapAdd = []string{"ALL"}
 	hc.CapDrop = []string{"SYS_RESOURCE"}
-	hc.SecurityOpt = []string{"seccomp=unconfined", "apparmor=unconfined", "systempaths=unconfined"}
+	hc.SecurityOpt = []string{"seccomp=unconfined", "apparmor=unconfined"}
+	// `docker run --security-opt systempaths=unconfined` is a CLI option: the
+	// Engine API refuses it in SecurityOpt ("invalid --security-opt"); the CLI
+	// sends empty (not absent) masked and read-only path lists instead
+	hc.MaskedPaths = []string{}
+	hc.ReadonlyPaths = []string{}
 	hc.Devices = []container.DeviceMapping{{PathOnHost: "/dev/kmsg", PathInContainer: "/dev/kmsg", CgroupPermissions: "rwm"}}
 	hc.Mounts = append(hc.Mounts, mount.Mount{Type: mount.TypeBind, Source: "/sys/fs/cgroup", Target: "/sys/fs/cgroup"})
 	hc.Tmpfs = map[string]string{"/run": "", "/tmp": ""}
