@@ -234,12 +234,18 @@ func (c *Cluster) createNetworks(ctx context.Context) error {
 	}
 	c.control = name
 	// edge gets a subnet of ours so the gateway keeps its address when it is
-	// restarted or upgraded: the apiserver advertises that address to pods
+	// restarted or upgraded: the apiserver advertises that address to pods.
+	// The nodes' addresses come from the upper half only: a node started
+	// before the gateway (they start together), or while it is stopped,
+	// would otherwise take .2 and the gateway fail "Address already in use"
 	name = c.name("edge")
 	for attempt := 0; ; attempt++ {
 		subnet := pickSubnet()
+		upper := subnet.Addr().As4()
+		upper[3] = 128
+		dynamic := netip.PrefixFrom(netip.AddrFrom4(upper), 25)
 		_, err := c.docker.NetworkCreate(ctx, name, client.NetworkCreateOptions{Driver: "bridge", Internal: true,
-			Labels: c.labels(), IPAM: &network.IPAM{Config: []network.IPAMConfig{{Subnet: subnet}}}})
+			Labels: c.labels(), IPAM: &network.IPAM{Config: []network.IPAMConfig{{Subnet: subnet, IPRange: dynamic}}}})
 		if err == nil {
 			c.edge, c.edgeSubnet = name, subnet
 			c.gatewayIP = subnet.Addr().Next().Next() // .1 is the bridge
