@@ -626,7 +626,8 @@ func (c *Cluster) StopNode(ctx context.Context, node *support.Node, args ...stri
 // ListNode lists the control-plane roles (Role "control-plane"), the
 // PostgreSQL server of the postgres backend (Role "datastore-backend") and
 // the nodes (Role "worker"), with their container's state ("running",
-// "exited", ...) and first IP address. args are ignored.
+// "exited", ...) and IP address (the tunnel gateway's: its edge one). args
+// are ignored.
 func (c *Cluster) ListNode(ctx context.Context, args ...string) ([]support.Node, error) {
 	tc, err := c.running()
 	if err != nil {
@@ -648,7 +649,10 @@ func (c *Cluster) ListNode(ctx context.Context, args ...string) ([]support.Node,
 			if st, err := ctr.State(ctx); err == nil && st != nil {
 				node.State = string(st.Status)
 			}
-			if ip, err := ctr.ContainerIP(ctx); err == nil {
+			if n == testcluster.TunnelGateway {
+				// on two networks; its edge address is the one nodes and pods use
+				node.IP = net.ParseIP(tc.GatewayIP())
+			} else if ip, err := ctr.ContainerIP(ctx); err == nil {
 				node.IP = net.ParseIP(ip)
 			}
 		}

@@ -58,8 +58,8 @@ func TestNodeLifecycle(t *testing.T) {
 			}
 			var workers []string
 			for _, n := range nodes {
-				if n.State != "running" {
-					t.Errorf("%s (%s) is %q", n.Name, n.Role, n.State)
+				if n.State != "running" || n.IP == nil {
+					t.Errorf("%s (%s) is %q, address %v", n.Name, n.Role, n.State, n.IP)
 				}
 				if n.Role == "worker" {
 					workers = append(workers, n.Name)
