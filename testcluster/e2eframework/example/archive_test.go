@@ -12,6 +12,7 @@ import (
 	"github.com/kubesplit/kubesplit/testcluster/e2eframework"
 	"github.com/moby/moby/client"
 	"github.com/testcontainers/testcontainers-go"
+	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/e2e-framework/pkg/envconf"
 	"sigs.k8s.io/e2e-framework/pkg/envfuncs"
 	"sigs.k8s.io/e2e-framework/pkg/features"
@@ -82,4 +83,39 @@ func save(ctx context.Context, docker *testcontainers.DockerClient, ref, path st
 		err = cerr
 	}
 	return err
+}
+
+// TestKubeconfigAccessors checks GenerateKubeconfig, GetKubectlContext,
+// KubernetesRestConfig and WaitForControlPlane on the running cluster.
+func TestKubeconfigAccessors(t *testing.T) {
+	f := features.New("kubeconfig accessors").
+		WithLabel("provider", "kubesplit").
+		Assess("a generated kubeconfig names the context and server of the REST config", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+			p, _ := envfuncs.GetClusterFromContext(ctx, clusterName)
+			path, err := p.GenerateKubeconfig()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if path != p.GetKubeconfig() || path == cfg.KubeconfigFile() {
+				t.Fatalf("generated %s; GetKubeconfig %s; suite's %s", path, p.GetKubeconfig(), cfg.KubeconfigFile())
+			}
+			kc, err := clientcmd.LoadFromFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			kctx, ok := kc.Contexts[p.GetKubectlContext()]
+			if !ok || kc.CurrentContext != p.GetKubectlContext() {
+				t.Fatalf("context %q not current in %s", p.GetKubectlContext(), path)
+			}
+			if server := kc.Clusters[kctx.Cluster].Server; server != p.KubernetesRestConfig().Host {
+				t.Fatalf("server %s, REST config %s", server, p.KubernetesRestConfig().Host)
+			}
+			t.Logf("context %s, server %s", p.GetKubectlContext(), p.KubernetesRestConfig().Host)
+			if err := p.WaitForControlPlane(ctx, cfg.Client()); err != nil {
+				t.Fatal(err)
+			}
+			return ctx
+		}).
+		Feature()
+	testenv.Test(t, f)
 }
