@@ -194,9 +194,9 @@ func (c *Cluster) start(ctx context.Context) error {
 		return err
 	}
 
-	// the roles and the postgres server start together; the nodes too, once
-	// the gateway's container exists (its edge address is fixed, so the
-	// apiserver can advertise it without waiting for it)
+	// everything starts at once: the gateway's edge address is fixed (and
+	// kept out of the nodes' address range), so the apiserver can advertise
+	// it before the gateway runs, and every part retries its peers')
 	var specs []spec
 	if c.opts.backend == BackendPostgres {
 		specs = append(specs, c.postgresSpec())

@@ -2,6 +2,8 @@ package testcluster
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -137,7 +139,8 @@ func (c *Cluster) AddNode(ctx context.Context, extraArgs ...string) (string, err
 	s := c.nodeSpec(name)
 	s.extra = extraArgs
 	if err := c.create(ctx, s); err != nil {
-		return "", fmt.Errorf("testcluster: %w", err)
+		// the name still matters if a container was made: RemoveNode(name)
+		return name, fmt.Errorf("testcluster: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.opts.timeout)
 	defer cancel()
@@ -269,7 +272,12 @@ func (c *Cluster) LoadImages(ctx context.Context, images ...string) error {
 	}
 	sorted := slices.Clone(images)
 	slices.Sort(sorted)
-	file := nodeImagesDir + "/" + unsafeFileChars.ReplaceAllString(strings.Join(sorted, "_"), "_") + ".tar"
+	file := unsafeFileChars.ReplaceAllString(strings.Join(sorted, "_"), "_")
+	if len(file) > 100 { // file names end at 255 bytes
+		sum := sha256.Sum256([]byte(file))
+		file = file[:80] + "-" + hex.EncodeToString(sum[:8])
+	}
+	file = nodeImagesDir + "/" + file + ".tar"
 	// the images volume is shared by the nodes: one copy, then every node imports it
 	m := c.member(nodes[0])
 	if err := m.ctr.CopyFileToContainer(ctx, tmp.Name(), file, 0o644); err != nil {
