@@ -64,12 +64,13 @@ func waitFor(t *testing.T, what string, timeout time.Duration, cond func(ctx con
 	t.Helper()
 	var last error
 	err := wait.PollUntilContextTimeout(context.Background(), 500*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+		// cond may explain a false with an error; a true ends the wait
 		ok, err := cond(ctx)
-		if err != nil {
-			last = err
-			return false, nil
+		if ok {
+			return true, nil
 		}
-		return ok, nil
+		last = err
+		return false, nil
 	})
 	if err != nil {
 		t.Fatalf("%s: not within %s (last error: %v)", what, timeout, last)
@@ -214,17 +215,24 @@ func podLogs(ctx context.Context, cs kubernetes.Interface, name string) (string,
 }
 
 // fetchWeb has a client pod fetch the web Service by its DNS name; the
-// answer is the name of the web pod that served it.
+// answer is the name of the web pod that served it. A Service is served
+// once kube-proxy has programmed it, a moment after its endpoints are
+// ready: until then a connection is refused, so a refusal is retried for
+// up to 30 s, with a new pod each time.
 func fetchWeb(t *testing.T, cs kubernetes.Interface, name, node string) string {
 	t.Helper()
-	out, err := runPod(t, cs, name, node, "get", "http://web.default.svc.cluster.local/")
-	if err != nil {
-		t.Fatal(err)
+	deadline := time.Now().Add(30 * time.Second)
+	for i := 1; ; i++ {
+		out, err := runPod(t, cs, fmt.Sprintf("%s-%d", name, i), node, "get", "http://web.default.svc.cluster.local/")
+		if err == nil && strings.HasPrefix(out, "web-") {
+			return out
+		}
+		if time.Now().After(deadline) || (err == nil) || !strings.Contains(err.Error(), "connection refused") {
+			t.Fatalf("fetching the web Service by name: %q %v", out, err)
+		}
+		t.Logf("attempt %d: %v", i, err)
+		time.Sleep(time.Second)
 	}
-	if !strings.HasPrefix(out, "web-") {
-		t.Fatalf("the web Service answered %q, want a web pod's name", out)
-	}
-	return out
 }
 
 // docker runs the docker CLI (for what a test does beside the cluster, such
