@@ -565,17 +565,24 @@ func (c *Cluster) exec(ctx context.Context, name string, cmd ...string) (string,
 
 // waitReady waits for what Run promises.
 func (c *Cluster) waitReady(ctx context.Context) error {
+	t0 := time.Now()
+	step := func(what string) {
+		c.opts.logf("testcluster %s: %s after %.1fs", c.ID, what, time.Since(t0).Seconds())
+	}
 	if err := c.waitAPI(ctx); err != nil {
 		return err
 	}
+	step("API ready")
 	for _, r := range Roles() {
 		if err := c.waitHealthy(ctx, r); err != nil {
 			return err
 		}
 	}
+	step("roles healthy")
 	if err := c.waitNodes(ctx, c.Nodes()); err != nil {
 		return err
 	}
+	step("nodes Ready")
 	if err := poll(ctx, "the default ServiceAccount", func(ctx context.Context) (bool, error) {
 		_, err := c.client.CoreV1().ServiceAccounts("default").Get(ctx, "default", metav1.GetOptions{})
 		return err == nil, err
@@ -601,6 +608,7 @@ func (c *Cluster) waitReady(ctx context.Context) error {
 		}); err != nil {
 			return err
 		}
+		step("CoreDNS available")
 	}
 	return nil
 }
