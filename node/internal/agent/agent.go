@@ -116,6 +116,9 @@ func Run(ctx context.Context, c Config, tok jointoken.Token, log *slog.Logger) e
 		Client: client, NodeName: c.NodeName, NodeIP: net.ParseIP(c.NodeIP),
 		ClusterCIDR: c.ClusterCIDR, VNI: c.VXLANID, Port: c.VXLANPort,
 		CNIConfDir: c.cniConfDir(), Log: log.With("part", "overlay"),
+		BeforeReady: func(ctx context.Context) {
+			waitProxySynced(ctx, "http://127.0.0.1:10249/metrics", time.Minute, log.With("part", "overlay"))
+		},
 	}
 	go func() {
 		if err := overlay.Run(ctx); err != nil && ctx.Err() == nil {

@@ -55,6 +55,10 @@ type Overlay struct {
 	VNI, Port   int
 	CNIConfDir  string
 	Log         *slog.Logger
+	// BeforeReady, if set, runs before the CNI configuration is written,
+	// i.e. before the node can turn Ready (the agent waits there for
+	// kube-proxy's first sync).
+	BeforeReady func(ctx context.Context)
 
 	link     netlink.Link
 	podCIDR  *net.IPNet
@@ -81,6 +85,9 @@ func (o *Overlay) Run(ctx context.Context) error {
 	}
 	if err := ensureMasquerade(o.ClusterCIDR); err != nil {
 		return err
+	}
+	if o.BeforeReady != nil {
+		o.BeforeReady(ctx)
 	}
 	if err := o.writeCNIConfig(mtu); err != nil {
 		return err
