@@ -27,7 +27,7 @@ const (
 	// attemptTimeout bounds one /version request (a relay that accepts the
 	// connection and then hangs must not use up the whole wait).
 	attemptTimeout = 10 * time.Second
-	retryInterval  = time.Second
+	retryInterval  = 250 * time.Millisecond
 	// reportInterval is how often Check reports that it is still waiting.
 	reportInterval = 10 * time.Second
 )

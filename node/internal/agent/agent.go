@@ -160,11 +160,13 @@ func (c *Config) ensureCA(ctx context.Context, tok jointoken.Token, log *slog.Lo
 		var err error
 		for attempt := 0; ; attempt++ {
 			cert, err = jointoken.FetchCA(ctx, c.Gateway, tok)
-			if err == nil || errors.Is(err, jointoken.ErrPinMismatch) || attempt == 30 || ctx.Err() != nil {
+			if err == nil || errors.Is(err, jointoken.ErrPinMismatch) || attempt == 120 || ctx.Err() != nil {
 				break
 			}
-			log.Info("waiting for the gateway", "err", err)
-			time.Sleep(2 * time.Second)
+			if attempt%4 == 0 {
+				log.Info("waiting for the gateway", "err", err)
+			}
+			time.Sleep(500 * time.Millisecond)
 		}
 		if err != nil {
 			return nil, err
@@ -258,38 +260,41 @@ func (c *Config) checkToken(ctx context.Context, tok jointoken.Token, log *slog.
 	if err != nil {
 		return err
 	}
+	// polled every 250ms: each second saved here is a second off a node's join
+	const poll = 250 * time.Millisecond
+	readyBy := time.Now().Add(time.Minute)
 	for attempt := 0; ; attempt++ {
 		_, err := anonClient.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
 		if err == nil {
 			break
 		}
-		if attempt >= 60 || ctx.Err() != nil {
+		if time.Now().After(readyBy) || ctx.Err() != nil {
 			return fmt.Errorf("cannot reach a ready apiserver through %s: %w", c.Gateway, err)
 		}
-		if attempt%5 == 0 {
+		if attempt%20 == 0 {
 			log.Info("waiting for the apiserver through the gateway", "err", err)
 		}
-		time.Sleep(time.Second)
+		time.Sleep(poll)
 	}
-	const refusalGrace = 10
+	refusedBy, reachBy := time.Now().Add(10*time.Second), time.Now().Add(30*time.Second)
 	for attempt := 0; ; attempt++ {
 		_, err = client.Discovery().ServerVersion()
 		switch {
 		case err == nil:
 			return nil
-		case apierrors.IsUnauthorized(err) && attempt >= refusalGrace:
+		case apierrors.IsUnauthorized(err) && time.Now().After(refusedBy):
 			return fmt.Errorf("the apiserver refused join token %s: it is expired, revoked or wrong "+
 				"(list tokens with `kubesplit token list`, create one with `kubesplit token create`)", tok.ID)
 		case apierrors.IsUnauthorized(err):
 			if attempt == 0 {
 				log.Info("join token not accepted yet; retrying for a few seconds", "token", tok.ID)
 			}
-		case attempt >= 30 || ctx.Err() != nil:
+		case time.Now().After(reachBy) || ctx.Err() != nil:
 			return fmt.Errorf("cannot reach the apiserver through %s: %w", c.Gateway, err)
-		default:
+		case attempt%20 == 0:
 			log.Info("waiting for the apiserver through the gateway", "err", err)
 		}
-		time.Sleep(time.Second)
+		time.Sleep(poll)
 	}
 }
 
