@@ -90,6 +90,13 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	upstream := append(c.UpstreamArgs(d), lease.UpstreamArgs()...)
 	upstream = append(upstream,
 		"--use-service-account-credentials=true",
+		// each controller's own service-account client is made at start
+		// (a ServiceAccount and a token request apiece) through the root
+		// client: at upstream's 20 QPS that alone held the CSR signer, so
+		// every node's join, ~5 s after the lease; a small control plane
+		// can take the burst
+		"--kube-api-qps=100",
+		"--kube-api-burst=200",
 		"--service-account-private-key-file="+d.ServiceAccountKey(),
 		"--root-ca-file="+d.ClusterCA().Cert,
 		"--cluster-signing-cert-file="+d.ClusterCA().Cert,
