@@ -111,10 +111,16 @@ case ${1:-} in
     echo "export KUBECONFIG=$kubeconfig"
     ;;
   down)
+    # the node image declares volumes (containerd's and the kubelet's state);
+    # `down` alone would orphan one pair per node each time. A node's state
+    # starts afresh with its container anyway (images come back from the
+    # named images volume), so they go with their containers; named volumes stay.
+    "${compose[@]}" rm --force --stop -v >/dev/null
     "${compose[@]}" down --remove-orphans
     remove_cgroups
     ;;
   clean)
+    "${compose[@]}" rm --force --stop -v >/dev/null
     "${compose[@]}" down --remove-orphans --volumes
     remove_cgroups
     rm -f "$kubeconfig"
