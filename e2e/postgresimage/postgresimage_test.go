@@ -19,31 +19,15 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kubesplit/kubesplit/e2e/dockercluster"
 )
 
-// tag is the image tag hack/images.sh builds: $KUBESPLIT_TAG, or the
-// project version from hack/versions.env (as dockercluster.DefaultTag,
-// without that package's Kubernetes dependencies).
-func tag(t *testing.T) string {
-	if v := os.Getenv("KUBESPLIT_TAG"); v != "" {
-		return v
-	}
-	b, err := os.ReadFile(filepath.Join("..", "..", "hack", "versions.env"))
-	if err != nil {
-		t.Fatalf("KUBESPLIT_TAG is not set and hack/versions.env is unreadable: %v", err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "KUBESPLIT_VERSION="); ok {
-			return strings.Trim(v, `"'`)
-		}
-	}
-	t.Fatal("no KUBESPLIT_VERSION in hack/versions.env")
-	return ""
-}
+// tag is the image tag hack/images.sh builds (as for every other image test).
+func tag(*testing.T) string { return dockercluster.DefaultTag() }
 
 func randomHex(t *testing.T, n int) string {
 	b := make([]byte, n)

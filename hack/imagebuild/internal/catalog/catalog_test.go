@@ -2,7 +2,6 @@ package catalog
 
 import (
 	"bytes"
-	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -99,9 +98,6 @@ func TestPostgresImage(t *testing.T) {
 // anything else (so this runs here, with no PostgreSQL).
 func TestPostgresEntrypointNeedsAPassword(t *testing.T) {
 	t.Parallel()
-	if _, err := os.Stat("/bin/sh"); err != nil {
-		t.Skip("no /bin/sh")
-	}
 	for _, env := range [][]string{{"PATH=/usr/bin:/bin"}, {"PATH=/usr/bin:/bin", "POSTGRES_PASSWORD="}} {
 		cmd := exec.Command("/bin/sh", "-s")
 		cmd.Stdin = bytes.NewReader(postgresEntrypoint)
