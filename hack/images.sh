@@ -8,7 +8,7 @@
 #   PLATFORMS="linux/amd64 linux/arm64" (default: the host's)
 #   IMAGES="apiserver node ..." limits the set; TAG defaults to the project version
 #   PUSH=REGISTRY/PREFIX also pushes the multi-platform indexes
-#   LOAD=0 skips docker load
+#   LOAD=0 skips docker load; OUT_ARCHIVE=FILE names the archive (parallel builds)
 # Docker gets the host platform's images as kubesplit/NAME:TAG and
 # kubesplit/NAME:TAG-k8sVERSION; when the host's platform is not built,
 # the others' under TAG-ARCH (e.g. kubesplit/apiserver:v0.1.0-arm64).
@@ -23,7 +23,9 @@ TAG=${TAG:-$KUBESPLIT_VERSION}
 host=$(go env GOHOSTOS)/$(go env GOHOSTARCH)
 PLATFORMS=${PLATFORMS:-$host}
 read -r -a platforms <<<"$PLATFORMS"
-if [ ${#platforms[@]} -eq 1 ]; then
+if [ -n "${OUT_ARCHIVE:-}" ]; then
+  out=$OUT_ARCHIVE
+elif [ ${#platforms[@]} -eq 1 ]; then
   out=dist/kubesplit-images-$TAG-${platforms[0]/\//-}.tar
 else
   out=dist/kubesplit-images-$TAG.tar

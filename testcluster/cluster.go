@@ -28,6 +28,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -364,8 +365,11 @@ func (c *Cluster) roleSpec(role, image string) spec {
 	case Scheduler:
 		args = append(args, "--health-address", "127.0.0.1:10251")
 	case Controllers:
-		args = append(args, "--health-address", "127.0.0.1:10252",
-			"--coredns-image", c.opts.image("coredns"))
+		args = append(args, "--health-address", "127.0.0.1:10252", "--addon-image-tag", c.opts.tag)
+		// WithImage of an addon's image (coredns, metrics-server, ...) reaches the addon deployer
+		for _, name := range slices.Sorted(maps.Keys(c.opts.images)) {
+			args = append(args, "--addon-image", name+"="+c.opts.images[name])
+		}
 	case TunnelGateway:
 		args = append(args, "--apiserver-address", "apiserver:6443",
 			"--apiserver-relay-address", c.gatewayIP.String()+":6443")

@@ -21,7 +21,23 @@ var bundledFS embed.FS
 type BundledParams struct {
 	ClusterDNS    string // the DNS Service IP the kubelets hand to pods
 	ClusterDomain string
-	CoreDNSImage  string
+	// ImageTag is the tag of every bundled image kubesplit/NAME (they are
+	// built with the roles and preloaded on nodes under the same tag).
+	ImageTag string
+	// Images overrides single images by NAME (--addon-image NAME=IMAGE).
+	Images map[string]string
+}
+
+// Image is the image a bundled addon's template names as {{.Image "NAME"}}:
+// kubesplit/NAME:ImageTag unless overridden.
+func (p BundledParams) Image(name string) (string, error) {
+	if img, ok := p.Images[name]; ok {
+		return img, nil
+	}
+	if p.ImageTag == "" {
+		return "", fmt.Errorf("no tag for image %s (set --addon-image-tag)", name)
+	}
+	return "kubesplit/" + name + ":" + p.ImageTag, nil
 }
 
 // Bundled names the addons kubesplit ships (the names --disable takes).

@@ -55,7 +55,7 @@ func TestAddonName(t *testing.T) {
 func TestWriteBundledDisableAndSkip(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	p := BundledParams{ClusterDNS: "10.43.0.10", ClusterDomain: "cluster.local", CoreDNSImage: "kubesplit/coredns:test"}
+	p := BundledParams{ClusterDNS: "10.43.0.10", ClusterDomain: "cluster.local", ImageTag: "test"}
 	if err := WriteBundled(dir, p, nil); err != nil {
 		t.Fatal(err)
 	}

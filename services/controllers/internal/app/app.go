@@ -35,7 +35,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	var clusterCIDR, serviceCIDR, manifestsDir string
 	var nodeMask int
 	var disabled []string
-	bundled := addons.BundledParams{ClusterDomain: bootstrap.DefaultClusterDNS, CoreDNSImage: "kubesplit/coredns:" + version.Version}
+	bundled := addons.BundledParams{ClusterDomain: bootstrap.DefaultClusterDNS, ImageTag: version.Version}
 	fs := config.NewFlagSet("controllers")
 	c.AddFlags(fs, 10257)
 	lease.AddFlags(fs)
@@ -46,7 +46,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	fs.StringSliceVar(&disabled, "disable", nil, "bundled addons not to deploy, removed if deployed (one of: "+strings.Join(addons.Bundled(), ", ")+")")
 	fs.StringVar(&bundled.ClusterDNS, "cluster-dns", "", "IP of the DNS Service (default: the 10th address of --service-cidr, as the node agents assume)")
 	fs.StringVar(&bundled.ClusterDomain, "cluster-domain", bundled.ClusterDomain, "cluster DNS domain")
-	fs.StringVar(&bundled.CoreDNSImage, "coredns-image", bundled.CoreDNSImage, "CoreDNS image (preloaded on nodes)")
+	fs.StringVar(&bundled.ImageTag, "addon-image-tag", bundled.ImageTag, "tag of the bundled addons' images kubesplit/NAME (preloaded on nodes under it)")
+	fs.StringToStringVar(&bundled.Images, "addon-image", nil, "NAME=IMAGE: use IMAGE for the bundled image kubesplit/NAME (repeatable)")
 	if err := config.Parse(fs, ours); err != nil {
 		if errors.Is(err, config.ErrHelp) {
 			config.PrintUsage(stdout, fs, summary)
