@@ -28,6 +28,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/kubesplit/kubesplit/e2e/dockercluster"
+	"github.com/kubesplit/kubesplit/e2e/gatewayview"
 )
 
 var testapp = "docker.io/kubesplit/testapp:" + dockercluster.DefaultTag()
@@ -278,13 +279,19 @@ func TestNodesBehindTheGateway(t *testing.T) {
 		t.Logf("kubelet reachable again %.1fs after the gateway was killed", time.Since(start).Seconds())
 		checkKubelet(t)
 		// the gateway's Prometheus metrics show both tunnels, per node
-		waitFor(t, "gateway metrics with both tunnels", 30*time.Second, func(context.Context) (bool, error) {
-			resp, err := http.Get("http://" + c.IP("tunnel-gateway", c.Control) + ":8133/metrics")
+		// (served to cluster admins only, on the egress port; the health port has none)
+		gw, err := gatewayview.New(c.Kubeconfig, c.IP("tunnel-gateway", c.Control)+":8131")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp, err := http.Get("http://" + c.IP("tunnel-gateway", c.Control) + ":8133/metrics"); err != nil || resp.StatusCode != http.StatusNotFound {
+			t.Fatalf("the gateway's plain-HTTP health port serves /metrics: %v %v", resp, err)
+		}
+		waitFor(t, "gateway metrics with both tunnels", 30*time.Second, func(ctx context.Context) (bool, error) {
+			body, err := gw.Get(ctx, "/metrics")
 			if err != nil {
 				return false, err
 			}
-			defer resp.Body.Close()
-			body, _ := io.ReadAll(resp.Body)
 			m := string(body)
 			return strings.Contains(m, "kubesplit_gateway_sessions_open 2") &&
 				strings.Contains(m, `kubesplit_gateway_tunnel_connected{node="node-1"} 1`) &&

@@ -1,7 +1,9 @@
 // Package tunnel is the node agent's side of the reverse tunnel: it dials
 // the gateway with the node's client certificate, keeps the websocket up
 // (redialling with backoff), and lets the gateway open streams only to this
-// node's own allowed local ports.
+// node's own kubelet ports on loopback and to the pods of this node's own pod
+// range: not to other nodes' pods, the node's other ports, or anything else
+// the node could reach.
 package tunnel
 
 import (
@@ -11,9 +13,8 @@ import (
 	"errors"
 	"log/slog"
 	"net"
-	"net/http"
+	"net/netip"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -40,21 +41,68 @@ type Config struct {
 	GetCert func() (tls.Certificate, error)
 	// Ports are the local ports the gateway may open streams to (the kubelet's).
 	Ports []int
-	// Addresses are the node's IPs (its InternalIP): the apiserver dials those.
-	Addresses []string
-	Log       *slog.Logger
+	// PodCIDR, when set, gives this node's pod range once it is known: the
+	// gateway may open streams to pods in it, on any port.
+	PodCIDR func() (netip.Prefix, bool)
+	// LocalAddrs lists the node's own addresses, which are refused even
+	// inside the pod range (the bridge's gateway address and the overlay
+	// device hold some: the node itself, not a pod). Default: the host's
+	// interface addresses.
+	LocalAddrs func() []netip.Addr
+	Log        *slog.Logger
 	// OnConnect, when set, is called each time a tunnel is up.
 	OnConnect func()
 }
 
-// allowed lets the gateway reach only 127.0.0.1 on the configured ports.
+// allowed lets the gateway reach 127.0.0.1 on the kubelet's ports, and the
+// addresses of this node's pod range that are not the node's own.
 func (c Config) allowed(proto, address string) bool {
-	host, port, err := net.SplitHostPort(address)
-	if err != nil || proto != "tcp" || host != "127.0.0.1" {
+	ap, err := netip.ParseAddrPort(address)
+	if err != nil || proto != "tcp" {
 		return false
 	}
-	p, err := strconv.Atoi(port)
-	return err == nil && slices.Contains(c.Ports, p)
+	ip := ap.Addr().Unmap()
+	if ip == netip.AddrFrom4([4]byte{127, 0, 0, 1}) {
+		return slices.Contains(c.Ports, int(ap.Port()))
+	}
+	if c.PodCIDR == nil || ap.Port() == 0 {
+		return false
+	}
+	cidr, ok := c.PodCIDR()
+	if !ok || !cidr.Contains(ip) || ip == cidr.Masked().Addr() || ip == lastAddr(cidr) {
+		return false
+	}
+	local := c.LocalAddrs
+	if local == nil {
+		local = interfaceAddrs
+	}
+	return !slices.Contains(local(), ip)
+}
+
+// lastAddr is the broadcast address of an IPv4 range (for IPv6, the last one).
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 1 << (7 - i%8)
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
+}
+
+func interfaceAddrs() []netip.Addr {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil
+	}
+	var out []netip.Addr
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP); ok {
+				out = append(out, ip.Unmap())
+			}
+		}
+	}
+	return out
 }
 
 // Run keeps the tunnel up until ctx ends.
@@ -75,8 +123,7 @@ func Run(ctx context.Context, c Config) error {
 	backoff := time.Second
 	for ctx.Err() == nil {
 		start := time.Now()
-		header := http.Header{tunnelproto.AddressesHeader: {strings.Join(c.Addresses, ",")}}
-		err := remotedialer.ConnectToProxy(ctx, wsURL, header, c.allowed, dialer, func(context.Context, *remotedialer.Session) error {
+		err := remotedialer.ConnectToProxy(ctx, wsURL, nil, c.allowed, dialer, func(context.Context, *remotedialer.Session) error {
 			c.Log.Info("tunnel up", "gateway", c.GatewayURL)
 			if c.OnConnect != nil {
 				c.OnConnect()

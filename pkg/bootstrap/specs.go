@@ -17,7 +17,8 @@ type caSpec struct {
 func caSpecs(d layout.Dir) []caSpec {
 	return []caSpec{
 		{"cluster", d.ClusterCA(), []string{d.APIServerServing().Cert, d.APIServerKubeletClient().Cert, d.TunnelGateway().Cert, d.APIServerEgressClient().Cert,
-			d.Kubeconfig(layout.Admin), d.Kubeconfig(layout.Scheduler), d.Kubeconfig(layout.Controllers), d.Kubeconfig(layout.Addons)}},
+			d.Kubeconfig(layout.Admin), d.Kubeconfig(layout.Scheduler), d.Kubeconfig(layout.Controllers), d.Kubeconfig(layout.Addons),
+			d.Kubeconfig(layout.TunnelGateway)}},
 		{"front-proxy", d.FrontProxyCA(), []string{d.FrontProxyClient().Cert}},
 		{"datastore", d.DatastoreCA(), []string{d.DatastoreServer().Cert, d.DatastorePeer().Cert, d.DatastoreClient().Cert}},
 	}
@@ -41,6 +42,9 @@ const (
 	// AddonsCN applies the cluster's bootstrap RBAC and addon manifests; like
 	// k3s's deployer it needs full rights (it grants roles), so it is in system:masters.
 	AddonsCN = "kubesplit:addon-manager"
+	// TunnelGatewayCN may read Nodes: the gateway routes by their addresses
+	// and pod ranges, never by what a node declares.
+	TunnelGatewayCN = "kubesplit:tunnel-gateway"
 )
 
 func leafSpecs(d layout.Dir, o Options, serviceIP net.IP) []leafSpec {
@@ -92,5 +96,6 @@ func kubeconfigSpecs(o Options) []kubeconfigSpec {
 		{layout.Scheduler, o.InternalServer, pki.Spec{CommonName: SchedulerCN, Usage: pki.UsageClient}},
 		{layout.Controllers, o.InternalServer, pki.Spec{CommonName: ControllersCN, Usage: pki.UsageClient}},
 		{layout.Addons, o.InternalServer, pki.Spec{CommonName: AddonsCN, Organization: []string{"system:masters"}, Usage: pki.UsageClient}},
+		{layout.TunnelGateway, o.InternalServer, pki.Spec{CommonName: TunnelGatewayCN, Usage: pki.UsageClient}},
 	}
 }

@@ -86,4 +86,7 @@ const (
 	Controllers = "controllers"
 	// Addons is the controllers service's addon and RBAC deployer identity.
 	Addons = "addons"
+	// TunnelGateway is the gateway's identity for its Node watch (which
+	// node owns which addresses and pod range).
+	TunnelGateway = "tunnel-gateway"
 )

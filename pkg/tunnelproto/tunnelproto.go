@@ -2,10 +2,7 @@
 // for the reverse tunnel.
 package tunnelproto
 
-const (
-	// Path is where a node opens its tunnel on the gateway's node port.
-	Path = "/v1/tunnel"
-	// AddressesHeader carries the node's IPs (comma separated) when it opens
-	// its tunnel; the apiserver CONNECTs to those.
-	AddressesHeader = "X-Kubesplit-Node-Addresses"
-)
+// Path is where a node opens its tunnel on the gateway's node port. (The
+// gateway routes by the Node objects' addresses and pod ranges; a node
+// declares nothing.)
+const Path = "/v1/tunnel"

@@ -33,6 +33,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/kubesplit/kubesplit/e2e/dockercluster"
+	"github.com/kubesplit/kubesplit/e2e/gatewayview"
 	"github.com/kubesplit/kubesplit/pkg/layout"
 )
 
@@ -196,7 +197,10 @@ func run(tb *benchTB, nPods, nExec, nRestarts int, settle time.Duration) (*resul
 		if _, err := dockercluster.Docker(ctx, "restart", "-t", "0", c.Name("tunnel-gateway")); err != nil {
 			return nil, err
 		}
-		gw := c.IP("tunnel-gateway", c.Control)
+		gw, err := gatewayview.New(c.Kubeconfig, c.IP("tunnel-gateway", c.Control)+":8131")
+		if err != nil {
+			return nil, err
+		}
 		deadline := time.Now().Add(time.Minute)
 		for {
 			if n, _ := connectedSince(gw, issued); n == 2 {
@@ -327,24 +331,15 @@ func waitNode(ctx context.Context, c *dockercluster.Cluster, name string) error 
 }
 
 // connectedSince counts nodes whose tunnel (re)connected after t, from the gateway's /debug/tunnels.
-func connectedSince(gatewayIP string, t time.Time) (int, error) {
-	cl := &http.Client{Timeout: time.Second}
-	resp, err := cl.Get("http://" + gatewayIP + ":8133/debug/tunnels")
+func connectedSince(gw *gatewayview.Client, t time.Time) (int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	stats, err := gw.Tunnels(ctx)
 	if err != nil {
 		return 0, err
 	}
-	defer resp.Body.Close()
-	var stats struct {
-		Nodes map[string]struct {
-			Connected bool      `json:"connected"`
-			Since     time.Time `json:"since"`
-		} `json:"nodes"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&stats); err != nil {
-		return 0, err
-	}
 	n := 0
-	for _, s := range stats.Nodes {
+	for _, s := range stats {
 		if s.Connected && s.Since.After(t) {
 			n++
 		}

@@ -129,7 +129,7 @@ func Run(ctx context.Context, c Config, tok jointoken.Token, log *slog.Logger) e
 	go func() {
 		err := tunnel.Run(ctx, tunnel.Config{
 			GatewayURL: c.Gateway, CA: ca, GetCert: c.clientCert, Ports: []int{KubeletPort},
-			Addresses: []string{c.NodeIP}, Log: log.With("part", "tunnel"),
+			PodCIDR: overlay.PodCIDR, Log: log.With("part", "tunnel"),
 		})
 		if err != nil && ctx.Err() == nil {
 			cancel(fmt.Errorf("tunnel: %w", err))

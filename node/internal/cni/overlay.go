@@ -18,8 +18,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -63,6 +65,17 @@ type Overlay struct {
 	link     netlink.Link
 	podCIDR  *net.IPNet
 	clusterN *net.IPNet
+	// known is podCIDR for other goroutines (the tunnel), once it is set
+	known atomic.Pointer[netip.Prefix]
+}
+
+// PodCIDR is this node's pod range, once the overlay has it.
+func (o *Overlay) PodCIDR() (netip.Prefix, bool) {
+	p := o.known.Load()
+	if p == nil {
+		return netip.Prefix{}, false
+	}
+	return *p, true
 }
 
 // Run sets the overlay up once this node has a pod range, then follows the
@@ -75,6 +88,9 @@ func (o *Overlay) Run(ctx context.Context) error {
 	o.clusterN = cn
 	if o.podCIDR, err = o.waitPodCIDR(ctx); err != nil {
 		return err
+	}
+	if p, err := netip.ParsePrefix(o.podCIDR.String()); err == nil {
+		o.known.Store(&p)
 	}
 	mtu, err := o.setupDevice()
 	if err != nil {

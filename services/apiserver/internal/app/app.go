@@ -178,6 +178,12 @@ func (o Options) UpstreamArgs() ([]string, error) {
 		"--kubelet-certificate-authority=" + d.ClusterCA().Cert,
 		// IPs first: a Hostname address makes the apiserver resolve node names in DNS
 		"--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname",
+		// webhooks, conversion webhooks and aggregated APIs (metrics-server)
+		// are dialled at their Service's endpoint (pod) addresses, not the
+		// ClusterIP: the apiserver has no Service proxy, and the egress
+		// gateway routes a pod address through the tunnel of the node that
+		// owns it (one resolver serves the aggregator and the webhooks)
+		"--enable-aggregator-routing=true",
 		"--allow-privileged=true",
 		"--profiling=false",
 		"--storage-backend=etcd3",

@@ -42,14 +42,19 @@ func user(name string) rbacv1.Subject {
 
 // ClusterRoles are kubesplit's own roles.
 func ClusterRoles() []*rbacv1.ClusterRole {
+	readNodes := rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "list", "watch"}}
 	return []*rbacv1.ClusterRole{{
 		ObjectMeta: metav1.ObjectMeta{Name: "kubesplit:node-agent", Labels: map[string]string{Label: "true"}},
 		Rules: []rbacv1.PolicyRule{
 			// the pod overlay follows every node's pod range and VTEP
-			{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "list", "watch"}},
+			readNodes,
 			// a node's own kubelet serving CSR (the approver checks this with a SubjectAccessReview)
 			{APIGroups: []string{"certificates.k8s.io"}, Resources: []string{"certificatesigningrequests/" + SelfNodeServerSubresource}, Verbs: []string{"create"}},
 		},
+	}, {
+		// the gateway routes the apiserver's traffic by the nodes' addresses and pod ranges
+		ObjectMeta: metav1.ObjectMeta{Name: "kubesplit:tunnel-gateway", Labels: map[string]string{Label: "true"}},
+		Rules:      []rbacv1.PolicyRule{readNodes},
 	}}
 }
 
@@ -66,6 +71,7 @@ func ClusterRoleBindings() []*rbacv1.ClusterRoleBinding {
 		// kube-proxy runs in the node agent with the node's identity
 		binding("kubesplit:node-proxier", "system:node-proxier", group(nodeidentity.Group)),
 		binding("kubesplit:node-agent", "kubesplit:node-agent", group(nodeidentity.Group)),
+		binding("kubesplit:tunnel-gateway", "kubesplit:tunnel-gateway", user(bootstrap.TunnelGatewayCN)),
 	}
 }
 

@@ -18,6 +18,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/kubesplit/kubesplit/pkg/bootstrap"
 	"github.com/kubesplit/kubesplit/pkg/config"
@@ -37,11 +39,16 @@ On --listen-address it relays TLS connections for server name "kubernetes" to
 the apiserver unchanged, and itself serves the cluster CA bundle that join
 tokens pin (GET /cacerts) and nodes' reverse tunnels (GET /v1/tunnel, node
 client certificate); on --egress-address the apiserver's HTTP CONNECT egress rides
-those tunnels; --health-address serves /healthz, /debug/tunnels (JSON, per node)
-and /metrics (Prometheus: sessions open, connects, dials, dial failures, bytes per node).`
+those tunnels, to a node's kubelet ports or to the pods of the node whose pod
+range holds the address (routes come from the Node objects, read with
+--kubeconfig), and /debug/tunnels (JSON, per node) and /metrics (Prometheus:
+sessions open, connects, dials, dial failures, bytes per node) are served to
+the apiserver's egress certificate and to system:masters certificates only;
+--health-address serves /healthz and /readyz alone (plain HTTP).`
 
 type options struct {
 	dataDir, listen, egress, health string
+	kubeconfig                      string
 	apiserver, relay                string
 	nodePorts                       []int
 	showVersion                     bool
@@ -58,6 +65,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.egress, "egress-address", "0.0.0.0:8131", "host:port of the apiserver's HTTP CONNECT egress (mutual TLS)")
 	fs.IntSliceVar(&o.nodePorts, "node-ports", []int{10250}, "node ports the apiserver may reach through a tunnel (the kubelet's)")
 	fs.StringVar(&o.health, "health-address", "0.0.0.0:8133", "host:port of /healthz and /readyz (plain HTTP)")
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig for the Node watch that routes traffic (default: DATA_DIR/tunnel-gateway.kubeconfig, written by 'kubesplit init')")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
 	if err := config.Parse(fs, args); err != nil {
 		if errors.Is(err, config.ErrHelp) {
@@ -83,8 +91,19 @@ func run(o options, stderr io.Writer) error {
 		return err
 	}
 	d := layout.Dir(o.dataDir)
-	if err := config.RequireFiles(d.ClusterCA().Cert, d.TunnelGateway().Cert, d.TunnelGateway().Key); err != nil {
+	if o.kubeconfig == "" {
+		o.kubeconfig = d.Kubeconfig(layout.TunnelGateway)
+	}
+	if err := config.RequireFiles(d.ClusterCA().Cert, d.TunnelGateway().Cert, d.TunnelGateway().Key, o.kubeconfig); err != nil {
 		return err
+	}
+	restCfg, err := clientcmd.BuildConfigFromFlags("", o.kubeconfig)
+	if err != nil {
+		return fmt.Errorf("--kubeconfig %s: %w", o.kubeconfig, err)
+	}
+	client, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return fmt.Errorf("--kubeconfig %s: %w", o.kubeconfig, err)
 	}
 	caPEM, err := os.ReadFile(d.ClusterCA().Cert)
 	if err != nil {
@@ -122,7 +141,11 @@ func run(o options, stderr io.Writer) error {
 	logging.BridgeLogrus(log, slog.LevelWarn, "remotedialer") // its info lines log every stream
 	ctx, stop := lifecycle.SignalContext()
 	defer stop()
-	gw := tunnel.New(o.nodePorts, bootstrap.APIServerEgressClientCN, log)
+	routes := tunnel.NewRoutes()
+	if _, err := tunnel.WatchNodes(ctx, client, routes, log); err != nil {
+		return err
+	}
+	gw := tunnel.New(o.nodePorts, bootstrap.APIServerEgressClientCN, routes, log)
 
 	nodes := http.NewServeMux()
 	// The CA bundle is public: a node fetches it before it trusts anything
@@ -141,13 +164,18 @@ func run(o options, stderr io.Writer) error {
 	mux := &tunnel.SNIMux{Listener: listeners[0], APIServer: o.apiserver, Log: log}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(gw, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	healthMux := map[string]http.Handler{"/debug/tunnels": gw.StatsHandler(), "/metrics": promhttp.HandlerFor(reg, promhttp.HandlerOpts{})}
+	// the per-node views name every node and its traffic: only for the
+	// apiserver's egress identity and cluster admins, on the mTLS port
+	debug := http.NewServeMux()
+	debug.Handle("GET /debug/tunnels", gw.StatsHandler())
+	debug.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	egressMux := tunnel.EgressMux(gw.EgressHandler(), tunnel.AdminOnly(debug, bootstrap.APIServerEgressClientCN, log))
 	parts := []lifecycle.Runnable{
-		&health.Server{Listener: listeners[2], Extra: healthMux,
+		&health.Server{Listener: listeners[2],
 			Live: map[string]health.Check{"process": func(context.Context) error { return nil }}},
 		mux,
 		serveTLS(mux.Local(), nodes, nodeTLS),
-		serveTLS(listeners[1], gw.EgressHandler(), egressTLS),
+		serveTLS(listeners[1], egressMux, egressTLS),
 	}
 	if relayLn != nil {
 		parts = append(parts, &tunnel.Relay{Listener: relayLn, APIServer: o.apiserver, Log: log})

@@ -13,14 +13,11 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,7 +25,6 @@ import (
 	"github.com/rancher/remotedialer"
 
 	"github.com/kubesplit/kubesplit/pkg/nodeidentity"
-	"github.com/kubesplit/kubesplit/pkg/tunnelproto"
 )
 
 // Gateway routes the apiserver's connections to nodes through their tunnels.
@@ -39,12 +35,13 @@ type Gateway struct {
 	EgressClientCN string
 	Log            *slog.Logger
 
+	// Routes says which node's tunnel a CONNECT target rides (from the
+	// Node objects).
+	Routes *Routes
+
 	rd    *remotedialer.Server
 	mu    sync.Mutex
 	nodes map[string]*NodeStats
-	// addrs maps a node's declared IP to its name: the apiserver's CONNECT
-	// target is the node's InternalIP.
-	addrs map[string]string
 }
 
 // NodeStats is the per-node view served at /debug/tunnels.
@@ -53,14 +50,15 @@ type NodeStats struct {
 	Since         time.Time `json:"since"`
 	Connects      int64     `json:"connects"`
 	Dials         int64     `json:"dials"`
+	PodDials      int64     `json:"podDials"`
 	DialFailures  int64     `json:"dialFailures"`
 	BytesToNode   int64     `json:"bytesToNode"`
 	BytesFromNode int64     `json:"bytesFromNode"`
 }
 
 // New makes a gateway.
-func New(nodePorts []int, egressClientCN string, log *slog.Logger) *Gateway {
-	g := &Gateway{NodePorts: nodePorts, EgressClientCN: egressClientCN, Log: log, nodes: map[string]*NodeStats{}, addrs: map[string]string{}}
+func New(nodePorts []int, egressClientCN string, routes *Routes, log *slog.Logger) *Gateway {
+	g := &Gateway{NodePorts: nodePorts, EgressClientCN: egressClientCN, Routes: routes, Log: log, nodes: map[string]*NodeStats{}}
 	g.rd = remotedialer.New(g.authorize, remotedialer.DefaultErrorWriter)
 	return g
 }
@@ -89,71 +87,13 @@ func (g *Gateway) authorize(req *http.Request) (string, bool, error) {
 		g.Log.Warn("tunnel refused: not a node certificate", "remote", req.RemoteAddr, "subject", leaf.Subject.CommonName)
 		return "", false, nil
 	}
-	ips, err := declaredIPs(req.Header.Get(tunnelproto.AddressesHeader))
-	if err != nil {
-		g.Log.Warn("tunnel refused", "node", node, "err", err)
-		return "", false, nil
-	}
-	if err := g.claim(node, ips); err != nil {
-		g.Log.Warn("tunnel refused", "node", node, "err", err)
-		return "", false, nil
-	}
 	s := g.stats(node)
 	atomic.AddInt64(&s.Connects, 1)
 	g.mu.Lock()
 	s.Since = time.Now().UTC()
 	g.mu.Unlock()
-	g.Log.Info("tunnel opened", "node", node, "addresses", ips, "remote", req.RemoteAddr)
+	g.Log.Info("tunnel opened", "node", node, "remote", req.RemoteAddr)
 	return node, true, nil
-}
-
-func declaredIPs(h string) ([]string, error) {
-	var ips []string
-	for _, f := range strings.Split(h, ",") {
-		f = strings.TrimSpace(f)
-		if f == "" {
-			continue
-		}
-		ip := net.ParseIP(f)
-		if ip == nil {
-			return nil, fmt.Errorf("declared address %q is not an IP", f)
-		}
-		ips = append(ips, ip.String())
-	}
-	return ips, nil
-}
-
-// claim records node's IPs. An IP held by another node whose tunnel is up is
-// refused, so one node cannot take over another's traffic while it is
-// connected. (The declared IPs are not yet checked against the Node object or
-// the kubelet's serving certificate: that comes with the node agent.)
-func (g *Gateway) claim(node string, ips []string) error {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	for _, ip := range ips {
-		if owner, ok := g.addrs[ip]; ok && owner != node && g.rd.HasSession(owner) {
-			return fmt.Errorf("address %s belongs to connected node %s", ip, owner)
-		}
-	}
-	for ip, owner := range g.addrs {
-		if owner == node {
-			delete(g.addrs, ip)
-		}
-	}
-	for _, ip := range ips {
-		g.addrs[ip] = node
-	}
-	return nil
-}
-
-// nodeFor maps a CONNECT host (a node IP, or a node name) to a node name.
-func (g *Gateway) nodeFor(host string) string {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if n, ok := g.addrs[host]; ok {
-		return n
-	}
-	return host
 }
 
 func verifiedLeaf(req *http.Request) *x509.Certificate {
@@ -167,7 +107,10 @@ func verifiedLeaf(req *http.Request) *x509.Certificate {
 func (g *Gateway) TunnelHandler() http.Handler { return g.rd }
 
 // EgressHandler serves the apiserver's HTTP CONNECT requests: CONNECT
-// NODE:PORT opens a stream through NODE's tunnel to its local PORT.
+// NODE-IP:PORT (or NODE-NAME:PORT) opens a stream through that node's
+// tunnel to its local kubelet PORT, and CONNECT POD-IP:PORT one through the
+// tunnel of the node whose pod range holds POD-IP (webhooks, aggregated
+// APIs, pods/proxy and services/proxy). Nothing else is routed.
 func (g *Gateway) EgressHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if req.Method != http.MethodConnect {
@@ -181,30 +124,33 @@ func (g *Gateway) EgressHandler() http.Handler {
 			return
 		}
 		host, portStr, err := net.SplitHostPort(req.Host)
-		node := g.nodeFor(host)
 		port, perr := strconv.Atoi(portStr)
 		if err != nil || perr != nil {
-			http.Error(w, "CONNECT target must be NODE:PORT", http.StatusBadRequest)
+			http.Error(w, "CONNECT target must be HOST:PORT", http.StatusBadRequest)
 			return
 		}
-		if !slices.Contains(g.NodePorts, port) {
-			g.Log.Warn("egress refused: port not allowed", "node", node, "port", port)
-			http.Error(w, fmt.Sprintf("port %d is not a kubelet port", port), http.StatusForbidden)
+		target, err := g.Routes.Resolve(host, port, g.NodePorts)
+		if err != nil {
+			g.Log.Warn("egress refused", "target", req.Host, "err", err)
+			http.Error(w, err.Error(), http.StatusForbidden)
 			return
 		}
-		s := g.stats(node)
+		s := g.stats(target.Node)
 		atomic.AddInt64(&s.Dials, 1)
-		if !g.rd.HasSession(node) {
+		if target.Pod {
+			atomic.AddInt64(&s.PodDials, 1)
+		}
+		if !g.rd.HasSession(target.Node) {
 			atomic.AddInt64(&s.DialFailures, 1)
-			http.Error(w, "no tunnel from node "+node, http.StatusBadGateway)
+			http.Error(w, "no tunnel from node "+target.Node, http.StatusBadGateway)
 			return
 		}
 		ctx, cancel := context.WithTimeout(req.Context(), 10*time.Second)
-		upstream, err := g.rd.Dialer(node)(ctx, "tcp", net.JoinHostPort("127.0.0.1", portStr))
+		upstream, err := g.rd.Dialer(target.Node)(ctx, "tcp", target.Addr)
 		cancel()
 		if err != nil {
 			atomic.AddInt64(&s.DialFailures, 1)
-			g.Log.Warn("dial through tunnel failed", "node", node, "port", port, "err", err)
+			g.Log.Warn("dial through tunnel failed", "node", target.Node, "target", req.Host, "err", err)
 			http.Error(w, "dial through tunnel failed", http.StatusBadGateway)
 			return
 		}
@@ -263,7 +209,7 @@ func (g *Gateway) Snapshot() map[string]NodeStats {
 	out := make(map[string]NodeStats, len(g.nodes))
 	for name, s := range g.nodes {
 		v := NodeStats{
-			Connects: atomic.LoadInt64(&s.Connects), Dials: atomic.LoadInt64(&s.Dials),
+			Connects: atomic.LoadInt64(&s.Connects), Dials: atomic.LoadInt64(&s.Dials), PodDials: atomic.LoadInt64(&s.PodDials),
 			DialFailures: atomic.LoadInt64(&s.DialFailures), BytesToNode: atomic.LoadInt64(&s.BytesToNode),
 			BytesFromNode: atomic.LoadInt64(&s.BytesFromNode), Since: s.Since,
 		}

@@ -10,7 +10,7 @@ import (
 )
 
 func TestMetricsPerNode(t *testing.T) {
-	g := New([]int{10250}, "kube-apiserver-egress", slog.New(slog.DiscardHandler))
+	g := New([]int{10250}, "kube-apiserver-egress", NewRoutes(), slog.New(slog.DiscardHandler))
 	s := g.stats("node-1")
 	s.Connects, s.Dials, s.DialFailures, s.BytesToNode, s.BytesFromNode = 3, 7, 1, 100, 2000
 	reg := prometheus.NewPedanticRegistry()
