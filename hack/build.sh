@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-bin}
 host=$(go env GOHOSTOS)/$(go env GOHOSTARCH)
 PLATFORMS=${PLATFORMS:-$host}
-all_images="datastore apiserver scheduler controllers tunnel-gateway kubesplit coredns pause testapp node"
+all_images="datastore apiserver scheduler controllers tunnel-gateway kubesplit coredns local-path-provisioner local-path-helper pause testapp node"
 for i in ${IMAGES:-}; do
   [[ " $all_images " == *" $i "* ]] || { echo "build: unknown image $i (one of: $all_images)" >&2; exit 1; }
 done
@@ -96,6 +96,15 @@ for platform in $PLATFORMS; do
   if want coredns || want node; then   # the node image preloads CoreDNS too
     GOWORK=off GOOS=$os GOARCH=$arch CGO_ENABLED=0 go build -C addons/coredns -trimpath \
       -ldflags "-s -w -X main.kubesplitVersion=${KUBESPLIT_VERSION}" -o "$(cd "$out" && pwd)/coredns" .
+  fi
+  # The local-storage addon's provisioner, likewise from its own module
+  # (addons/local-path), where it is a tool: its main is its module root.
+  # (local-path-helper is Debian's busybox-static: nothing to build.)
+  if want local-path-provisioner || want node; then   # preloaded on nodes
+    lpp=github.com/rancher/local-path-provisioner
+    GOWORK=off GOOS=$os GOARCH=$arch CGO_ENABLED=0 go build -C addons/local-path -trimpath \
+      -ldflags "-s -w -X main.VERSION=$(GOWORK=off go list -C addons/local-path -m -f '{{.Version}}' $lpp)" \
+      -o "$(cd "$out" && pwd)/local-path-provisioner" $lpp
   fi
   want datastore && build_datastore "$os" "$arch" "$out"
   [ "$platform" = "$host" ] || echo "build: $platform binaries in $out/ ($(( $(date +%s) - start ))s)"

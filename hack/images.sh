@@ -36,6 +36,11 @@ if [ -z "${IMAGES:-}" ] || [[ " $IMAGES " == *" node "* ]]; then
   for p in $PLATFORMS; do base=$(hack/node-base.sh --arch "${p#*/}"); done
   args+=(--node-base "${base%-*}-{arch}.tar")
 fi
+# the local-path helper is Debian's busybox-static (the node preloads it)
+if [ -z "${IMAGES:-}" ] || [[ " $IMAGES " == *" node "* ]] || [[ " $IMAGES " == *" local-path-helper "* ]]; then
+  for p in $PLATFORMS; do base=$(hack/node-base.sh --flavour busybox --arch "${p#*/}"); done
+  args+=(--busybox-base "${base%-*}-{arch}.tar")
+fi
 if [ -z "${IMAGES:-}" ] || [[ " $IMAGES " == *" postgres "* ]]; then
   if [[ " $PLATFORMS " == *" $host "* ]]; then
     base=$(hack/node-base.sh --flavour postgres)

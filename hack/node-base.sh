@@ -2,7 +2,7 @@
 # Makes a Debian base for our images offline from Debian's packages with
 # debootstrap (no container registry), as a root file system tarball per
 # flavour and architecture, cached: made once, then reused. Prints its path.
-#   hack/node-base.sh [--flavour node|postgres] [--arch amd64|arm64]
+#   hack/node-base.sh [--flavour node|postgres|busybox] [--arch amd64|arm64]
 #     (default: node, the host's architecture)  FORCE=1 remakes it
 # Flavours:
 #   node      the node image's base: a minimal Debian with the host tools the
@@ -12,6 +12,11 @@
 #             (the conventional uid of PostgreSQL images, so a volume's owner
 #             is the same everywhere), an empty /var/lib/postgresql/data owned
 #             by it; without LLVM, perl, locales and the snakeoil key
+#   busybox   the local-path helper image's whole content: Debian's
+#             busybox-static alone (/bin/busybox, /bin/sh linking to it, its
+#             copyright). debootstrap only downloads and verifies the packages
+#             of a minimal base, for any architecture without emulation; the
+#             tarball takes the one package's files.
 # Another architecture is bootstrapped in two stages: debootstrap --foreign
 # here, then its second stage in a chroot under qemu-user-static (hack/binfmt.sh).
 set -euo pipefail
@@ -19,7 +24,7 @@ cd "$(dirname "$0")/.."
 host=$(dpkg --print-architecture)
 arch=$host
 flavour=node
-usage="usage: hack/node-base.sh [--flavour node|postgres] [--arch amd64|arm64]"
+usage="usage: hack/node-base.sh [--flavour node|postgres|busybox] [--arch amd64|arm64]"
 while [ $# -gt 0 ]; do
   case $1 in
     --arch) arch=${2:?--arch needs a value}; shift 2 ;;
@@ -33,6 +38,7 @@ case $flavour in
   node) pkgs=runc,iptables,iproute2,util-linux,mount,kmod,conntrack,ca-certificates,procps ;;
   # postgresql-15 brings its client (psql, pg_isready) and tzdata
   postgres) pkgs=postgresql-15 ;;
+  busybox) pkgs=busybox-static ;;
   *) echo "$usage" >&2; exit 1 ;;
 esac
 cache=${KUBESPLIT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kubesplit}
@@ -48,7 +54,19 @@ cleanup() {
 }
 trap cleanup EXIT
 start=$(date +%s)
-if [ "$arch" = "$host" ]; then
+if [ "$flavour" = busybox ]; then
+  echo "$flavour-base: debootstrap --download-only bookworm $arch ($pkgs)" >&2
+  debootstrap --download-only --variant=minbase --arch="$arch" --include="$pkgs" bookworm "$root/download" >"$log" 2>&1 || {
+    tail -20 "$log" >&2; exit 1; }
+  dpkg-deb -x "$(ls "$root"/download/var/cache/apt/archives/busybox-static_*_"$arch".deb)" "$root/pkg"
+  tree=$root/busybox # what the tarball holds
+  install -D -m 0755 "$root/pkg/bin/busybox" "$tree/bin/busybox"
+  # Debian builds it as a standalone shell: sh runs every applet (mkdir, rm,
+  # chmod, ...) by its name, with no link for it in PATH
+  ln -s busybox "$tree/bin/sh"
+  install -D -m 0644 "$root/pkg/usr/share/doc/busybox-static/copyright" "$tree/usr/share/doc/busybox-static/copyright"
+  find "$tree" -exec touch -h -d @0 {} + # the same tarball wherever it is made
+elif [ "$arch" = "$host" ]; then
   echo "$flavour-base: debootstrap bookworm $arch ($pkgs)" >&2
   debootstrap --variant=minbase --arch="$arch" --include="$pkgs" bookworm "$root" >"$log" 2>&1 || {
     tail -20 "$log" >&2; exit 1; }
@@ -94,8 +112,12 @@ if [ "$flavour" = postgres ]; then
   # ssl-cert made a key pair: one every container of the image would share; ssl is off
   rm -f "$root"/etc/ssl/private/ssl-cert-snakeoil.key "$root"/etc/ssl/certs/ssl-cert-snakeoil.pem
 fi
-rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/usr/share/doc "$root"/usr/share/man "$root"/usr/share/locale
-tar -C "$root" --numeric-owner -cf "$out.tmp" .
+if [ "$flavour" = busybox ]; then
+  tar -C "$tree" --numeric-owner --owner=0 --group=0 --sort=name -cf "$out.tmp" .
+else
+  rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/usr/share/doc "$root"/usr/share/man "$root"/usr/share/locale
+  tar -C "$root" --numeric-owner -cf "$out.tmp" .
+fi
 mv "$out.tmp" "$out"
 echo "$flavour-base: $out $(du -m "$out" | cut -f1) MB in $(( $(date +%s) - start ))s" >&2
 echo "$out"

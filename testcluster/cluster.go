@@ -59,9 +59,11 @@ import (
 const (
 	dataDir       = "/var/lib/kubesplit"
 	nodeImagesDir = "/var/lib/kubesplit-node/images"
-	nodeTokenPath = "/etc/kubesplit/node-token"
-	roleUser      = "65532:65532"
-	apiPort       = "6443/tcp"
+	// the local-storage addon's volumes (its ConfigMap's config.json)
+	nodeStorageDir = "/var/lib/kubesplit-storage"
+	nodeTokenPath  = "/etc/kubesplit/node-token"
+	roleUser       = "65532:65532"
+	apiPort        = "6443/tcp"
 )
 
 // health is where each role's plain-HTTP health answers inside its
@@ -175,7 +177,9 @@ func (c *Cluster) start(ctx context.Context) error {
 	if err := c.createNetworks(ctx); err != nil {
 		return err
 	}
-	vols := []string{"data", "images"}
+	// storage: every node's local-path volumes, which outlive a node's
+	// container as in compose (each PVC's directory is unique to its PV)
+	vols := []string{"data", "images", "storage"}
 	if c.opts.backend == BackendPostgres {
 		vols = append(vols, "postgres")
 	}
@@ -419,7 +423,8 @@ func (c *Cluster) nodeSpec(name string) spec {
 	return spec{name: name, image: c.opts.image(Node), hostname: name, node: true, cgroup: cgroup,
 		cmd:      append(args, c.opts.nodeArgs...),
 		networks: []string{c.edge},
-		mounts:   testcontainers.Mounts(testcontainers.VolumeMount(c.name("images"), nodeImagesDir)),
+		mounts: testcontainers.Mounts(testcontainers.VolumeMount(c.name("images"), nodeImagesDir),
+			testcontainers.VolumeMount(c.name("storage"), nodeStorageDir)),
 		files: []testcontainers.ContainerFile{{Reader: bytes.NewReader(c.token),
 			ContainerFilePath: nodeTokenPath, FileMode: 0o600}},
 	}

@@ -27,4 +27,5 @@ var essentials = []struct {
 	run  func(t *testing.T, c *testcluster.Cluster)
 }{
 	// scenarios are added here, one line each
+	{"local-storage", localStorage}, // restarts a node: keep it late
 }

@@ -167,8 +167,7 @@ func webPods(t *testing.T, cs kubernetes.Interface) map[string]podState {
 // returns its log.
 func runPod(t *testing.T, cs kubernetes.Interface, name, node string, args ...string) (string, error) {
 	t.Helper()
-	ctx := context.Background()
-	pod := &corev1.Pod{
+	logs, _, err := runToEnd(t, cs, &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
 		Spec: corev1.PodSpec{
 			NodeName:      node,
@@ -176,9 +175,19 @@ func runPod(t *testing.T, cs kubernetes.Interface, name, node string, args ...st
 			Containers: []corev1.Container{{Name: "c", Image: testapp(), ImagePullPolicy: corev1.PullNever,
 				Command: append([]string{"/testapp"}, args...)}},
 		},
-	}
+	})
+	return logs, err
+}
+
+// runToEnd creates pod (RestartPolicy Never) in default, waits up to 2
+// minutes for it to finish, deletes it and returns its log and the node it
+// ran on; a failed pod is an error with its log.
+func runToEnd(t *testing.T, cs kubernetes.Interface, pod *corev1.Pod) (logs, node string, err error) {
+	t.Helper()
+	ctx := context.Background()
+	name := pod.Name
 	if _, err := cs.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
-		return "", err
+		return "", "", err
 	}
 	defer func() {
 		_ = cs.CoreV1().Pods("default").Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)})
@@ -189,17 +198,18 @@ func runPod(t *testing.T, cs kubernetes.Interface, name, node string, args ...st
 		if err != nil {
 			return false, err
 		}
-		phase = p.Status.Phase
-		return phase == corev1.PodSucceeded || phase == corev1.PodFailed, nil
+		phase, node = p.Status.Phase, p.Spec.NodeName
+		return phase == corev1.PodSucceeded || phase == corev1.PodFailed, fmt.Errorf("phase %s", phase)
 	})
-	logs, err := podLogs(ctx, cs, name)
+	logs, err = podLogs(ctx, cs, name)
 	if err != nil {
-		return "", fmt.Errorf("logs of %s: %w", name, err)
+		return "", node, fmt.Errorf("logs of %s: %w", name, err)
 	}
 	if phase != corev1.PodSucceeded {
-		return logs, fmt.Errorf("pod %s (%s) failed: %s", name, strings.Join(args, " "), logs)
+		c := pod.Spec.Containers[0]
+		return logs, node, fmt.Errorf("pod %s (%s) failed: %s", name, strings.Join(append(c.Command, c.Args...), " "), logs)
 	}
-	return logs, nil
+	return logs, node, nil
 }
 
 // podLogs reads a pod's log through the apiserver, the gateway and the

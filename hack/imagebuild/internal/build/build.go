@@ -112,7 +112,7 @@ func (c *Config) checkInputs(imgs []catalog.Image) error {
 	// each Debian base once per platform
 	checked := map[string]bool{}
 	for _, img := range imgs {
-		if img.Base != catalog.Debian && img.Base != catalog.Postgres {
+		if img.Base != catalog.Debian && img.Base != catalog.Postgres && img.Base != catalog.Busybox {
 			continue
 		}
 		for _, p := range c.platformsOf(img) {
@@ -192,18 +192,12 @@ func (b *builder) build(img catalog.Image, p v1.Platform) (PlatformImage, error)
 			return PlatformImage{}, err
 		}
 		add(l, "CA certificates, nonroot user, /var/lib/kubesplit")
-	case catalog.Debian:
+	case catalog.Debian, catalog.Postgres, catalog.Busybox:
 		l, err := b.debian(img.Base, p)
 		if err != nil {
 			return PlatformImage{}, err
 		}
-		add(l, "Debian bookworm minbase (hack/node-base.sh)")
-	case catalog.Postgres:
-		l, err := b.debian(img.Base, p)
-		if err != nil {
-			return PlatformImage{}, err
-		}
-		add(l, "Debian bookworm minbase with PostgreSQL 15 (hack/node-base.sh --flavour postgres)")
+		add(l, debianHistory(img.Base))
 	}
 	if len(img.Tools) > 0 {
 		l, err := b.tools(img.Tools, p)
@@ -341,7 +335,18 @@ func (b *builder) tools(bins []catalog.Binary, p v1.Platform) (*layer.Layer, err
 	return l, nil
 }
 
-// debian is the layer of a Debian base (node or postgres) for platform p,
+// debianHistory describes a Debian base in an image's history.
+func debianHistory(b catalog.Base) string {
+	switch b {
+	case catalog.Postgres:
+		return "Debian bookworm minbase with PostgreSQL 15 (hack/node-base.sh --flavour postgres)"
+	case catalog.Busybox:
+		return "Debian bookworm busybox-static (hack/node-base.sh --flavour busybox)"
+	}
+	return "Debian bookworm minbase (hack/node-base.sh)"
+}
+
+// debian is the layer of a Debian base (node, postgres or busybox) for platform p,
 // read from its tarball once.
 func (b *builder) debian(base catalog.Base, p v1.Platform) (*layer.Layer, error) {
 	file, _, flavour := b.cfg.debianBase(base, p)

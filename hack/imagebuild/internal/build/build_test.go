@@ -190,9 +190,10 @@ func TestBuildNamesAMissingNodeBase(t *testing.T) {
 
 func TestBuildNodeImage(t *testing.T) {
 	t.Parallel()
-	c := fakeBins(t, []string{"node"}, "pause", "coredns", "kubesplit-node", "kubesplit-node-supervisor",
+	c := fakeBins(t, []string{"node"}, "pause", "coredns", "local-path-provisioner", "kubesplit-node", "kubesplit-node-supervisor",
 		"containerd", "containerd-shim-runc-v2", "ctr", "cni/bridge", "cni/host-local")
 	c.Platforms = []v1.Platform{Host()}
+	fakeBusyboxBase(t, &c)
 	dir := t.TempDir()
 	c.NodeBase = filepath.Join(dir, "base-{arch}.tar")
 	var rootfs bytes.Buffer
@@ -242,7 +243,12 @@ func TestBuildNodeImage(t *testing.T) {
 		t.Errorf("CNI plugins missing from the binaries layer")
 	}
 	pause := contents[2]["usr/share/kubesplit/images/pause.tar"]
-	if pause == nil || contents[2]["usr/share/kubesplit/images/coredns.tar"] == nil {
+	for _, img := range []string{"coredns", "local-path-provisioner", "local-path-helper"} {
+		if contents[2]["usr/share/kubesplit/images/"+img+".tar"] == nil {
+			t.Errorf("preload layer lacks %s: %v", img, contents[2])
+		}
+	}
+	if pause == nil {
 		t.Fatalf("preload layer: %v", contents[2])
 	}
 	// what the node agent's `ctr images import` reads: the pause image by its full name

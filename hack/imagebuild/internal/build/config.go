@@ -29,7 +29,10 @@ type Config struct {
 	// PostgresBase is the postgres image's base tarball (hack/node-base.sh
 	// --flavour postgres); "{arch}" is replaced
 	PostgresBase string
-	Out          string // the archive
+	// BusyboxBase is the local-path helper image's base tarball
+	// (hack/node-base.sh --flavour busybox); "{arch}" is replaced
+	BusyboxBase string
+	Out         string // the archive
 	// Docker are the platforms listed in the archive's manifest.json, which
 	// `docker load` reads: the host's under the plain tags, any other under
 	// TAG-ARCH. Default: the host's if it is built, else every platform.
@@ -69,6 +72,7 @@ func (c *Config) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.CACerts, "ca-certs", c.CACerts, "CA bundle copied into the control-plane images")
 	fs.StringVar(&c.NodeBase, "node-base", c.NodeBase, "node base root file system tarball, {arch} replaced by the architecture (hack/node-base.sh)")
 	fs.StringVar(&c.PostgresBase, "postgres-base", c.PostgresBase, "postgres base root file system tarball, {arch} replaced by the architecture (hack/node-base.sh --flavour postgres)")
+	fs.StringVar(&c.BusyboxBase, "busybox-base", c.BusyboxBase, "busybox base tarball, {arch} replaced by the architecture (hack/node-base.sh --flavour busybox)")
 	fs.StringVar(&c.Out, "out", c.Out, "archive to write: OCI layout for containerd and registries, manifest.json for docker load")
 	fs.Var(platformsFlag{&c.Docker}, "docker-platforms", "platforms docker load loads from the archive (default: the host's if built, else all); non-host ones are tagged TAG-ARCH")
 	fs.StringVar(&c.Push, "push", c.Push, "push every image's multi-platform index to REGISTRY/PREFIX/NAME:TAG")
@@ -159,8 +163,11 @@ func (c *Config) nodeBase(p v1.Platform) string {
 // debianBase is the root file system tarball of a Debian base for platform
 // p, and the flag and flavour of hack/node-base.sh that name and make it.
 func (c *Config) debianBase(b catalog.Base, p v1.Platform) (file, flag, flavour string) {
-	if b == catalog.Postgres {
+	switch b {
+	case catalog.Postgres:
 		return strings.ReplaceAll(c.PostgresBase, "{arch}", p.Architecture), "--postgres-base", "postgres"
+	case catalog.Busybox:
+		return strings.ReplaceAll(c.BusyboxBase, "{arch}", p.Architecture), "--busybox-base", "busybox"
 	}
 	return c.nodeBase(p), "--node-base", "node"
 }

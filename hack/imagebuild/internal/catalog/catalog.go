@@ -26,6 +26,9 @@ const (
 	// hack/node-base.sh --flavour postgres, with the user postgres as
 	// 999:999 (PostgresUser).
 	Postgres
+	// Busybox: Debian's busybox-static alone, /bin/busybox and /bin/sh
+	// (hack/node-base.sh --flavour busybox).
+	Busybox
 )
 
 // NonRoot is the uid and gid the control-plane images run as.
@@ -123,6 +126,17 @@ func postgres() Image {
 	}
 }
 
+// localPathHelper is the image of the pods in which local-path-provisioner
+// runs the setup and teardown scripts of its ConfigMap (/bin/sh SCRIPT).
+// They are the user's to edit, so the image is a real shell with the usual
+// commands rather than a program of ours that knows only today's scripts:
+// Debian's busybox-static, one 2 MB static binary, nothing else. It runs as
+// root: it makes and removes directories on the node, and a removed volume
+// holds files of whatever users its pods ran as.
+func localPathHelper() Image {
+	return Image{Name: "local-path-helper", Base: Busybox, Entrypoint: []string{"/bin/sh"}}
+}
+
 // All lists every image, each after the images it preloads.
 func All() []Image {
 	local := func(n string) Binary { return Binary{n, "/usr/local/bin/" + n} }
@@ -131,6 +145,9 @@ func All() []Image {
 		// the CLI, which the compose wiring runs as its one-shot `kubesplit init`
 		static("kubesplit"),
 		static("coredns"),
+		// the local-storage addon: the provisioner only talks to the API
+		static("local-path-provisioner"),
+		localPathHelper(),
 		{Name: "pause", Base: Scratch, Binaries: []Binary{{"pause", "/pause"}}, Entrypoint: []string{"/pause"}, User: "65535:65535"},
 		{Name: "testapp", Base: Scratch, Binaries: []Binary{{"testapp", "/testapp"}}, Entrypoint: []string{"/testapp"}, Cmd: []string{"serve"}},
 		{
@@ -139,7 +156,7 @@ func All() []Image {
 				local("containerd-shim-runc-v2"), local("ctr"), {"cni", "/usr/local/bin/cni"}},
 			Entrypoint: []string{"/usr/local/bin/kubesplit-node-supervisor"},
 			Volumes:    []string{"/var/lib/containerd", "/var/lib/kubelet"},
-			Preload:    []string{"pause", "coredns"},
+			Preload:    []string{"pause", "coredns", "local-path-provisioner", "local-path-helper"},
 		},
 		postgres(),
 	}

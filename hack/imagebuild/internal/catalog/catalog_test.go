@@ -17,8 +17,9 @@ func TestSelect(t *testing.T) {
 	}{
 		{names: nil, want: Names()},
 		{names: []string{"apiserver", "datastore"}, want: []string{"datastore", "apiserver"}},
-		// the node image preloads pause and coredns, which are built first
-		{names: []string{"node"}, want: []string{"coredns", "pause", "node"}},
+		// the node image preloads pause, coredns and the local-storage addon's
+		// images, which are built first
+		{names: []string{"node"}, want: []string{"coredns", "local-path-provisioner", "local-path-helper", "pause", "node"}},
 		{names: []string{"postgres"}, want: []string{"postgres"}},
 		{names: []string{"etcd"}, err: true},
 	} {
@@ -41,7 +42,8 @@ func TestEveryImageIsComplete(t *testing.T) {
 	t.Parallel()
 	seen := map[string]bool{}
 	for _, img := range All() {
-		if seen[img.Name] || len(img.Binaries)+len(img.Files) == 0 || len(img.Entrypoint) == 0 {
+		// (a Busybox image is its base)
+		if seen[img.Name] || (len(img.Binaries)+len(img.Files) == 0 && img.Base != Busybox) || len(img.Entrypoint) == 0 {
 			t.Errorf("image %s: duplicate, no binaries or files, or no entrypoint", img.Name)
 		}
 		for _, p := range img.Preload {
