@@ -12,6 +12,7 @@ import (
 	"text/template"
 
 	"github.com/kubesplit/kubesplit/pkg/pki"
+	"github.com/kubesplit/kubesplit/services/controllers/internal/servicelb"
 )
 
 //go:embed bundled/*.yaml
@@ -50,11 +51,18 @@ func Bundled() []string {
 	return names
 }
 
+// Controllers names the bundled addons that are controllers of this
+// service rather than manifest files; --disable takes their names too.
+func Controllers() []string { return []string{servicelb.Name} }
+
+// Known is every name --disable takes.
+func Known() []string { return append(Bundled(), Controllers()...) }
+
 // WriteBundled renders every bundled addon into dir as NAME.yaml, and
 // removes the file of each disabled one (the deployer then deletes its
 // objects). A NAME.yaml.skip file keeps NAME.yaml as the user left it.
 func WriteBundled(dir string, p BundledParams, disabled []string) error {
-	known := Bundled()
+	known := Known()
 	for _, d := range disabled {
 		if !slices.Contains(known, d) {
 			return fmt.Errorf("--disable %q: no such bundled addon (bundled: %s)", d, strings.Join(known, ", "))
@@ -63,7 +71,7 @@ func WriteBundled(dir string, p BundledParams, disabled []string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	for _, name := range known {
+	for _, name := range Bundled() {
 		path := filepath.Join(dir, name+".yaml")
 		if _, err := os.Stat(path + ".skip"); err == nil {
 			continue

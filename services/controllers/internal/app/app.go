@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -21,6 +22,7 @@ import (
 	"github.com/kubesplit/kubesplit/pkg/logging"
 	"github.com/kubesplit/kubesplit/pkg/version"
 	"github.com/kubesplit/kubesplit/services/controllers/internal/addons"
+	"github.com/kubesplit/kubesplit/services/controllers/internal/servicelb"
 )
 
 const summary = `kubesplit controllers: upstream kube-controller-manager, leader-elected,
@@ -43,7 +45,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&nodeMask, "node-cidr-mask-size", 24, "prefix length of each node's pod range")
 	fs.StringVar(&serviceCIDR, "service-cidr", bootstrap.DefaultServiceCIDR, "Service IP range (must match the apiserver's)")
 	fs.StringVar(&manifestsDir, "manifests-dir", "", "directory of manifests applied and kept in sync (default: DATA_DIR/manifests); bundled addons are written there")
-	fs.StringSliceVar(&disabled, "disable", nil, "bundled addons not to deploy, removed if deployed (one of: "+strings.Join(addons.Bundled(), ", ")+")")
+	fs.StringSliceVar(&disabled, "disable", nil, "bundled addons not to deploy, removed if deployed (one of: "+strings.Join(addons.Known(), ", ")+")")
 	fs.StringVar(&bundled.ClusterDNS, "cluster-dns", "", "IP of the DNS Service (default: the 10th address of --service-cidr, as the node agents assume)")
 	fs.StringVar(&bundled.ClusterDomain, "cluster-domain", bundled.ClusterDomain, "cluster DNS domain")
 	fs.StringVar(&bundled.ImageTag, "addon-image-tag", bundled.ImageTag, "tag of the bundled addons' images kubesplit/NAME (preloaded on nodes under it)")
@@ -119,6 +121,17 @@ func Main(args []string, stdout, stderr io.Writer) int {
 			Bundled: bundled, NodeTokenFile: d.NodeToken()}
 		if err := addons.Run(context.Background(), o, log.With("part", "addons")); err != nil {
 			log.Error("addons stopped", "err", err)
+		}
+	}()
+	lbImage, err := bundled.Image(servicelb.Name)
+	if err != nil {
+		return fail(err)
+	}
+	go func() {
+		o := servicelb.Options{Kubeconfig: d.Kubeconfig(layout.Addons), Image: lbImage, Lease: lease,
+			Disabled: slices.Contains(disabled, servicelb.Name)}
+		if err := servicelb.Run(context.Background(), o, log.With("part", "servicelb")); err != nil {
+			log.Error("servicelb stopped", "err", err)
 		}
 	}()
 	if err := c.StartHealthRelay(); err != nil {
