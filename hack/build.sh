@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-bin}
 host=$(go env GOHOSTOS)/$(go env GOHOSTARCH)
 PLATFORMS=${PLATFORMS:-$host}
-all_images="datastore apiserver scheduler controllers tunnel-gateway kubesplit coredns local-path-provisioner local-path-helper pause testapp node"
+all_images="datastore apiserver scheduler controllers tunnel-gateway kubesplit coredns local-path-provisioner local-path-helper servicelb pause testapp node"
 for i in ${IMAGES:-}; do
   [[ " $all_images " == *" $i "* ]] || { echo "build: unknown image $i (one of: $all_images)" >&2; exit 1; }
 done
@@ -42,6 +42,7 @@ for r in apiserver scheduler controllers tunnel-gateway; do want $r && pkgs+=(./
 # the health check inside the five role images (compose healthchecks)
 for r in datastore apiserver scheduler controllers tunnel-gateway; do want $r && { pkgs+=(./cmd/kubesplit-probe); break; }; done
 { want pause || want node; } && pkgs+=(./node/cmd/pause)   # the node image preloads pause
+{ want servicelb || want node; } && pkgs+=(./cmd/servicelb)   # and ServiceLB's forwarder
 want testapp && pkgs+=(./e2e/cmd/testapp)
 want node && pkgs+=(./node/cmd/kubesplit-node ./node/cmd/kubesplit-node-supervisor
   # containerd v2 and its runc shim, built from their module at the version node/go.mod pins

@@ -148,6 +148,8 @@ func All() []Image {
 		// the local-storage addon: the provisioner only talks to the API
 		static("local-path-provisioner"),
 		localPathHelper(),
+		// ServiceLB's forwarder: one static binary, run as nonroot
+		static("servicelb"),
 		{Name: "pause", Base: Scratch, Binaries: []Binary{{"pause", "/pause"}}, Entrypoint: []string{"/pause"}, User: "65535:65535"},
 		{Name: "testapp", Base: Scratch, Binaries: []Binary{{"testapp", "/testapp"}}, Entrypoint: []string{"/testapp"}, Cmd: []string{"serve"}},
 		{
@@ -156,7 +158,7 @@ func All() []Image {
 				local("containerd-shim-runc-v2"), local("ctr"), {"cni", "/usr/local/bin/cni"}},
 			Entrypoint: []string{"/usr/local/bin/kubesplit-node-supervisor"},
 			Volumes:    []string{"/var/lib/containerd", "/var/lib/kubelet"},
-			Preload:    []string{"pause", "coredns", "local-path-provisioner", "local-path-helper"},
+			Preload:    []string{"pause", "coredns", "local-path-provisioner", "local-path-helper", "servicelb"},
 		},
 		postgres(),
 	}
