@@ -27,5 +27,8 @@ var essentials = []struct {
 	run  func(t *testing.T, c *testcluster.Cluster)
 }{
 	// scenarios are added here, one line each
+	{"pods-and-services-proxy", podsAndServicesProxy},
+	{"webhooks", webhooks},
+	{"tunnel-isolation", tunnelIsolation},
 	{"local-storage", localStorage}, // restarts a node: keep it late
 }

@@ -1,7 +1,10 @@
 // Command testapp is the end-to-end tests' workload, built here so that no
 // registry is needed:
 //
-//	testapp serve [--port 8080]   HTTP: "/" answers the pod's hostname, "/healthz" ok
+//	testapp serve [--port 8080]   HTTP: "/" answers the pod's hostname, "/healthz" ok,
+//	                              "/stream?n=N&ms=M" N lines, one every M ms, each flushed
+//	testapp webhook PORT DIR      HTTPS admission/conversion webhooks and an aggregated
+//	                              API, with DIR/tls.crt and DIR/tls.key (webhook.go)
 //	testapp get URL               prints the body of URL; exit 1 on failure
 //	testapp echo WORDS...         prints WORDS to stdout and "to-stderr" to stderr
 //	testapp exit N                exits with status N
@@ -39,6 +42,11 @@ func main() {
 			port = args[2]
 		}
 		serve(port)
+	case "webhook":
+		if len(args) != 3 {
+			fail("usage: testapp webhook PORT CERT-DIR")
+		}
+		webhook(args[1], args[2])
 	case "get":
 		if len(args) != 2 {
 			fail("usage: testapp get URL")
@@ -88,6 +96,7 @@ func serve(port string) {
 	host, _ := os.Hostname()
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/stream", stream)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, host)
 		fmt.Printf("%s %s %s\n", time.Now().Format(time.RFC3339), r.Method, r.URL.Path) // for kubectl logs
@@ -99,6 +108,33 @@ func serve(port string) {
 	go func() { <-ctx.Done(); _ = srv.Close() }()
 	if err := srv.ListenAndServe(); err != nil && err != http.ErrServerClosed {
 		fail(err.Error())
+	}
+}
+
+// stream writes n lines (default 5), one every ms milliseconds (default
+// 200), flushing each: a client sees the first line long before the last.
+func stream(w http.ResponseWriter, r *http.Request) {
+	n, err := strconv.Atoi(r.URL.Query().Get("n"))
+	if err != nil || n < 1 || n > 1000 {
+		n = 5
+	}
+	ms, err := strconv.Atoi(r.URL.Query().Get("ms"))
+	if err != nil || ms < 0 || ms > 10000 {
+		ms = 200
+	}
+	f, _ := w.(http.Flusher)
+	for i := range n {
+		if i > 0 {
+			select {
+			case <-r.Context().Done():
+				return
+			case <-time.After(time.Duration(ms) * time.Millisecond):
+			}
+		}
+		fmt.Fprintf(w, "line %d %s\n", i+1, time.Now().UTC().Format(time.RFC3339Nano))
+		if f != nil {
+			f.Flush()
+		}
 	}
 }
 
