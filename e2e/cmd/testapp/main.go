@@ -9,6 +9,8 @@
 //	testapp echo WORDS...         prints WORDS to stdout and "to-stderr" to stderr
 //	testapp exit N                exits with status N
 //	testapp sleep                 blocks until SIGTERM
+//	testapp burn DURATION|TIME    keeps one CPU busy that long or until then (at most
+//	                              10 minutes), then blocks until SIGTERM (burn.go)
 //	testapp lookup NAME           prints NAME's addresses, as resolved through the pod's DNS
 //	testapp kube PATH             GET https://kubernetes.default.svc/PATH with the pod's
 //	                              service account (verifies the cluster CA); prints the body
@@ -78,6 +80,11 @@ func main() {
 			fail("usage: testapp kube PATH")
 		}
 		kube(args[1])
+	case "burn":
+		if len(args) != 2 {
+			fail("usage: testapp burn DURATION|TIME")
+		}
+		burn(args[1])
 	case "sleep":
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 		defer stop()
