@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -48,7 +49,8 @@ func TestTunnelEgress(t *testing.T) {
 	port := kubelet.Listener.Addr().(*net.TCPAddr).Port
 
 	c := hostcluster.Start(t, hostcluster.Options{
-		Roles: []string{localcluster.Datastore, localcluster.APIServer, localcluster.TunnelGateway},
+		// (the controllers give the gateway the right to read Nodes, and nodes their pod ranges)
+		Roles: []string{localcluster.Datastore, localcluster.APIServer, localcluster.Controllers, localcluster.TunnelGateway},
 		Extra: map[string][]string{localcluster.TunnelGateway: {"--node-ports", strconv.Itoa(port)}},
 	})
 	d := c.Spec.DataDir
@@ -111,10 +113,12 @@ func TestTunnelEgress(t *testing.T) {
 	}
 
 	t.Run("apiserver-reaches-the-kubelet-through-the-tunnel", func(t *testing.T) {
-		body, err := proxy("node-a")
-		if err != nil || body != "kubelet-a:/healthz" {
-			t.Fatalf("proxy to node-a: %q %v", body, err)
-		}
+		// the gateway routes once its Node watch has the address (and the
+		// controllers have given it the right to watch)
+		waitFor(t, 30*time.Second, "the apiserver to reach node-a", func(context.Context) (bool, error) {
+			body, err := proxy("node-a")
+			return err == nil && body == "kubelet-a:/healthz", nil
+		})
 		if cn, _ := callerCN.Load().(string); cn != "kube-apiserver-kubelet-client" {
 			t.Fatalf("the kubelet saw client %q: TLS is not end to end from the apiserver", cn)
 		}
@@ -151,6 +155,42 @@ func TestTunnelEgress(t *testing.T) {
 		}
 		if code := egress(egressCert, target); code != http.StatusOK {
 			t.Errorf("the apiserver's certificate: %d, want 200", code)
+		}
+		// node-a's Node says it owns a pod range, but its agent here knows
+		// none: the gateway sends a pod address there, the agent refuses to
+		// dial it, and the stream ends without a byte
+		var podCIDR string
+		waitFor(t, 30*time.Second, "node-a's pod range", func(ctx context.Context) (bool, error) {
+			n, err := c.Client.CoreV1().Nodes().Get(ctx, "node-a", metav1.GetOptions{})
+			if err != nil {
+				return false, err
+			}
+			podCIDR = n.Spec.PodCIDR
+			return podCIDR != "", nil
+		})
+		podIP := strings.TrimSuffix(podCIDR, ".0/24") + ".7"
+		var conn *tls.Conn
+		var br *bufio.Reader
+		waitFor(t, 10*time.Second, "the gateway to route node-a's pod range", func(context.Context) (bool, error) {
+			var err error
+			conn, err = tls.Dial("tcp", "127.0.0.1:"+strconv.Itoa(c.Spec.Ports.GatewayEgress), &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{egressCert}, ServerName: "localhost"})
+			if err != nil {
+				return false, nil
+			}
+			fmt.Fprintf(conn, "CONNECT %s:80 HTTP/1.1\r\nHost: %s:80\r\n\r\n", podIP, podIP)
+			br = bufio.NewReader(conn)
+			resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+			if err != nil || resp.StatusCode != http.StatusOK {
+				conn.Close()
+				return false, nil
+			}
+			return true, nil
+		})
+		defer conn.Close()
+		fmt.Fprintf(conn, "GET / HTTP/1.0\r\n\r\n")
+		_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if b, err := io.ReadAll(br); len(b) != 0 || err != nil {
+			t.Errorf("the agent dialled an address outside its pod range: %q %v", b, err)
 		}
 	})
 	t.Run("tunnels-only-for-node-certificates", func(t *testing.T) {

@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 
 	"k8s.io/kubernetes/cmd/kube-apiserver/app"
 
@@ -79,6 +78,12 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	}
 	if o.HealthAddress != "" {
 		if err := health.StartLocalRelay(o.HealthAddress, "--health-address", o.BindAddress, o.SecurePort); err != nil {
+			fmt.Fprintf(stderr, "apiserver: %v\n", err)
+			return 1
+		}
+	}
+	if o.EgressGateway != "" {
+		if err := o.startEgressRelay(stderr); err != nil {
 			fmt.Fprintf(stderr, "apiserver: %v\n", err)
 			return 1
 		}
@@ -193,7 +198,7 @@ func (o Options) UpstreamArgs() ([]string, error) {
 	}
 	if o.EgressGateway != "" {
 		path := filepath.Join(certDir, "egress-selector.yaml")
-		if err := pki.WriteFile(path, egressSelector(d, strings.TrimPrefix(o.EgressGateway, "https://")), 0o644); err != nil {
+		if err := pki.WriteFile(path, egressSelector(o.EgressSocket()), 0o644); err != nil {
 			return nil, fmt.Errorf("writing %s: %w", path, err)
 		}
 		o.EgressConfig = path
@@ -217,22 +222,3 @@ func (o Options) UpstreamArgs() ([]string, error) {
 	return args, nil
 }
 
-// egressSelector routes the apiserver's "cluster" traffic (kubelets: logs,
-// exec, attach, port-forward, metrics) through the gateway's HTTP CONNECT
-// endpoint over mutual TLS.
-func egressSelector(d layout.Dir, hostPort string) []byte {
-	return fmt.Appendf(nil, `apiVersion: apiserver.k8s.io/v1beta1
-kind: EgressSelectorConfiguration
-egressSelections:
-- name: cluster
-  connection:
-    proxyProtocol: HTTPConnect
-    transport:
-      tcp:
-        url: https://%s
-        tlsConfig:
-          caBundle: %s
-          clientCert: %s
-          clientKey: %s
-`, hostPort, d.ClusterCA().Cert, d.APIServerEgressClient().Cert, d.APIServerEgressClient().Key)
-}

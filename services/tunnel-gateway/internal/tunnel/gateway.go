@@ -154,6 +154,18 @@ func (g *Gateway) EgressHandler() http.Handler {
 			http.Error(w, "dial through tunnel failed", http.StatusBadGateway)
 			return
 		}
+		if req.ProtoMajor == 2 {
+			// one stream of the apiserver's long-lived HTTP/2 connection
+			// (its egress relay): the stream is the tunnel, both ways
+			w.WriteHeader(http.StatusOK)
+			rc := http.NewResponseController(w)
+			if err := rc.Flush(); err != nil {
+				upstream.Close()
+				return
+			}
+			pipeStream(flushWriter{w, rc}, req.Body, upstream, s)
+			return
+		}
 		hj, ok := w.(http.Hijacker)
 		if !ok {
 			upstream.Close()
@@ -189,6 +201,41 @@ func pipe(client net.Conn, buffered io.Reader, upstream net.Conn, s *NodeStats) 
 		client.Close()
 	}()
 	wg.Wait()
+}
+
+// pipeStream is pipe for an HTTP/2 stream: the request body brings the
+// apiserver's bytes, the response carries the node's.
+func pipeStream(w io.Writer, body io.ReadCloser, upstream net.Conn, s *NodeStats) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = io.Copy(counter{upstream, &s.BytesToNode}, body)
+		// the apiserver is done sending: let the node side see EOF, keep reading
+		if cw, ok := upstream.(interface{ CloseWrite() error }); ok {
+			_ = cw.CloseWrite()
+		} else {
+			upstream.Close()
+		}
+	}()
+	_, _ = io.Copy(counter{w, &s.BytesFromNode}, upstream)
+	upstream.Close()
+	body.Close()
+	<-done
+}
+
+// flushWriter sends every write at once: the stream is interactive (exec,
+// port-forward, TLS handshakes), nothing may wait in a buffer.
+type flushWriter struct {
+	w  io.Writer
+	rc *http.ResponseController
+}
+
+func (f flushWriter) Write(p []byte) (int, error) {
+	n, err := f.w.Write(p)
+	if err == nil {
+		err = f.rc.Flush()
+	}
+	return n, err
 }
 
 type counter struct {
