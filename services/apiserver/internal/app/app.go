@@ -221,4 +221,3 @@ func (o Options) UpstreamArgs() ([]string, error) {
 	}
 	return args, nil
 }
-
