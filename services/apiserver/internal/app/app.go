@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"k8s.io/kubernetes/cmd/kube-apiserver/app"
 
@@ -38,6 +39,7 @@ type Options struct {
 	AuditLogPath      string
 	EgressConfig      string
 	EgressGateway     string
+	EgressDirect      bool // one mTLS connection to the gateway per dial, no relay (--egress-relay=false)
 	ShowVersion       bool
 	HealthAddress     string // loopback host:port relaying health in plain HTTP (empty: off)
 }
@@ -56,6 +58,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.AuditLog, "audit-log", false, "write an audit log (policy: config/audit-policy.yaml in the data dir)")
 	fs.StringVar(&o.AuditLogPath, "audit-log-path", "", "where the audit log goes (default: logs/audit.log in the data dir; '-' for stdout)")
 	fs.StringVar(&o.EgressGateway, "egress-gateway", "", "https://HOST:PORT of the tunnel gateway's egress: kubelet traffic (logs, exec, port-forward) goes through node tunnels")
+	relay := fs.Bool("egress-relay", true, "carry egress connections as streams of one HTTP/2 connection to the gateway (false: a new mTLS connection per dial, as upstream does)")
 	fs.StringVar(&o.EgressConfig, "egress-selector-config", "", "your own EgressSelectorConfiguration file (instead of --egress-gateway)")
 	fs.StringVar(&o.HealthAddress, "health-address", "", "loopback host:port serving /healthz, /livez and /readyz in plain HTTP for container health checks (empty: off)")
 	fs.BoolVar(&o.ShowVersion, "version", false, "print the version and exit")
@@ -67,6 +70,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "apiserver: %v\n", err)
 		return 1
 	}
+	o.EgressDirect = !*relay
 	if o.ShowVersion {
 		fmt.Fprintln(stdout, version.Info("apiserver"))
 		return 0
@@ -82,7 +86,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 	}
-	if o.EgressGateway != "" {
+	if o.EgressGateway != "" && !o.EgressDirect {
 		if err := o.startEgressRelay(stderr); err != nil {
 			fmt.Fprintf(stderr, "apiserver: %v\n", err)
 			return 1
@@ -198,7 +202,11 @@ func (o Options) UpstreamArgs() ([]string, error) {
 	}
 	if o.EgressGateway != "" {
 		path := filepath.Join(certDir, "egress-selector.yaml")
-		if err := pki.WriteFile(path, egressSelector(o.EgressSocket()), 0o644); err != nil {
+		conf := egressSelector(o.EgressSocket())
+		if o.EgressDirect {
+			conf = egressSelectorDirect(d, strings.TrimPrefix(o.EgressGateway, "https://"))
+		}
+		if err := pki.WriteFile(path, conf, 0o644); err != nil {
 			return nil, fmt.Errorf("writing %s: %w", path, err)
 		}
 		o.EgressConfig = path

@@ -33,6 +33,25 @@ egressSelections:
 `, socket)
 }
 
+// egressSelectorDirect is the same through a new mutual-TLS connection to
+// the gateway per dial (--egress-relay=false).
+func egressSelectorDirect(d layout.Dir, hostPort string) []byte {
+	return fmt.Appendf(nil, `apiVersion: apiserver.k8s.io/v1beta1
+kind: EgressSelectorConfiguration
+egressSelections:
+- name: cluster
+  connection:
+    proxyProtocol: HTTPConnect
+    transport:
+      tcp:
+        url: https://%s
+        tlsConfig:
+          caBundle: %s
+          clientCert: %s
+          clientKey: %s
+`, hostPort, d.ClusterCA().Cert, d.APIServerEgressClient().Cert, d.APIServerEgressClient().Key)
+}
+
 // EgressSocket is where the egress relay listens, in the apiserver's own
 // state directory (mode 0700).
 func (o Options) EgressSocket() string {
