@@ -249,8 +249,10 @@ func (c *Cluster) createNetworks(ctx context.Context) error {
 		upper := subnet.Addr().As4()
 		upper[3] = 128
 		dynamic := netip.PrefixFrom(netip.AddrFrom4(upper), 25)
+		// the bridge (the host's own address) is pinned to .1: left to
+		// Docker it takes the first address of the IPRange
 		_, err := c.docker.NetworkCreate(ctx, name, client.NetworkCreateOptions{Driver: "bridge", Internal: true,
-			Labels: c.labels(), IPAM: &network.IPAM{Config: []network.IPAMConfig{{Subnet: subnet, IPRange: dynamic}}}})
+			Labels: c.labels(), IPAM: &network.IPAM{Config: []network.IPAMConfig{{Subnet: subnet, IPRange: dynamic, Gateway: subnet.Addr().Next()}}}})
 		if err == nil {
 			c.edge, c.edgeSubnet = name, subnet
 			c.gatewayIP = subnet.Addr().Next().Next() // .1 is the bridge
@@ -772,6 +774,12 @@ func (c *Cluster) APIServerPort() int { return c.hostPort }
 // GatewayIP is the tunnel gateway's address on the edge network, which the
 // apiserver advertises as the `kubernetes` Service's endpoint.
 func (c *Cluster) GatewayIP() string { return c.gatewayIP.String() }
+
+// HostAddress is this host's own address on the edge network (Docker gives
+// the network's bridge its first address): the source a node sees for the
+// test process's connections, e.g. to a LoadBalancer Service's node
+// addresses, and so what loadBalancerSourceRanges must allow for them.
+func (c *Cluster) HostAddress() string { return c.edgeSubnet.Addr().Next().String() }
 
 // Container is the testcontainers handle of a member, for anything this
 // package does not wrap; nil if there is no such member.

@@ -30,5 +30,6 @@ var essentials = []struct {
 	{"pods-and-services-proxy", podsAndServicesProxy},
 	{"webhooks", webhooks},
 	{"tunnel-isolation", tunnelIsolation},
+	{"servicelb", serviceLB},
 	{"local-storage", localStorage}, // restarts a node: keep it late
 }

@@ -92,14 +92,13 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	return nil
 }
 
-// Ready says whether the node can serve: every port listens and, when
-// Local, the node has an endpoint.
+// Ready says whether every port listens. A Local forwarder without
+// endpoints is ready too (it refuses connections until it has some): were
+// it not, a DaemonSet rollout would stop at the first node without an
+// endpoint. Which nodes are listed is the controller's call.
 func (f *Forwarder) Ready() error {
 	if !f.listening.Load() {
 		return errors.New("not listening yet")
-	}
-	if f.Spec.Local && !f.endpoints.Load().Any() {
-		return errors.New("externalTrafficPolicy Local: no ready endpoint on this node")
 	}
 	return nil
 }

@@ -194,8 +194,10 @@ func TestLocalForwardsOnlyToTheNodesEndpoints(t *testing.T) {
 		}
 		return nil
 	}
-	if err := ready(); err == nil || !strings.Contains(err.Error(), "no ready endpoint") {
-		t.Errorf("ready without local endpoints: %v", err)
+	// ready without endpoints (a DaemonSet rollout must not stop at a node
+	// without any), but refusing
+	if err := ready(); err != nil {
+		t.Errorf("not ready without local endpoints: %v", err)
 	}
 	if got, err := tcpRoundTrip("127.0.0.1", listen); err == nil {
 		t.Errorf("served without local endpoints: %q", got)
@@ -205,14 +207,21 @@ func TestLocalForwardsOnlyToTheNodesEndpoints(t *testing.T) {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for ready() != nil && time.Now().Before(deadline) {
+	for !f.endpoints.Load().Any() && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
-	}
-	if err := ready(); err != nil {
-		t.Fatalf("not ready with a local endpoint: %v", err)
 	}
 	if got, err := tcpRoundTrip("127.0.0.1", listen); err != nil || got != "echo: hello" {
 		t.Errorf("TCP to the local endpoint: %q, %v", got, err)
+	}
+	// the endpoint leaves the node: refused again
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for f.endpoints.Load().Any() && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got, err := tcpRoundTrip("127.0.0.1", listen); err == nil {
+		t.Errorf("served after the endpoint left: %q", got)
 	}
 }
 
