@@ -16,6 +16,8 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
@@ -164,8 +166,7 @@ func runPod(t *testing.T, c *cluster, name, node string, args ...string) string 
 // tryRun is runPod that returns a failed run as an error.
 func tryRun(t *testing.T, c *cluster, name, node string, args ...string) (string, error) {
 	t.Helper()
-	ctx := context.Background()
-	pod := &corev1.Pod{
+	return tryRunPod(t, c, &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
 		Spec: corev1.PodSpec{
 			NodeName:      node,
@@ -173,7 +174,15 @@ func tryRun(t *testing.T, c *cluster, name, node string, args ...string) (string
 			Containers: []corev1.Container{{Name: "c", Image: webImage, ImagePullPolicy: corev1.PullNever,
 				Command: append([]string{"/testapp"}, args...)}},
 		},
-	}
+	})
+}
+
+// tryRunPod runs pod (RestartPolicy Never) to its end and returns its log;
+// a failed run is an error.
+func tryRunPod(t *testing.T, c *cluster, pod *corev1.Pod) (string, error) {
+	t.Helper()
+	ctx := context.Background()
+	name, node, cmd := pod.Name, pod.Spec.NodeName, pod.Spec.Containers[0].Command
 	if _, err := c.client.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -189,9 +198,41 @@ func tryRun(t *testing.T, c *cluster, name, node string, args ...string) (string
 	logs, err := c.kubectl("logs", name)
 	_ = c.client.CoreV1().Pods("default").Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)})
 	if err != nil || phase != corev1.PodSucceeded {
-		return "", fmt.Errorf("pod %s (%s %s): %s, %v", name, node, strings.Join(args, " "), logs, err)
+		return "", fmt.Errorf("pod %s (%s %s): %s, %v", name, node, strings.Join(cmd, " "), logs, err)
 	}
 	return logs, nil
+}
+
+// onVolume runs script in the local-path helper image (a busybox shell,
+// preloaded on the nodes) on node, with the claim "kept" at /data (made
+// when missing: the default StorageClass, local-path), and returns its log.
+func onVolume(t *testing.T, c *cluster, name, node, script string) string {
+	t.Helper()
+	pvc := &corev1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: "kept"},
+		Spec: corev1.PersistentVolumeClaimSpec{AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("16Mi")}}},
+	}
+	if _, err := c.client.CoreV1().PersistentVolumeClaims("default").Create(context.Background(), pvc, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	out, err := tryRunPod(t, c, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: corev1.PodSpec{
+			// a selector, not spec.nodeName: the claim binds where the scheduler puts the pod
+			NodeSelector:  map[string]string{corev1.LabelHostname: node},
+			RestartPolicy: corev1.RestartPolicyNever,
+			Containers: []corev1.Container{{Name: "c", Image: "kubesplit/local-path-helper:" + dockercluster.DefaultTag(),
+				ImagePullPolicy: corev1.PullNever, Command: []string{"/bin/sh", "-c", script},
+				VolumeMounts: []corev1.VolumeMount{{Name: "data", MountPath: "/data"}}}},
+			Volumes: []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{
+				PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "kept"}}}},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 type podState struct{ uid, containerID string }
@@ -417,6 +458,9 @@ func TestComposeCluster(t *testing.T) {
 		})
 	})
 
+	// data on a local-path volume, which the nodes keep on their storage volume
+	onVolume(t, c, "kept-writer", nodes[0], "echo kept-across-down-up > /data/file")
+
 	t.Run("make down then make up returns the same cluster", func(t *testing.T) {
 		c.compose("down")
 		if out := docker(t, "ps", "-aq", "--filter", "label=com.docker.compose.project="+project); out != "" {
@@ -457,6 +501,9 @@ func TestComposeCluster(t *testing.T) {
 		}
 		if err != nil {
 			t.Fatalf("the web Service after down/up: %v", err)
+		}
+		if got := onVolume(t, c, "kept-reader", nodes[0], "cat /data/file"); got != "kept-across-down-up" {
+			t.Fatalf("the local-path volume after down/up holds %q, want what was written before", got)
 		}
 	})
 }
