@@ -80,6 +80,7 @@ func localStorage(t *testing.T, c *testcluster.Cluster) {
 	}
 	read("storage-reader")
 
+	available := systemDeployments(t, cs)
 	restarted := time.Now()
 	if err := c.Restart(ctx, node); err != nil {
 		t.Fatal(err)
@@ -102,7 +103,16 @@ func localStorage(t *testing.T, c *testcluster.Cluster) {
 	if out, err := c.Exec(ctx, node, "ls", "-A", parent); err != nil || slices.Contains(strings.Fields(out), base) {
 		t.Fatalf("%s on %s after the claim was deleted: %q, %v; want it gone", dir, node, out, err)
 	}
-	waitSystemDeployments(t, cs)
+	// the addons the restart took down are back for the scenarios after this one
+	waitFor(t, "kube-system Deployments available again", 2*time.Minute, func(context.Context) (bool, error) {
+		now := systemDeployments(t, cs)
+		for _, d := range available {
+			if !slices.Contains(now, d) {
+				return false, fmt.Errorf("%s is not available (available: %v)", d, now)
+			}
+		}
+		return true, nil
+	})
 }
 
 // storagePod runs script in the storage image as uid, with the claim
@@ -163,25 +173,24 @@ func localVolume(pv *corev1.PersistentVolume) (node, dir string, err error) {
 	return "", "", errors.New("the node affinity names no single host")
 }
 
-// waitSystemDeployments waits until every Deployment in kube-system is
-// available again (a restarted node's addon pods come back), so the
-// scenarios after this one find the cluster as they expect it.
-func waitSystemDeployments(t *testing.T, cs kubernetes.Interface) {
+// systemDeployments names the Deployments of kube-system whose replicas
+// are all ready and up to date.
+func systemDeployments(t *testing.T, cs kubernetes.Interface) []string {
 	t.Helper()
-	waitFor(t, "kube-system Deployments available", 2*time.Minute, func(ctx context.Context) (bool, error) {
-		ds, err := cs.AppsV1().Deployments(metav1.NamespaceSystem).List(ctx, metav1.ListOptions{})
-		if err != nil {
-			return false, err
+	ds, err := cs.AppsV1().Deployments(metav1.NamespaceSystem).List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, d := range ds.Items {
+		if deploymentAvailable(&d) {
+			names = append(names, d.Name)
 		}
-		for _, d := range ds.Items {
-			if !deploymentAvailable(&d) {
-				return false, fmt.Errorf("%s: %d of %d ready", d.Name, d.Status.ReadyReplicas, ptr.Deref(d.Spec.Replicas, 1))
-			}
-		}
-		return true, nil
-	})
+	}
+	return names
 }
 
+// deploymentAvailable: every replica of d is ready and up to date.
 func deploymentAvailable(d *appsv1.Deployment) bool {
 	want := ptr.Deref(d.Spec.Replicas, 1)
 	return d.Status.ObservedGeneration >= d.Generation && d.Status.ReadyReplicas == want && d.Status.UpdatedReplicas == want
