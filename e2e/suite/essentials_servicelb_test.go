@@ -107,6 +107,7 @@ func serviceLB(t *testing.T, c *testcluster.Cluster) {
 			s.Spec.LoadBalancerSourceRanges = nil
 			s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
 		})
+		waitRolledOut(t, cs, name)
 		d, err := cs.AppsV1().Deployments("default").Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
