@@ -15,6 +15,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
@@ -81,17 +82,22 @@ func podsAndServicesProxy(t *testing.T, c *testcluster.Cluster) {
 }
 
 // onePodPerNode runs a Deployment NAME (and a Service NAME port 80 ->
-// port) of testapp with command cmd, one pod on each node, and returns
-// node -> pod name once all are ready.
-func onePodPerNode(t *testing.T, cs kubernetes.Interface, ns, name string, cmd []string, port int32, mounts func(*corev1.PodSpec)) map[string]string {
+// port, 443 for 8443) of testapp with command cmd, one pod on each node
+// (or replicas[0] pods on different nodes), and returns node -> pod name
+// once all are ready.
+func onePodPerNode(t *testing.T, cs kubernetes.Interface, ns, name string, cmd []string, port int32, mounts func(*corev1.PodSpec), replicas ...int) map[string]string {
 	t.Helper()
 	ctx := context.Background()
 	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil && !strings.Contains(err.Error(), "already exists") {
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
+	}
+	want := len(nodes.Items)
+	if len(replicas) > 0 {
+		want = replicas[0]
 	}
 	labels := map[string]string{"app": name}
 	scheme := corev1.URISchemeHTTP
@@ -112,7 +118,7 @@ func onePodPerNode(t *testing.T, cs kubernetes.Interface, ns, name string, cmd [
 	}
 	dep := &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-		Spec: appsv1.DeploymentSpec{Replicas: ptr.To(int32(len(nodes.Items))), Selector: &metav1.LabelSelector{MatchLabels: labels},
+		Spec: appsv1.DeploymentSpec{Replicas: ptr.To(int32(want)), Selector: &metav1.LabelSelector{MatchLabels: labels},
 			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: spec}},
 	}
 	if _, err := cs.AppsV1().Deployments(ns).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
@@ -139,7 +145,7 @@ func onePodPerNode(t *testing.T, cs kubernetes.Interface, ns, name string, cmd [
 				out[p.Spec.NodeName] = p.Name
 			}
 		}
-		return len(out) == len(nodes.Items), fmt.Errorf("ready on %v", out)
+		return len(out) == want, fmt.Errorf("ready on %v", out)
 	})
 	return out
 }

@@ -22,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 
 	"github.com/kubesplit/kubesplit/testcluster"
@@ -47,19 +48,8 @@ func webhooks(t *testing.T, c *testcluster.Cluster) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	caPEM, certPEM, keyPEM := servingCert(t, "hooks."+hooksNS+".svc")
-	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: hooksNS}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "hooks-tls", Namespace: hooksNS}, Type: corev1.SecretTypeTLS,
-		Data: map[string][]byte{"tls.crt": certPEM, "tls.key": keyPEM}}
-	if _, err := cs.CoreV1().Secrets(hooksNS).Create(ctx, secret, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	onePodPerNode(t, cs, hooksNS, "hooks", []string{"/testapp", "webhook", "8443", "/tls"}, 8443, func(s *corev1.PodSpec) {
-		s.Volumes = []corev1.Volume{{Name: "tls", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "hooks-tls"}}}}
-		s.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "tls", MountPath: "/tls", ReadOnly: true}}
-	})
+	caPEM, mount := hookTLS(t, cs)
+	onePodPerNode(t, cs, hooksNS, "hooks", hookCommand, 8443, mount)
 	// everything cluster-wide this scenario makes goes before its namespaces
 	defer func() {
 		_ = cs.AdmissionregistrationV1().ValidatingWebhookConfigurations().Delete(ctx, "e2e-validate", metav1.DeleteOptions{})
@@ -73,6 +63,45 @@ func webhooks(t *testing.T, c *testcluster.Cluster) {
 	t.Run("admission", func(t *testing.T) { admission(t, c, caPEM) })
 	t.Run("conversion", func(t *testing.T) { conversion(t, dyn, caPEM) })
 	t.Run("aggregated-api", func(t *testing.T) { aggregated(t, c, dyn, caPEM) })
+}
+
+// hookCommand serves the webhooks (e2e/cmd/testapp/webhook.go).
+var hookCommand = []string{"/testapp", "webhook", "8443", "/tls"}
+
+// hookTLS creates hooksNS and a serving certificate for the Service
+// hooks.e2e-hooks.svc in it; mount puts it where hookCommand reads it.
+func hookTLS(t *testing.T, cs kubernetes.Interface) (caPEM []byte, mount func(*corev1.PodSpec)) {
+	t.Helper()
+	ctx := context.Background()
+	caPEM, certPEM, keyPEM := servingCert(t, "hooks."+hooksNS+".svc")
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: hooksNS}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "hooks-tls", Namespace: hooksNS}, Type: corev1.SecretTypeTLS,
+		Data: map[string][]byte{"tls.crt": certPEM, "tls.key": keyPEM}}
+	if _, err := cs.CoreV1().Secrets(hooksNS).Create(ctx, secret, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return caPEM, func(s *corev1.PodSpec) {
+		s.Volumes = []corev1.Volume{{Name: "tls", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "hooks-tls"}}}}
+		s.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "tls", MountPath: "/tls", ReadOnly: true}}
+	}
+}
+
+// mutatingHook labels ConfigMaps created in namespaces labelled
+// e2e-webhooks=selector, served by the Service hooks in hooksNS.
+func mutatingHook(name, selector string, caPEM []byte, policy admissionv1.FailurePolicyType) *admissionv1.MutatingWebhookConfiguration {
+	none := admissionv1.SideEffectClassNone
+	return &admissionv1.MutatingWebhookConfiguration{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Webhooks: []admissionv1.MutatingWebhook{{Name: name + ".e2e.kubesplit.io",
+			ClientConfig: admissionv1.WebhookClientConfig{CABundle: caPEM,
+				Service: &admissionv1.ServiceReference{Namespace: hooksNS, Name: "hooks", Path: ptr.To("/mutate"), Port: ptr.To[int32](443)}},
+			Rules: []admissionv1.RuleWithOperations{{Operations: []admissionv1.OperationType{admissionv1.Create},
+				Rule: admissionv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"configmaps"}}}},
+			NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"e2e-webhooks": selector}},
+			FailurePolicy:     &policy, SideEffects: &none, AdmissionReviewVersions: []string{"v1"}, TimeoutSeconds: ptr.To[int32](5)}},
+	}
 }
 
 func admission(t *testing.T, c *testcluster.Cluster, caPEM []byte) {
@@ -97,11 +126,7 @@ func admission(t *testing.T, c *testcluster.Cluster, caPEM []byte) {
 	}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, &admissionv1.MutatingWebhookConfiguration{
-		ObjectMeta: metav1.ObjectMeta{Name: "e2e-mutate"},
-		Webhooks: []admissionv1.MutatingWebhook{{Name: "mutate.e2e.kubesplit.io", ClientConfig: client("/mutate"), Rules: rules,
-			NamespaceSelector: scope, FailurePolicy: &fail, SideEffects: &none, AdmissionReviewVersions: []string{"v1"}, TimeoutSeconds: ptr.To[int32](5)}},
-	}, metav1.CreateOptions{}); err != nil {
+	if _, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, mutatingHook("e2e-mutate", "on", caPEM, fail), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	// a new webhook configuration takes a moment to reach the apiserver's cache

@@ -1,0 +1,98 @@
+package suite
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/dynamic"
+
+	"github.com/kubesplit/kubesplit/testcluster"
+)
+
+// disabledAddons: the controllers restarted with --disable for every
+// bundled addon and ServiceLB remove what each had deployed: no object
+// labelled with the addon's name is left, the metrics APIService and the
+// default StorageClass are gone, and a LoadBalancer Service loses its
+// forwarders and its status. It runs last: the cluster keeps no addons.
+func disabledAddons(t *testing.T, c *testcluster.Cluster) {
+	ctx := context.Background()
+	cs := c.Client()
+	dyn, err := dynamic.NewForConfig(c.RESTConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "lb-before-disable"},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Selector: map[string]string{"app": "none"},
+			Ports: []corev1.ServicePort{{Port: 8089, TargetPort: intstr.FromInt32(8080)}}}}
+	if _, err := cs.CoreV1().Services("default").Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cs.CoreV1().Services("default").Delete(ctx, svc.Name, metav1.DeleteOptions{}) }()
+	forwarders := func(ctx context.Context) (int, error) {
+		ds, err := cs.AppsV1().DaemonSets("kube-system").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/managed-by=kubesplit-servicelb"})
+		if err != nil {
+			return 0, err
+		}
+		return len(ds.Items), nil
+	}
+	waitFor(t, "ServiceLB's forwarders for the Service", time.Minute, func(ctx context.Context) (bool, error) {
+		n, err := forwarders(ctx)
+		return n > 0, err
+	})
+
+	addons := []string{"coredns", "metrics-server", "local-storage"}
+	if err := c.UpgradeRole(ctx, testcluster.Controllers, "kubesplit/controllers:"+tag(),
+		"--disable", strings.Join(append(addons, "servicelb"), ",")); err != nil {
+		t.Fatal(err)
+	}
+	labelled := []schema.GroupVersionResource{
+		{Version: "v1", Resource: "serviceaccounts"}, {Version: "v1", Resource: "configmaps"}, {Version: "v1", Resource: "services"},
+		{Group: "apps", Version: "v1", Resource: "deployments"},
+		{Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterroles"},
+		{Group: "storage.k8s.io", Version: "v1", Resource: "storageclasses"},
+		{Group: "apiregistration.k8s.io", Version: "v1", Resource: "apiservices"},
+	}
+	for _, addon := range addons {
+		waitFor(t, addon+" removed", 2*time.Minute, func(ctx context.Context) (bool, error) {
+			for _, gvr := range labelled {
+				l, err := dyn.Resource(gvr).List(ctx, metav1.ListOptions{LabelSelector: "kubesplit.io/addon=" + addon})
+				if err != nil {
+					return false, err
+				}
+				if len(l.Items) > 0 {
+					return false, fmt.Errorf("%d %s left", len(l.Items), gvr.Resource)
+				}
+			}
+			return true, nil
+		})
+	}
+	for _, gone := range []struct {
+		gvr  schema.GroupVersionResource
+		name string
+	}{
+		{schema.GroupVersionResource{Group: "apiregistration.k8s.io", Version: "v1", Resource: "apiservices"}, "v1beta1.metrics.k8s.io"},
+		{schema.GroupVersionResource{Group: "storage.k8s.io", Version: "v1", Resource: "storageclasses"}, "local-path"},
+	} {
+		if _, err := dyn.Resource(gone.gvr).Get(ctx, gone.name, metav1.GetOptions{}); err == nil {
+			t.Errorf("%s %s is still there", gone.gvr.Resource, gone.name)
+		}
+	}
+	waitFor(t, "ServiceLB's forwarders and status removed", time.Minute, func(ctx context.Context) (bool, error) {
+		n, err := forwarders(ctx)
+		if err != nil || n > 0 {
+			return false, fmt.Errorf("%d DaemonSets left %v", n, err)
+		}
+		s, err := cs.CoreV1().Services("default").Get(ctx, svc.Name, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		return len(s.Status.LoadBalancer.Ingress) == 0, fmt.Errorf("status %v", s.Status.LoadBalancer.Ingress)
+	})
+}
