@@ -5,6 +5,7 @@ go 1.26.8
 require (
 	github.com/kubesplit/kubesplit v0.0.0-00010101000000-000000000000
 	golang.org/x/net v0.61.0
+	k8s.io/apiserver v0.36.3
 	k8s.io/kubernetes v1.36.3
 )
 
@@ -109,7 +110,6 @@ require (
 	k8s.io/api v0.36.3 // indirect
 	k8s.io/apiextensions-apiserver v0.0.0 // indirect
 	k8s.io/apimachinery v0.36.3 // indirect
-	k8s.io/apiserver v0.36.3 // indirect
 	k8s.io/client-go v0.36.3 // indirect
 	k8s.io/cloud-provider v0.36.3 // indirect
 	k8s.io/cluster-bootstrap v0.36.3 // indirect

@@ -21,21 +21,22 @@ import (
 // pods/proxy, services/proxy) through the egress relay's unix socket, which
 // carries it to the gateway (package egress says why).
 func egressSelector(socket string) []byte {
-	return fmt.Appendf(nil, `apiVersion: apiserver.k8s.io/v1beta1
-kind: EgressSelectorConfiguration
-egressSelections:
-- name: cluster
-  connection:
-    proxyProtocol: HTTPConnect
-    transport:
-      uds:
-        udsName: %s
-`, socket)
+	return egressSelection(fmt.Sprintf(`uds:
+        udsName: %s`, socket))
 }
 
 // egressSelectorDirect is the same through a new mutual-TLS connection to
 // the gateway per dial (--egress-relay=false).
 func egressSelectorDirect(d layout.Dir, hostPort string) []byte {
+	return egressSelection(fmt.Sprintf(`tcp:
+        url: https://%s
+        tlsConfig:
+          caBundle: %s
+          clientCert: %s
+          clientKey: %s`, hostPort, d.ClusterCA().Cert, d.APIServerEgressClient().Cert, d.APIServerEgressClient().Key))
+}
+
+func egressSelection(transport string) []byte {
 	return fmt.Appendf(nil, `apiVersion: apiserver.k8s.io/v1beta1
 kind: EgressSelectorConfiguration
 egressSelections:
@@ -43,13 +44,8 @@ egressSelections:
   connection:
     proxyProtocol: HTTPConnect
     transport:
-      tcp:
-        url: https://%s
-        tlsConfig:
-          caBundle: %s
-          clientCert: %s
-          clientKey: %s
-`, hostPort, d.ClusterCA().Cert, d.APIServerEgressClient().Cert, d.APIServerEgressClient().Key)
+      %s
+`, transport)
 }
 
 // EgressSocket is where the egress relay listens, in the apiserver's own
