@@ -32,5 +32,5 @@ var essentials = []struct {
 	{"tunnel-isolation", tunnelIsolation},
 	{"servicelb", serviceLB},
 	{"local-storage", localStorage}, // restarts a node: keep it late
-	{"disable", disabledAddons}, // removes the addons: always last
+	{"disable", disabledAddons},     // removes the addons: always last
 }

@@ -6,7 +6,10 @@ import (
 	"maps"
 	"os/exec"
 	"testing"
+	"time"
 
+	admissionv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kubesplit/kubesplit/testcluster"
@@ -25,6 +28,30 @@ func TestUpgradeOneRoleAtATime(t *testing.T) {
 	cs := c.Client()
 	deployWeb(t, cs, 2, 300)
 	before := webPods(t, cs)
+	// a webhook (failurePolicy Fail) served from the nodes stays in the
+	// path of ConfigMap creates in e2e-upgrade through every upgrade
+	caPEM, mount := hookTLS(t, cs)
+	onePodPerNode(t, cs, hooksNS, "hooks", hookCommand, 8443, mount)
+	if _, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, mutatingHook("e2e-upgrade", "upgrade", caPEM, admissionv1.Fail), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "e2e-upgrade",
+		Labels: map[string]string{"e2e-webhooks": "upgrade"}}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	hooked := 0
+	webhookActs := func(after string) {
+		t.Helper()
+		waitFor(t, "the webhook acting after "+after, time.Minute, func(ctx context.Context) (bool, error) {
+			hooked++
+			cm, err := cs.CoreV1().ConfigMaps("e2e-upgrade").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("hooked-%d", hooked)}}, metav1.CreateOptions{})
+			if err != nil {
+				return false, err
+			}
+			return cm.Labels["e2e-mutated"] == "true", fmt.Errorf("labels %v", cm.Labels)
+		})
+	}
+	webhookActs("start")
 
 	order := []string{testcluster.Scheduler, testcluster.Controllers, testcluster.APIServer, testcluster.TunnelGateway, testcluster.Datastore}
 	for i, role := range order {
@@ -50,6 +77,7 @@ func TestUpgradeOneRoleAtATime(t *testing.T) {
 		if now := webPods(t, cs); !maps.Equal(now, before) {
 			t.Fatalf("after upgrading %s the web pods changed:\nbefore %v\nnow    %v", role, before, now)
 		}
+		webhookActs("upgrading " + role)
 	}
 	for name, p := range before {
 		if p.restarts != 0 {
