@@ -319,11 +319,15 @@ func (c *Cluster) AddNode(name, token string) {
 		args = append(args, "-v", c.opts.NodeImages+":/var/lib/kubesplit-node/images:ro")
 	}
 	args = append(args, "kubesplit/node:"+c.opts.Tag,
-		"--gateway", "https://tunnel-gateway:8132", "--node-name", name, "--cgroup-root", "/kubesplit-"+c.ID+"-"+name)
+		"--gateway", "https://tunnel-gateway:8132", "--node-name", name, "--cgroup-root", c.CgroupRoot(name))
 	c.docker(append(args, c.opts.NodeArgs...)...)
 	c.nodes = append(c.nodes, name)
 	c.added = append(c.added, name)
 }
+
+// CgroupRoot is a node's kubelet cgroupRoot: its pods sit below it in every
+// cgroup hierarchy of the host (/sys/fs/cgroup/*/ROOT/kubepods/...).
+func (c *Cluster) CgroupRoot(node string) string { return "/kubesplit-" + c.ID + "-" + node }
 
 // RemoveNode deletes a node's container (and its volumes).
 func (c *Cluster) RemoveNode(name string) {
@@ -397,8 +401,7 @@ func (c *Cluster) teardown() {
 	}
 	// the node containers' cgroups are left in the host hierarchy by the kubelet
 	for _, n := range c.added {
-		root := "/kubesplit-" + c.ID + "-" + n
-		matches, _ := filepath.Glob("/sys/fs/cgroup/*" + root)
+		matches, _ := filepath.Glob("/sys/fs/cgroup/*" + c.CgroupRoot(n))
 		for _, m := range matches {
 			_ = removeCgroupTree(m)
 		}

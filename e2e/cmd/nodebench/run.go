@@ -1,0 +1,330 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+
+	"github.com/kubesplit/kubesplit/e2e/dockercluster"
+	"github.com/kubesplit/kubesplit/e2e/gatewayview"
+)
+
+// result is what a run measured; a phase not run leaves its fields out.
+type result struct {
+	Phases             []string           `json:"phases"`
+	PerDial            bool               `json:"per_dial_egress_compared"`
+	Pods               int                `json:"pods,omitempty"`
+	PodStartupP50Ms    float64            `json:"pod_startup_p50_ms,omitempty"`
+	PodStartupP99Ms    float64            `json:"pod_startup_p99_ms,omitempty"`
+	PodStartupMaxMs    float64            `json:"pod_startup_max_ms,omitempty"`
+	PodStartupSeqP50Ms float64            `json:"pod_startup_one_at_a_time_p50_ms,omitempty"`
+	PodStartupSeqP99Ms float64            `json:"pod_startup_one_at_a_time_p99_ms,omitempty"`
+	AgentRSSMiB        map[string]float64 `json:"node_agent_idle_rss_mib,omitempty"`
+	AgentRSSTotalMiB   float64            `json:"node_agent_idle_rss_total_mib,omitempty"`
+	Execs              int                `json:"execs,omitempty"`
+	ExecTunnelP50Ms    float64            `json:"exec_via_apiserver_and_tunnel_p50_ms,omitempty"`
+	ExecTunnelP99Ms    float64            `json:"exec_via_apiserver_and_tunnel_p99_ms,omitempty"`
+	ExecNoTunnelP50Ms  float64            `json:"exec_via_apiserver_with_a_route_to_the_node_p50_ms,omitempty"`
+	ExecNoTunnelP99Ms  float64            `json:"exec_via_apiserver_with_a_route_to_the_node_p99_ms,omitempty"`
+	ExecOverheadP50Ms  float64            `json:"exec_tunnel_overhead_p50_ms,omitempty"`
+	// the same through an apiserver with a new mTLS connection to the gateway per dial (-per-dial)
+	ExecPerDialP50Ms         float64        `json:"exec_via_apiserver_per_dial_egress_p50_ms,omitempty"`
+	ExecPerDialP99Ms         float64        `json:"exec_via_apiserver_per_dial_egress_p99_ms,omitempty"`
+	ExecPerDialOverheadP50Ms float64        `json:"exec_per_dial_egress_overhead_p50_ms,omitempty"`
+	ExecDirectP50Ms          float64        `json:"exec_direct_to_kubelet_p50_ms,omitempty"`
+	ExecDirectP99Ms          float64        `json:"exec_direct_to_kubelet_p99_ms,omitempty"`
+	Webhook                  *webhookResult `json:"webhook,omitempty"`
+	AddonMemory              []podMemory    `json:"kube_system_pods_idle_memory,omitempty"`
+	ReconnectS               []float64      `json:"tunnel_reconnect_after_gateway_restart_s,omitempty"`
+	ReconnectMedianS         float64        `json:"tunnel_reconnect_median_s,omitempty"`
+	ClusterStartS            float64        `json:"cluster_start_to_nodes_ready_s"`
+	GatewayRestartRuns       int            `json:"gateway_restarts,omitempty"`
+}
+
+// bench is one run's cluster and what its phases share.
+type bench struct {
+	c     *dockercluster.Cluster
+	tb    *benchTB
+	image string // testapp, as the nodes know it
+	// more apiservers, each started by the first phase that needs it: one
+	// routed to the nodes, one with the per-dial egress (-per-dial)
+	direct, perDial *rest.Config
+}
+
+func run(tb *benchTB, o options) (*result, error) {
+	r := &result{Phases: o.only, PerDial: o.perDial}
+	images := tb.TempDir()
+	ctx := context.Background()
+	if _, err := dockercluster.Docker(ctx, "save", "-o", filepath.Join(images, "testapp.tar"), "kubesplit/testapp:"+dockercluster.DefaultTag()); err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	// node-1's kubelet also listens on its node IP, only for the direct-exec baseline
+	c := dockercluster.Start(tb, dockercluster.Options{Nodes: 2, NodeImages: images, NodeArgs: []string{"--kubelet-address", "0.0.0.0"}})
+	for _, n := range c.Nodes() {
+		if err := waitNode(ctx, c, n); err != nil {
+			return nil, err
+		}
+	}
+	r.ClusterStartS = time.Since(start).Seconds()
+	b := &bench{c: c, tb: tb, image: "docker.io/kubesplit/testapp:" + dockercluster.DefaultTag()}
+
+	if o.has("startup") {
+		r.Pods = o.pods
+		// create → Running seen by a watch: one at a time, then a burst
+		seq, err := podStartup(ctx, c, b.image, "seq", o.pods, false)
+		if err != nil {
+			return nil, err
+		}
+		r.PodStartupSeqP50Ms, r.PodStartupSeqP99Ms = pct(seq, 50), pct(seq, 99)
+		_ = c.Client.CoreV1().Pods("default").DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: "bench=seq"})
+		lat, err := podStartup(ctx, c, b.image, "startup", o.pods, true)
+		if err != nil {
+			return nil, err
+		}
+		r.PodStartupP50Ms, r.PodStartupP99Ms, r.PodStartupMaxMs = pct(lat, 50), pct(lat, 99), pct(lat, 100)
+	}
+	if o.has("exec") {
+		if err := b.execPhase(ctx, r, o.execs, o.perDial); err != nil {
+			return nil, err
+		}
+	}
+	if o.has("webhook") {
+		w, err := b.webhookPhase(ctx, o.webhooks, o.perDial)
+		if err != nil {
+			return nil, fmt.Errorf("webhook phase: %w", err)
+		}
+		r.Webhook = w
+	}
+	if o.has("memory") {
+		_ = c.Client.CoreV1().Pods("default").DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: "bench=startup"})
+		lb, err := b.loadBalancer(ctx) // so that a ServiceLB forwarder runs
+		if err != nil {
+			return nil, err
+		}
+		time.Sleep(o.settle)
+		if err := agentRSS(c, r); err != nil {
+			return nil, err
+		}
+		if r.AddonMemory, err = b.kubeSystemMemory(ctx); err != nil {
+			return nil, err
+		}
+		lb()
+	}
+	if o.has("restarts") {
+		r.GatewayRestartRuns = o.restarts
+		if err := gatewayRestarts(ctx, c, r, o.restarts); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// agentRSS reads the idle RSS of node-1's agent (kubelet, kube-proxy,
+// overlay, tunnel), containerd and supervisor.
+func agentRSS(c *dockercluster.Cluster, r *result) error {
+	r.AgentRSSMiB = map[string]float64{}
+	for name, pattern := range map[string]string{"agent (kubelet+kube-proxy+overlay+tunnel)": "[k]ubesplit-node agent", "containerd": "[b]in/containerd --config", "supervisor": "[b]in/kubesplit-node-supervisor"} {
+		// ([k]… keeps pgrep from matching this shell's own command line)
+		out, err := c.Exec("node-1", "sh", "-c", "for p in $(pgrep -f '"+pattern+"'); do grep VmRSS /proc/$p/status; done")
+		if err != nil {
+			return err
+		}
+		kb := 0.0
+		for _, line := range strings.Split(out, "\n") {
+			if f := strings.Fields(line); len(f) >= 2 {
+				v, _ := strconv.ParseFloat(f[1], 64)
+				kb += v
+			}
+		}
+		r.AgentRSSMiB[name] = kb / 1024
+		r.AgentRSSTotalMiB += kb / 1024
+	}
+	return nil
+}
+
+// gatewayRestarts times the tunnels coming back after `docker restart` of the gateway.
+func gatewayRestarts(ctx context.Context, c *dockercluster.Cluster, r *result, n int) error {
+	for range n {
+		issued := time.Now()
+		if _, err := dockercluster.Docker(ctx, "restart", "-t", "0", c.Name("tunnel-gateway")); err != nil {
+			return err
+		}
+		gw, err := gatewayview.New(c.Kubeconfig, c.IP("tunnel-gateway", c.Control)+":8131")
+		if err != nil {
+			return err
+		}
+		deadline := time.Now().Add(time.Minute)
+		for {
+			if n, _ := connectedSince(gw, issued); n == 2 {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("tunnels not back within a minute of the gateway restart")
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		r.ReconnectS = append(r.ReconnectS, time.Since(issued).Seconds())
+		time.Sleep(2 * time.Second)
+	}
+	r.ReconnectMedianS = pct(r.ReconnectS, 50)
+	return nil
+}
+
+// podStartup creates n pods and returns each one's create → Running time as
+// seen by a watch. burst creates them all at once; otherwise one at a time,
+// each after the previous one runs.
+func podStartup(ctx context.Context, c *dockercluster.Cluster, image, label string, n int, burst bool) ([]float64, error) {
+	w, err := c.Client.CoreV1().Pods("default").Watch(ctx, metav1.ListOptions{LabelSelector: "bench=" + label})
+	if err != nil {
+		return nil, err
+	}
+	defer w.Stop()
+	created := map[string]time.Time{}
+	create := func(i int) error {
+		name := fmt.Sprintf("%s-%02d", label, i)
+		created[name] = time.Now()
+		_, err := c.Client.CoreV1().Pods("default").Create(ctx, &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"bench": label}},
+			Spec: corev1.PodSpec{TerminationGracePeriodSeconds: ptr.To(int64(1)), Containers: []corev1.Container{{
+				Name: "app", Image: image, ImagePullPolicy: corev1.PullNever, Args: []string{"sleep"}}}},
+		}, metav1.CreateOptions{})
+		return err
+	}
+	var lat []float64
+	running := map[string]bool{}
+	wait := func(want int) error {
+		timeout := time.After(3 * time.Minute)
+		for len(running) < want {
+			select {
+			case ev := <-w.ResultChan():
+				p, ok := ev.Object.(*corev1.Pod)
+				if !ok || ev.Type == watch.Deleted || running[p.Name] || p.Status.Phase != corev1.PodRunning {
+					continue
+				}
+				running[p.Name] = true
+				lat = append(lat, float64(time.Since(created[p.Name]).Microseconds())/1000)
+			case <-timeout:
+				return fmt.Errorf("only %d of %d %s pods Running after 3 minutes", len(running), want, label)
+			}
+		}
+		return nil
+	}
+	for i := range n {
+		if err := create(i); err != nil {
+			return nil, err
+		}
+		if !burst {
+			if err := wait(i + 1); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return lat, wait(n)
+}
+
+func waitNode(ctx context.Context, c *dockercluster.Cluster, name string) error {
+	deadline := time.Now().Add(3 * time.Minute)
+	for time.Now().Before(deadline) {
+		n, err := c.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+		if err == nil {
+			for _, cond := range n.Status.Conditions {
+				if cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue {
+					return nil
+				}
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return fmt.Errorf("node %s not Ready", name)
+}
+
+// connectedSince counts nodes whose tunnel (re)connected after t, from the gateway's /debug/tunnels.
+func connectedSince(gw *gatewayview.Client, t time.Time) (int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	stats, err := gw.Tunnels(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, s := range stats {
+		if s.Connected && s.Since.After(t) {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// interleave calls each of fns n times, round robin, so that every path sees
+// the same machine; each fn returns its own round trip in milliseconds.
+func interleave(n int, fns ...func() (float64, error)) ([][]float64, error) {
+	out := make([][]float64, len(fns))
+	for range n {
+		for i, fn := range fns {
+			ms, err := fn()
+			if err != nil {
+				return nil, err
+			}
+			out[i] = append(out[i], ms)
+		}
+	}
+	return out, nil
+}
+
+func pct(v []float64, p float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	i := int(float64(len(s)-1) * p / 100)
+	return s[i]
+}
+
+func msSince(t time.Time) float64 { return float64(time.Since(t).Microseconds()) / 1000 }
+
+// benchTB lets the test harness run outside `go test`.
+type benchTB struct {
+	testing.TB
+	cleanups []func()
+	failed   bool
+}
+
+func (b *benchTB) Helper()                 {}
+func (b *benchTB) Logf(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) }
+func (b *benchTB) Fatalf(f string, a ...any) {
+	b.failed = true
+	b.Logf(f, a...)
+	b.cleanup()
+	os.Exit(1)
+}
+func (b *benchTB) Fatal(a ...any)   { b.Fatalf("%s", fmt.Sprint(a...)) }
+func (b *benchTB) Failed() bool     { return b.failed }
+func (b *benchTB) Cleanup(f func()) { b.cleanups = append(b.cleanups, f) }
+func (b *benchTB) TempDir() string {
+	d, err := os.MkdirTemp("", "kubesplit-nodebench-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = os.RemoveAll(d) })
+	return d
+}
+func (b *benchTB) cleanup() {
+	for i := len(b.cleanups) - 1; i >= 0; i-- {
+		b.cleanups[i]()
+	}
+	b.cleanups = nil
+}
