@@ -146,6 +146,25 @@ func TestTunnelEgress(t *testing.T) {
 		if code := egress(nodeA, target); code != http.StatusForbidden {
 			t.Errorf("a node certificate at the egress: %d, want 403", code)
 		}
+		// nor may a node read the gateway's per-node views (every node's
+		// name and traffic), which an admin may
+		for path, want := range map[string]int{"/debug/tunnels": http.StatusForbidden, "/metrics": http.StatusForbidden} {
+			cl := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{nodeA}, ServerName: "localhost"}}}
+			resp, err := cl.Get("https://127.0.0.1:" + strconv.Itoa(c.Spec.Ports.GatewayEgress) + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != want {
+				t.Errorf("a node certificate GET %s: %d, want %d", path, resp.StatusCode, want)
+			}
+		}
+		if resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(c.Spec.Ports.GatewayHealth) + "/debug/tunnels"); err != nil || resp.StatusCode != http.StatusNotFound {
+			t.Errorf("the health port serves /debug/tunnels: %v %v", resp, err)
+		}
+		if len(tunnelStats(t, c)) == 0 {
+			t.Error("an admin reads no tunnels")
+		}
 		egressCert, err := tls.LoadX509KeyPair(d.APIServerEgressClient().Cert, d.APIServerEgressClient().Key)
 		if err != nil {
 			t.Fatal(err)
