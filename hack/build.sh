@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-bin}
 host=$(go env GOHOSTOS)/$(go env GOHOSTARCH)
 PLATFORMS=${PLATFORMS:-$host}
-all_images="datastore apiserver scheduler controllers tunnel-gateway kubesplit coredns local-path-provisioner local-path-helper servicelb pause testapp node"
+all_images="datastore apiserver scheduler controllers tunnel-gateway kubesplit coredns metrics-server local-path-provisioner local-path-helper servicelb pause testapp node"
 for i in ${IMAGES:-}; do
   [[ " $all_images " == *" $i "* ]] || { echo "build: unknown image $i (one of: $all_images)" >&2; exit 1; }
 done
@@ -97,6 +97,15 @@ for platform in $PLATFORMS; do
   if want coredns || want node; then   # the node image preloads CoreDNS too
     GOWORK=off GOOS=$os GOARCH=$arch CGO_ENABLED=0 go build -C addons/coredns -trimpath \
       -ldflags "-s -w -X main.kubesplitVersion=${KUBESPLIT_VERSION}" -o "$(cd "$out" && pwd)/coredns" .
+  fi
+  # metrics-server, likewise from its own module (addons/metrics-server:
+  # upstream's command plus --kubelet-via-apiserver); -X sets the version it
+  # reports, as upstream's Makefile does.
+  if want metrics-server || want node; then   # preloaded on nodes
+    ms=sigs.k8s.io/metrics-server
+    GOWORK=off GOOS=$os GOARCH=$arch CGO_ENABLED=0 go build -C addons/metrics-server -trimpath \
+      -ldflags "-s -w -X k8s.io/client-go/pkg/version.gitVersion=$(GOWORK=off go list -C addons/metrics-server -m -f '{{.Version}}' $ms)" \
+      -o "$(cd "$out" && pwd)/metrics-server" .
   fi
   # The local-storage addon's provisioner, likewise from its own module
   # (addons/local-path), where it is a tool: its main is its module root.

@@ -145,6 +145,8 @@ func All() []Image {
 		// the CLI, which the compose wiring runs as its one-shot `kubesplit init`
 		static("kubesplit"),
 		static("coredns"),
+		// the resource metrics API (kubectl top, the HorizontalPodAutoscaler)
+		static("metrics-server"),
 		// the local-storage addon: the provisioner only talks to the API
 		static("local-path-provisioner"),
 		localPathHelper(),
@@ -158,7 +160,7 @@ func All() []Image {
 				local("containerd-shim-runc-v2"), local("ctr"), {"cni", "/usr/local/bin/cni"}},
 			Entrypoint: []string{"/usr/local/bin/kubesplit-node-supervisor"},
 			Volumes:    []string{"/var/lib/containerd", "/var/lib/kubelet"},
-			Preload:    []string{"pause", "coredns", "local-path-provisioner", "local-path-helper", "servicelb"},
+			Preload:    []string{"pause", "coredns", "metrics-server", "local-path-provisioner", "local-path-helper", "servicelb"},
 		},
 		postgres(),
 	}

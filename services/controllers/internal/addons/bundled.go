@@ -3,6 +3,7 @@ package addons
 import (
 	"bytes"
 	"embed"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"os"
@@ -27,6 +28,19 @@ type BundledParams struct {
 	ImageTag string
 	// Images overrides single images by NAME (--addon-image NAME=IMAGE).
 	Images map[string]string
+	// ClusterCA is the cluster CA certificate (PEM): the caBundle of the
+	// APIServices of bundled addons, whose serving certificates it signs
+	// (ServingCertAnnotation).
+	ClusterCA []byte
+}
+
+// ClusterCABundle is ClusterCA as an APIService's caBundle (base64), what
+// a template names as {{.ClusterCABundle}}.
+func (p BundledParams) ClusterCABundle() (string, error) {
+	if len(p.ClusterCA) == 0 {
+		return "", errors.New("no cluster CA for an APIService's caBundle")
+	}
+	return base64.StdEncoding.EncodeToString(p.ClusterCA), nil
 }
 
 // Image is the image a bundled addon's template names as {{.Image "NAME"}}:

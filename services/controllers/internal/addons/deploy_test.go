@@ -1,10 +1,14 @@
 package addons
 
 import (
+	"encoding/base64"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
 
 func TestParseManifestsOrdersAndRejects(t *testing.T) {
@@ -52,10 +56,16 @@ func TestAddonName(t *testing.T) {
 	}
 }
 
+// testBundledParams are what the controllers render the bundled addons with.
+func testBundledParams() BundledParams {
+	return BundledParams{ClusterDNS: "10.43.0.10", ClusterDomain: "cluster.local", ImageTag: "test",
+		ClusterCA: []byte("-----BEGIN CERTIFICATE-----\ntest\n-----END CERTIFICATE-----\n")}
+}
+
 func TestWriteBundledDisableAndSkip(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	p := BundledParams{ClusterDNS: "10.43.0.10", ClusterDomain: "cluster.local", ImageTag: "test"}
+	p := testBundledParams()
 	if err := WriteBundled(dir, p, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -95,5 +105,77 @@ func TestWriteBundledDisableAndSkip(t *testing.T) {
 	}
 	if err := WriteBundled(dir, p, []string{"kube-dns"}); err == nil || !strings.Contains(err.Error(), "bundled: coredns") {
 		t.Fatalf("unknown --disable name: err %v, want one listing the bundled addons", err)
+	}
+}
+
+// metrics-server's manifest: its image, an APIService that verifies it with
+// the cluster CA, the Service annotation that gets it a serving certificate,
+// and kubelet scraping through the apiserver, never without TLS checks.
+func TestBundledMetricsServer(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	p := testBundledParams()
+	if err := WriteBundled(dir, p, nil); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "metrics-server.yaml")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := ParseManifests(b)
+	if err != nil {
+		t.Fatalf("rendered metrics-server.yaml does not parse: %v", err)
+	}
+	kinds := map[string]*unstructured.Unstructured{}
+	for _, o := range objs {
+		kinds[o.GetKind()+"/"+o.GetName()] = o
+	}
+	api := kinds["APIService/v1beta1.metrics.k8s.io"]
+	if api == nil {
+		t.Fatalf("no APIService v1beta1.metrics.k8s.io in %v", kinds)
+	}
+	ca, _, _ := unstructured.NestedString(api.Object, "spec", "caBundle")
+	if want := base64.StdEncoding.EncodeToString(p.ClusterCA); ca != want {
+		t.Errorf("APIService caBundle %q, want the cluster CA %q", ca, want)
+	}
+	if skip, _, _ := unstructured.NestedBool(api.Object, "spec", "insecureSkipTLSVerify"); skip {
+		t.Error("APIService skips TLS verification")
+	}
+	svc := kinds["Service/metrics-server"]
+	if svc == nil || svc.GetAnnotations()[ServingCertAnnotation] != "metrics-server-tls" {
+		t.Fatalf("Service metrics-server does not ask for its serving certificate (%s)", ServingCertAnnotation)
+	}
+	dep := kinds["Deployment/metrics-server"]
+	if dep == nil {
+		t.Fatal("no Deployment metrics-server")
+	}
+	containers, _, _ := unstructured.NestedSlice(dep.Object, "spec", "template", "spec", "containers")
+	c := containers[0].(map[string]any)
+	if c["image"] != "kubesplit/metrics-server:test" {
+		t.Errorf("image %v, want kubesplit/metrics-server:test", c["image"])
+	}
+	args := fmt.Sprint(c["args"])
+	for _, want := range []string{"--kubelet-via-apiserver", "--tls-cert-file=/etc/metrics-server/tls/tls.crt"} {
+		if !strings.Contains(args, want) {
+			t.Errorf("args %s lack %s", args, want)
+		}
+	}
+	if strings.Contains(args, "insecure") {
+		t.Errorf("args %s turn a TLS check off", args)
+	}
+	if kinds["ValidatingAdmissionPolicy/kubesplit-metrics-server-node-proxy"] == nil || kinds["ValidatingAdmissionPolicyBinding/kubesplit-metrics-server-node-proxy"] == nil {
+		t.Error("no policy (and binding) narrowing metrics-server's nodes/proxy")
+	}
+	// no CA, no manifest: an APIService must never be rendered unverifiable
+	p.ClusterCA = nil
+	if _, err := RenderBundled("metrics-server", p); err == nil || !strings.Contains(err.Error(), "cluster CA") {
+		t.Errorf("rendering without a cluster CA: err %v, want one naming the cluster CA", err)
+	}
+	if err := WriteBundled(dir, testBundledParams(), []string{"metrics-server"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Fatalf("metrics-server.yaml still there after --disable metrics-server: %v", err)
 	}
 }

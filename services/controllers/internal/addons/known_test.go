@@ -15,7 +15,7 @@ func TestDisableTakesControllerAddons(t *testing.T) {
 		t.Fatalf("Known %v, Bundled %v: servicelb is a known name and no manifest", Known(), Bundled())
 	}
 	dir := t.TempDir()
-	if err := WriteBundled(dir, BundledParams{ClusterDNS: "10.43.0.10", ClusterDomain: "cluster.local", ImageTag: "v0"}, []string{"servicelb"}); err != nil {
+	if err := WriteBundled(dir, testBundledParams(), []string{"servicelb"}); err != nil {
 		t.Fatalf("--disable servicelb: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "coredns.yaml")); err != nil {

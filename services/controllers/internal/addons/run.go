@@ -3,6 +3,7 @@ package addons
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"time"
@@ -13,6 +14,8 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/kubesplit/kubesplit/pkg/jointoken"
+	"github.com/kubesplit/kubesplit/pkg/layout"
+	"github.com/kubesplit/kubesplit/pkg/pki"
 	"github.com/kubesplit/kubesplit/pkg/tokenstore"
 )
 
@@ -27,12 +30,20 @@ type Options struct {
 	// NodeTokenFile, if it exists, holds the default join token (init
 	// --node-token); its bootstrap-token Secret is created when missing.
 	NodeTokenFile string
+	// ClusterCA signs the serving certificates ServingCertAnnotation asks
+	// for; its certificate is the bundled APIServices' caBundle.
+	ClusterCA layout.Pair
 }
 
 // Run applies the bootstrap RBAC (retrying until the apiserver takes it),
-// then runs the serving-certificate approver and the addon deployer until
-// ctx ends.
+// then runs the kubelet serving-certificate approver, the addons' serving
+// certificates and the addon deployer until ctx ends.
 func Run(ctx context.Context, o Options, log *slog.Logger) error {
+	ca, err := pki.LoadKeyPair(o.ClusterCA.Cert, o.ClusterCA.Key)
+	if err != nil {
+		return fmt.Errorf("the cluster CA, for addons' serving certificates: %w", err)
+	}
+	o.Bundled.ClusterCA = pki.CertPEM(ca.Cert)
 	cfg, err := clientcmd.BuildConfigFromFlags("", o.Kubeconfig)
 	if err != nil {
 		return err
@@ -54,6 +65,12 @@ func Run(ctx context.Context, o Options, log *slog.Logger) error {
 	if o.NodeTokenFile != "" {
 		retry(ctx, log, "storing the default node token", func() error { return ensureNodeToken(ctx, client, o.NodeTokenFile) })
 	}
+	go func() {
+		certs := &ServingCerts{Client: client, CA: ca, Domain: o.Bundled.ClusterDomain, Log: log.With("part", "serving-certs")}
+		if err := certs.Run(ctx); err != nil {
+			log.Error("addons' serving certificates stopped", "err", err)
+		}
+	}()
 	go func() {
 		_ = NewDeployer(o.ManifestsDir, client, dyn, log.With("part", "deployer")).Run(ctx, 10*time.Second)
 	}()

@@ -118,7 +118,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	log := logging.New("controllers", stderr, slog.LevelInfo)
 	go func() {
 		o := addons.Options{Kubeconfig: d.Kubeconfig(layout.Addons), ManifestsDir: manifestsDir, Disabled: disabled,
-			Bundled: bundled, NodeTokenFile: d.NodeToken()}
+			Bundled: bundled, NodeTokenFile: d.NodeToken(), ClusterCA: d.ClusterCA()}
 		if err := addons.Run(context.Background(), o, log.With("part", "addons")); err != nil {
 			log.Error("addons stopped", "err", err)
 		}
