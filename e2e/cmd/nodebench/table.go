@@ -40,6 +40,12 @@ func printTable(r *result) {
 			row("  the same without webhooks", ms(d.Without.P50Ms, d.Without.P99Ms), "")
 			row("  one webhook call adds there, p50", fmt.Sprintf("%.1f ms", d.PerCallP50Ms), "")
 		}
+		if d := w.Beside; d != nil {
+			row("ConfigMap create, 2 webhooks in a container beside the routed apiserver", ms(d.With.P50Ms, d.With.P99Ms), "")
+			row("  the same without webhooks, routed apiserver", ms(d.Without.P50Ms, d.Without.P99Ms), "")
+			row("  one webhook call adds there (no pod, no tunnel), p50", fmt.Sprintf("%.1f ms", d.PerCallP50Ms), "")
+			row("pod + tunnel share of one webhook call, p50 (tunnel − beside)", fmt.Sprintf("%.1f ms", w.Tunnel.PerCallP50Ms-d.PerCallP50Ms), "")
+		}
 		row("gateway streams to pods opened per hooked create", fmt.Sprintf("%.2f", w.PodStreamsPerCall), "")
 		if d := w.Direct; d != nil {
 			row("ConfigMap create with 2 webhooks, apiserver routed to the pods", ms(d.With.P50Ms, d.With.P99Ms), "")

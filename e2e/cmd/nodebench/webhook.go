@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -16,16 +17,22 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 
+	"github.com/kubesplit/kubesplit/e2e/dockercluster"
 	"github.com/kubesplit/kubesplit/e2e/gatewayview"
 	"github.com/kubesplit/kubesplit/pkg/pki"
 )
 
 const (
-	hooksNS  = "bench-hooks"  // the webhook pods
-	hookedNS = "bench-hooked" // where the webhooks act
-	plainNS  = "bench-plain"  // no webhooks
-	hookName = "hooks"
-	warmUp   = 5 // calls per path before timing (connections set up)
+	hooksNS  = "bench-hooks"         // the webhook pods
+	hookedNS = "bench-hooked"        // where the webhooks served by pods act
+	besideNS = "bench-hooked-beside" // where the webhook beside the routed apiserver acts
+	// the webhook configurations' names: served by the pods, and beside
+	inPods, beside = "nodebench", "nodebench-beside"
+	besideHost     = "bench-webhook"      // the container's name on the control network
+	scopeLabel     = "nodebench-webhooks" // on a hooked namespace: its name
+	plainNS        = "bench-plain"        // no webhooks
+	hookName       = "hooks"
+	warmUp         = 5 // calls per path before timing (connections set up)
 	// hookCalls is the webhook calls per hooked create: mutating, then validating.
 	hookCalls = 2
 )
@@ -65,6 +72,9 @@ type webhookResult struct {
 	// PerDial is the same through an apiserver whose egress opens a new
 	// mTLS connection to the gateway per dial (-per-dial).
 	PerDial *webhookPaths `json:"via_apiserver_and_tunnel_per_dial_egress,omitempty"`
+	// Beside is the routed apiserver's calls to the same webhook server run
+	// as a container on the control network: no pod, no tunnel.
+	Beside *webhookPaths `json:"via_routed_apiserver_to_the_webhook_as_a_container_beside_it"`
 	// PodStreamsPerCall is how many streams to pods the gateway opened per
 	// hooked create (2 webhook calls) through a tunneled apiserver while the
 	// calls were timed: 0 when the apiservers reuse their connections to the
@@ -72,51 +82,91 @@ type webhookResult struct {
 	PodStreamsPerCall float64 `json:"gateway_pod_streams_per_hooked_call"`
 }
 
+// webhookBeside runs testapp's webhook server as a container on the control
+// network (reachable by the routed apiserver, not by the tunneled ones,
+// whose egress reaches pods only) and registers it for besideNS.
+func (b *bench) webhookBeside(ctx context.Context, caPEM, certPEM, keyPEM []byte) error {
+	c := b.c
+	dir := b.tb.TempDir()
+	for name, data := range map[string][]byte{"tls.crt": certPEM, "tls.key": keyPEM} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil { // (read by the container's user)
+			return err
+		}
+	}
+	if _, err := dockercluster.Docker(ctx, "run", "-d", "--name", c.Name(besideHost), "--label", "kubesplit.test="+c.ID,
+		"--network", c.Control, "--network-alias", besideHost, "-v", dir+":/tls:ro",
+		"kubesplit/testapp:"+dockercluster.DefaultTag(), "webhook", "8443", "/tls"); err != nil {
+		return err
+	}
+	if _, err := c.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: besideNS,
+		Labels: map[string]string{scopeLabel: besideNS}}}, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	return registerWebhooks(ctx, c.Client, beside, besideNS, func(path string) admissionv1.WebhookClientConfig {
+		return admissionv1.WebhookClientConfig{CABundle: caPEM, URL: ptr.To("https://" + besideHost + ":8443" + path)}
+	})
+}
+
 // webhookPhase deploys testapp's validating and mutating webhooks (one pod
 // per node, failurePolicy Fail, scoped to one namespace) and times ConfigMap
 // creates in that namespace against creates in a namespace without
 // webhooks, interleaved, through the apiserver and its tunnel egress and,
 // when it can reach pods, through the directly routed apiserver. perDial
-// adds the apiserver with the per-dial egress.
-// perDial adds the per-dial egress apiserver's calls.
+// adds the apiserver with the per-dial egress. Last, the same webhook
+// server runs as a container beside the routed apiserver (no pod, no
+// tunnel), for what a webhook call costs without the tunnel.
 func (b *bench) webhookPhase(ctx context.Context, n int, perDial bool) (*webhookResult, error) {
 	cs := b.c.Client
-	pods, caPEM, err := b.deployWebhook(ctx)
 	defer func() { // cluster-wide objects before the namespaces
-		_ = cs.AdmissionregistrationV1().ValidatingWebhookConfigurations().Delete(ctx, "nodebench-validate", metav1.DeleteOptions{})
-		_ = cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(ctx, "nodebench-mutate", metav1.DeleteOptions{})
-		for _, ns := range []string{hookedNS, plainNS, hooksNS} {
+		for _, name := range []string{inPods, beside} {
+			_ = cs.AdmissionregistrationV1().ValidatingWebhookConfigurations().Delete(ctx, name+"-validate", metav1.DeleteOptions{})
+			_ = cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(ctx, name+"-mutate", metav1.DeleteOptions{})
+		}
+		for _, ns := range []string{hookedNS, besideNS, plainNS, hooksNS} {
 			_ = cs.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{})
 		}
 	}()
+	caPEM, certPEM, keyPEM, err := servingCert(hookName+"."+hooksNS+".svc", besideHost)
 	if err != nil {
 		return nil, err
 	}
-	if err := registerWebhooks(ctx, cs, caPEM); err != nil {
+	pods, err := b.deployWebhook(ctx, certPEM, keyPEM)
+	if err != nil {
+		return nil, err
+	}
+	if err := registerWebhooks(ctx, cs, inPods, hookedNS, func(path string) admissionv1.WebhookClientConfig {
+		return admissionv1.WebhookClientConfig{CABundle: caPEM,
+			Service: &admissionv1.ServiceReference{Namespace: hooksNS, Name: hookName, Path: ptr.To(path), Port: ptr.To[int32](443)}}
+	}); err != nil {
 		return nil, err
 	}
 	r := &webhookResult{Calls: n, What: fmt.Sprintf("ConfigMap create; a mutating then a validating webhook (failurePolicy Fail) served by %d testapp pods, one per node", len(pods))}
 	// the apiservers compared, each with where its numbers go
 	type path struct {
-		cfg *rest.Config
-		out **webhookPaths
+		cfg    *rest.Config
+		hooked string // namespace
+		out    **webhookPaths
 	}
-	paths := []path{{b.c.Config, &r.Tunnel}}
+	paths := []path{{b.c.Config, hookedNS, &r.Tunnel}}
 	routed, err := b.directAPI()
 	if err != nil {
 		return nil, err
 	}
 	var ok bool
 	if r.DirectRoute, ok = b.routeToPods(ctx, pods); ok {
-		paths = append(paths, path{routed, &r.Direct})
+		paths = append(paths, path{routed, hookedNS, &r.Direct})
 	}
 	if perDial {
 		pd, err := b.perDialAPI()
 		if err != nil {
 			return nil, err
 		}
-		paths = append(paths, path{pd, &r.PerDial})
+		paths = append(paths, path{pd, hookedNS, &r.PerDial})
 	}
+	if err := b.webhookBeside(ctx, caPEM, certPEM, keyPEM); err != nil {
+		return nil, err
+	}
+	paths = append(paths, path{routed, besideNS, &r.Beside})
 	var fns []func() (float64, error)
 	for _, p := range paths {
 		cs, err := fastClient(p.cfg)
@@ -124,10 +174,10 @@ func (b *bench) webhookPhase(ctx context.Context, n int, perDial bool) (*webhook
 			return nil, err
 		}
 		// each apiserver's webhook cache learns of the configurations on its own
-		if err := waitMutates(ctx, cs); err != nil {
+		if err := waitMutates(ctx, cs, p.hooked); err != nil {
 			return nil, fmt.Errorf("apiserver %s: %w", p.cfg.Host, err)
 		}
-		fns = append(fns, createIn(ctx, cs, hookedNS), createIn(ctx, cs, plainNS))
+		fns = append(fns, createIn(ctx, cs, p.hooked, true), createIn(ctx, cs, plainNS, false))
 	}
 	if _, err := interleave(warmUp, fns...); err != nil {
 		return nil, err
@@ -156,8 +206,8 @@ func (b *bench) webhookPhase(ctx context.Context, n int, perDial bool) (*webhook
 }
 
 // createIn returns a timed ConfigMap create in ns that checks the
-// webhooks acted (or did not) on it.
-func createIn(ctx context.Context, cs kubernetes.Interface, ns string) func() (float64, error) {
+// webhooks acted (hooked) or did not on it.
+func createIn(ctx context.Context, cs kubernetes.Interface, ns string, hooked bool) func() (float64, error) {
 	return func() (float64, error) {
 		start := time.Now()
 		cm, err := cs.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{GenerateName: "bench-"}}, metav1.CreateOptions{})
@@ -165,7 +215,7 @@ func createIn(ctx context.Context, cs kubernetes.Interface, ns string) func() (f
 		if err != nil {
 			return 0, fmt.Errorf("ConfigMap create in %s: %w", ns, err)
 		}
-		if mutated := cm.Labels["e2e-mutated"] == "true"; mutated != (ns == hookedNS) {
+		if mutated := cm.Labels["e2e-mutated"] == "true"; mutated != hooked {
 			return 0, fmt.Errorf("ConfigMap %s/%s: mutated=%v: the webhooks' namespace scope does not hold", ns, cm.Name, mutated)
 		}
 		return ms, nil
@@ -180,36 +230,38 @@ func fastClient(cfg *rest.Config) (kubernetes.Interface, error) {
 	return kubernetes.NewForConfig(cfg)
 }
 
-// deployWebhook runs testapp's webhook server, one pod per node, behind
-// the Service hooks.bench-hooks:443 with a throwaway CA's serving
-// certificate, and returns its ready pods and the CA.
-func (b *bench) deployWebhook(ctx context.Context) ([]corev1.Pod, []byte, error) {
-	cs := b.c.Client
-	dnsName := hookName + "." + hooksNS + ".svc"
+// servingCert makes a throwaway CA and a serving certificate for dnsNames,
+// as cert-manager would for an operator's webhook.
+func servingCert(dnsNames ...string) (caPEM, certPEM, keyPEM []byte, err error) {
 	ca, err := pki.NewCA("nodebench-webhook-ca")
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	leaf, err := ca.Issue(pki.Spec{CommonName: dnsName, DNSNames: []string{dnsName}, Usage: pki.UsageServer})
+	leaf, err := ca.Issue(pki.Spec{CommonName: dnsNames[0], DNSNames: dnsNames, Usage: pki.UsageServer})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	keyPEM, err := pki.KeyPEM(leaf.Key)
-	if err != nil {
-		return nil, nil, err
-	}
+	keyPEM, err = pki.KeyPEM(leaf.Key)
+	return pki.CertPEM(ca.Cert), pki.CertPEM(leaf.Cert), keyPEM, err
+}
+
+// deployWebhook runs testapp's webhook server with the given serving
+// certificate, one pod per node, behind the Service hooks.bench-hooks:443,
+// and returns its ready pods.
+func (b *bench) deployWebhook(ctx context.Context, certPEM, keyPEM []byte) ([]corev1.Pod, error) {
+	cs := b.c.Client
 	for _, ns := range []*corev1.Namespace{
 		{ObjectMeta: metav1.ObjectMeta{Name: hooksNS}},
-		{ObjectMeta: metav1.ObjectMeta{Name: hookedNS, Labels: map[string]string{"nodebench-webhooks": "on"}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: hookedNS, Labels: map[string]string{scopeLabel: hookedNS}}},
 		{ObjectMeta: metav1.ObjectMeta{Name: plainNS}},
 	} {
 		if _, err := cs.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 	}
 	if _, err := cs.CoreV1().Secrets(hooksNS).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "hooks-tls"}, Type: corev1.SecretTypeTLS,
-		Data: map[string][]byte{"tls.crt": pki.CertPEM(leaf.Cert), "tls.key": keyPEM}}, metav1.CreateOptions{}); err != nil {
-		return nil, nil, err
+		Data: map[string][]byte{"tls.crt": certPEM, "tls.key": keyPEM}}, metav1.CreateOptions{}); err != nil {
+		return nil, err
 	}
 	nodes := len(b.c.Nodes())
 	labels := map[string]string{"app": hookName}
@@ -230,16 +282,16 @@ func (b *bench) deployWebhook(ctx context.Context) ([]corev1.Pod, []byte, error)
 		Spec: appsv1.DeploymentSpec{Replicas: ptr.To(int32(nodes)), Selector: &metav1.LabelSelector{MatchLabels: labels},
 			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: spec}},
 	}, metav1.CreateOptions{}); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if _, err := cs.CoreV1().Services(hooksNS).Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: hookName},
 		Spec: corev1.ServiceSpec{Selector: labels, Ports: []corev1.ServicePort{{Port: 443, TargetPort: intstr.FromInt32(8443)}}}}, metav1.CreateOptions{}); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	var ready []corev1.Pod
 	for deadline := time.Now().Add(2 * time.Minute); len(ready) < nodes; time.Sleep(500 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			return nil, nil, fmt.Errorf("%d of %d webhook pods ready after 2 minutes", len(ready), nodes)
+			return nil, fmt.Errorf("%d of %d webhook pods ready after 2 minutes", len(ready), nodes)
 		}
 		list, err := cs.CoreV1().Pods(hooksNS).List(ctx, metav1.ListOptions{LabelSelector: "app=" + hookName})
 		if err != nil {
@@ -254,41 +306,37 @@ func (b *bench) deployWebhook(ctx context.Context) ([]corev1.Pod, []byte, error)
 			}
 		}
 	}
-	return ready, pki.CertPEM(ca.Cert), nil
+	return ready, nil
 }
 
-// registerWebhooks points a validating and a mutating webhook for
-// ConfigMap creates in the hooked namespace at the hooks Service.
-func registerWebhooks(ctx context.Context, cs kubernetes.Interface, caPEM []byte) error {
-	client := func(path string) admissionv1.WebhookClientConfig {
-		return admissionv1.WebhookClientConfig{CABundle: caPEM,
-			Service: &admissionv1.ServiceReference{Namespace: hooksNS, Name: hookName, Path: ptr.To(path), Port: ptr.To[int32](443)}}
-	}
+// registerWebhooks registers a validating and a mutating webhook (NAME-validate,
+// NAME-mutate) for ConfigMap creates in namespace ns, at client(path).
+func registerWebhooks(ctx context.Context, cs kubernetes.Interface, name, ns string, client func(path string) admissionv1.WebhookClientConfig) error {
 	rules := []admissionv1.RuleWithOperations{{Operations: []admissionv1.OperationType{admissionv1.Create},
 		Rule: admissionv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"configmaps"}}}}
-	scope := &metav1.LabelSelector{MatchLabels: map[string]string{"nodebench-webhooks": "on"}}
+	scope := &metav1.LabelSelector{MatchLabels: map[string]string{scopeLabel: ns}}
 	fail, none := admissionv1.Fail, admissionv1.SideEffectClassNone
 	if _, err := cs.AdmissionregistrationV1().ValidatingWebhookConfigurations().Create(ctx, &admissionv1.ValidatingWebhookConfiguration{
-		ObjectMeta: metav1.ObjectMeta{Name: "nodebench-validate"},
-		Webhooks: []admissionv1.ValidatingWebhook{{Name: "validate.nodebench.kubesplit.io", ClientConfig: client("/validate"), Rules: rules,
+		ObjectMeta: metav1.ObjectMeta{Name: name + "-validate"},
+		Webhooks: []admissionv1.ValidatingWebhook{{Name: "validate." + name + ".kubesplit.io", ClientConfig: client("/validate"), Rules: rules,
 			NamespaceSelector: scope, FailurePolicy: &fail, SideEffects: &none, AdmissionReviewVersions: []string{"v1"}, TimeoutSeconds: ptr.To[int32](5)}},
 	}, metav1.CreateOptions{}); err != nil {
 		return err
 	}
 	_, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, &admissionv1.MutatingWebhookConfiguration{
-		ObjectMeta: metav1.ObjectMeta{Name: "nodebench-mutate"},
-		Webhooks: []admissionv1.MutatingWebhook{{Name: "mutate.nodebench.kubesplit.io", ClientConfig: client("/mutate"), Rules: rules,
+		ObjectMeta: metav1.ObjectMeta{Name: name + "-mutate"},
+		Webhooks: []admissionv1.MutatingWebhook{{Name: "mutate." + name + ".kubesplit.io", ClientConfig: client("/mutate"), Rules: rules,
 			NamespaceSelector: scope, FailurePolicy: &fail, SideEffects: &none, AdmissionReviewVersions: []string{"v1"}, TimeoutSeconds: ptr.To[int32](5)}},
 	}, metav1.CreateOptions{})
 	return err
 }
 
-// waitMutates waits until a create in the hooked namespace comes back
-// mutated: the apiserver has loaded the configurations and reaches a pod.
-func waitMutates(ctx context.Context, cs kubernetes.Interface) error {
+// waitMutates waits until a create in the hooked namespace ns comes back
+// mutated: the apiserver has loaded the configurations and reaches the webhook.
+func waitMutates(ctx context.Context, cs kubernetes.Interface, ns string) error {
 	var last error
 	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
-		cm, err := cs.CoreV1().ConfigMaps(hookedNS).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{GenerateName: "probe-"}}, metav1.CreateOptions{})
+		cm, err := cs.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{GenerateName: "probe-"}}, metav1.CreateOptions{})
 		if err == nil && cm.Labels["e2e-mutated"] == "true" {
 			return nil
 		}
