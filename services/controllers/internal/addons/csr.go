@@ -20,7 +20,6 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/util/workqueue"
 
 	"github.com/kubesplit/kubesplit/pkg/nodeidentity"
 )
@@ -42,7 +41,7 @@ type ServingApprover struct {
 func (a *ServingApprover) Run(ctx context.Context) error {
 	factory := informers.NewSharedInformerFactory(a.Client, 10*time.Minute)
 	inf := factory.Certificates().V1().CertificateSigningRequests()
-	q := workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]())
+	q := newQueue(ctx)
 	defer q.ShutDown()
 	add := func(obj any) {
 		if csr, ok := obj.(*certificatesv1.CertificateSigningRequest); ok && pending(csr) && csr.Spec.SignerName == certificatesv1.KubeletServingSignerName {
@@ -54,26 +53,17 @@ func (a *ServingApprover) Run(ctx context.Context) error {
 	}
 	factory.Start(ctx.Done())
 	defer factory.Shutdown()
-	go func() { <-ctx.Done(); q.ShutDown() }()
-	for {
-		name, quit := q.Get()
-		if quit {
-			return nil
-		}
+	work(q, a.Log, "kubelet serving CSR", "csr", func(name string) error {
 		csr, err := inf.Lister().Get(name)
-		if err == nil && pending(csr) {
-			err = a.handle(ctx, csr)
-		} else if apierrors.IsNotFound(err) {
-			err = nil
+		switch {
+		case apierrors.IsNotFound(err):
+			return nil
+		case err != nil || !pending(csr):
+			return err
 		}
-		if err != nil {
-			a.Log.Warn("kubelet serving CSR: retrying", "csr", name, "err", err)
-			q.AddRateLimited(name)
-		} else {
-			q.Forget(name)
-		}
-		q.Done(name)
-	}
+		return a.handle(ctx, csr)
+	})
+	return nil
 }
 
 func pending(csr *certificatesv1.CertificateSigningRequest) bool {

@@ -14,7 +14,6 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/ptr"
 
 	"github.com/kubesplit/kubesplit/pkg/pki"
@@ -60,7 +59,7 @@ func (s *ServingCerts) Run(ctx context.Context) error {
 	svcs := informers.NewSharedInformerFactoryWithOptions(s.Client, time.Hour, informers.WithNamespace(ns))
 	secrets := informers.NewSharedInformerFactoryWithOptions(s.Client, time.Hour, informers.WithNamespace(ns),
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = servingCertLabel }))
-	q := workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]())
+	q := newQueue(ctx)
 	defer q.ShutDown()
 	onService := func(obj any) {
 		if svc, ok := obj.(*corev1.Service); ok && svc.Annotations[ServingCertAnnotation] != "" {
@@ -90,27 +89,17 @@ func (s *ServingCerts) Run(ctx context.Context) error {
 	secrets.Start(ctx.Done())
 	defer svcs.Shutdown()
 	defer secrets.Shutdown()
-	go func() { <-ctx.Done(); q.ShutDown() }()
-	for {
-		name, quit := q.Get()
-		if quit {
-			return nil
-		}
+	work(q, s.Log, "serving certificate", "service", func(name string) error {
 		svc, err := svcInf.Lister().Services(ns).Get(name)
-		switch {
-		case apierrors.IsNotFound(err):
-			err = nil // its Secret goes with it (owner reference)
-		case err == nil:
-			err = s.Sync(ctx, svc)
+		if apierrors.IsNotFound(err) {
+			return nil // its Secret goes with it (owner reference)
 		}
 		if err != nil {
-			s.Log.Warn("serving certificate: retrying", "service", name, "err", err)
-			q.AddRateLimited(name)
-		} else {
-			q.Forget(name)
+			return err
 		}
-		q.Done(name)
-	}
+		return s.Sync(ctx, svc)
+	})
+	return nil
 }
 
 // Sync makes svc's Secret hold a current certificate for svc's names.
