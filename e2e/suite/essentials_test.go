@@ -30,6 +30,7 @@ var essentials = []struct {
 	{"pods-and-services-proxy", podsAndServicesProxy},
 	{"webhooks", webhooks},
 	{"tunnel-isolation", tunnelIsolation},
+	{"metrics-server", metricsServer},
 	{"servicelb", serviceLB},
 	{"local-storage", localStorage}, // restarts a node: keep it late
 	{"disable", disabledAddons},     // removes the addons: always last
