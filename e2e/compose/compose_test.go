@@ -405,6 +405,8 @@ func TestComposeCluster(t *testing.T) {
 		}
 	})
 
+	t.Run("a LoadBalancer Service answers the host", func(t *testing.T) { loadBalancerFromHost(t, c) })
+
 	t.Run("logs and exec through the tunnel", func(t *testing.T) {
 		var pod string
 		for p := range before {
