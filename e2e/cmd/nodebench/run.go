@@ -39,18 +39,27 @@ type result struct {
 	ExecNoTunnelP50Ms  float64            `json:"exec_via_apiserver_with_a_route_to_the_node_p50_ms,omitempty"`
 	ExecNoTunnelP99Ms  float64            `json:"exec_via_apiserver_with_a_route_to_the_node_p99_ms,omitempty"`
 	ExecOverheadP50Ms  float64            `json:"exec_tunnel_overhead_p50_ms,omitempty"`
-	// the same through an apiserver with a new mTLS connection to the gateway per dial (-per-dial)
-	ExecPerDialP50Ms         float64        `json:"exec_via_apiserver_per_dial_egress_p50_ms,omitempty"`
-	ExecPerDialP99Ms         float64        `json:"exec_via_apiserver_per_dial_egress_p99_ms,omitempty"`
-	ExecPerDialOverheadP50Ms float64        `json:"exec_per_dial_egress_overhead_p50_ms,omitempty"`
-	ExecDirectP50Ms          float64        `json:"exec_direct_to_kubelet_p50_ms,omitempty"`
-	ExecDirectP99Ms          float64        `json:"exec_direct_to_kubelet_p99_ms,omitempty"`
-	Webhook                  *webhookResult `json:"webhook,omitempty"`
-	AddonMemory              []podMemory    `json:"kube_system_pods_idle_memory,omitempty"`
-	ReconnectS               []float64      `json:"tunnel_reconnect_after_gateway_restart_s,omitempty"`
-	ReconnectMedianS         float64        `json:"tunnel_reconnect_median_s,omitempty"`
-	ClusterStartS            float64        `json:"cluster_start_to_nodes_ready_s"`
-	GatewayRestartRuns       int            `json:"gateway_restarts,omitempty"`
+	// the median of the paired differences (each exec minus the baseline's next to it)
+	ExecOverheadPairedMs float64 `json:"exec_tunnel_overhead_paired_median_ms,omitempty"`
+	// -per-dial: two fresh tunneled apiservers, with the egress relay and with
+	// a new mTLS connection to the gateway per dial; overheads against the
+	// routed baseline and relay minus per-dial (below 0: the relay is
+	// faster), each the median of paired differences
+	ExecRelayP50Ms                float64        `json:"exec_via_fresh_apiserver_egress_relay_p50_ms,omitempty"`
+	ExecRelayP99Ms                float64        `json:"exec_via_fresh_apiserver_egress_relay_p99_ms,omitempty"`
+	ExecPerDialP50Ms              float64        `json:"exec_via_fresh_apiserver_per_dial_egress_p50_ms,omitempty"`
+	ExecPerDialP99Ms              float64        `json:"exec_via_fresh_apiserver_per_dial_egress_p99_ms,omitempty"`
+	ExecRelayOverheadPairedMs     float64        `json:"exec_egress_relay_overhead_paired_median_ms,omitempty"`
+	ExecPerDialOverheadPairedMs   float64        `json:"exec_per_dial_egress_overhead_paired_median_ms,omitempty"`
+	ExecRelayMinusPerDialPairedMs float64        `json:"exec_relay_minus_per_dial_paired_median_ms,omitempty"`
+	ExecDirectP50Ms               float64        `json:"exec_direct_to_kubelet_p50_ms,omitempty"`
+	ExecDirectP99Ms               float64        `json:"exec_direct_to_kubelet_p99_ms,omitempty"`
+	Webhook                       *webhookResult `json:"webhook,omitempty"`
+	AddonMemory                   []podMemory    `json:"kube_system_pods_idle_memory,omitempty"`
+	ReconnectS                    []float64      `json:"tunnel_reconnect_after_gateway_restart_s,omitempty"`
+	ReconnectMedianS              float64        `json:"tunnel_reconnect_median_s,omitempty"`
+	ClusterStartS                 float64        `json:"cluster_start_to_nodes_ready_s"`
+	GatewayRestartRuns            int            `json:"gateway_restarts,omitempty"`
 }
 
 // bench is one run's cluster and what its phases share.
@@ -58,9 +67,9 @@ type bench struct {
 	c     *dockercluster.Cluster
 	tb    *benchTB
 	image string // testapp, as the nodes know it
-	// more apiservers, each started by the first phase that needs it: one
-	// routed to the nodes, one with the per-dial egress (-per-dial)
-	direct, perDial *rest.Config
+	// apiservers added beside the cluster's (apiservers.go), by name, each
+	// started by the first phase that needs it
+	apis map[string]*rest.Config
 }
 
 func run(tb *benchTB, o options) (*result, error) {
@@ -79,7 +88,7 @@ func run(tb *benchTB, o options) (*result, error) {
 		}
 	}
 	r.ClusterStartS = time.Since(start).Seconds()
-	b := &bench{c: c, tb: tb, image: "docker.io/kubesplit/testapp:" + dockercluster.DefaultTag()}
+	b := &bench{c: c, tb: tb, apis: map[string]*rest.Config{}, image: "docker.io/kubesplit/testapp:" + dockercluster.DefaultTag()}
 
 	if o.has("startup") {
 		r.Pods = o.pods
@@ -282,6 +291,17 @@ func interleave(n int, fns ...func() (float64, error)) ([][]float64, error) {
 		}
 	}
 	return out, nil
+}
+
+// pairedMedian is the median of a[i]-b[i]: of samples taken next to each
+// other (interleave), so that load that comes and goes during a run falls
+// on both sides of each difference.
+func pairedMedian(a, b []float64) float64 {
+	d := make([]float64, min(len(a), len(b)))
+	for i := range d {
+		d[i] = a[i] - b[i]
+	}
+	return pct(d, 50)
 }
 
 func pct(v []float64, p float64) float64 {

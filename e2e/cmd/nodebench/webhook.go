@@ -52,12 +52,16 @@ type webhookPaths struct {
 	AddP99Ms float64 `json:"webhooks_add_p99_ms"`
 	// PerCallP50Ms is AddP50Ms shared out over the create's webhook calls.
 	PerCallP50Ms float64 `json:"one_webhook_call_adds_p50_ms"`
+	// AddPairedMs is the median of each hooked create minus the create
+	// without webhooks next to it, for both webhook calls.
+	AddPairedMs float64 `json:"webhooks_add_paired_median_ms"`
 }
 
 func pathsOf(with, without []float64) *webhookPaths {
 	p := &webhookPaths{With: latencyOf(with), Without: latencyOf(without)}
 	p.AddP50Ms, p.AddP99Ms = p.With.P50Ms-p.Without.P50Ms, p.With.P99Ms-p.Without.P99Ms
 	p.PerCallP50Ms = p.AddP50Ms / hookCalls
+	p.AddPairedMs = pairedMedian(with, without)
 	return p
 }
 
@@ -69,9 +73,14 @@ type webhookResult struct {
 	// itself; DirectRoute says how it reached them, or why it was skipped.
 	Direct      *webhookPaths `json:"via_apiserver_with_a_route_to_the_pods,omitempty"`
 	DirectRoute string        `json:"direct_route"`
-	// PerDial is the same through an apiserver whose egress opens a new
-	// mTLS connection to the gateway per dial (-per-dial).
-	PerDial *webhookPaths `json:"via_apiserver_and_tunnel_per_dial_egress,omitempty"`
+	// Relay and PerDial are the same through two fresh tunneled
+	// apiservers (-per-dial): with the egress relay, and with a new mTLS
+	// connection to the gateway per dial.
+	Relay   *webhookPaths `json:"via_fresh_apiserver_egress_relay,omitempty"`
+	PerDial *webhookPaths `json:"via_fresh_apiserver_per_dial_egress,omitempty"`
+	// RelayMinusPerDialPairedMs is the paired median of hooked creates
+	// through the relay apiserver minus the per-dial one (-per-dial).
+	RelayMinusPerDialPairedMs float64 `json:"hooked_create_relay_minus_per_dial_paired_median_ms,omitempty"`
 	// Beside is the routed apiserver's calls to the same webhook server run
 	// as a container on the control network: no pod, no tunnel.
 	Beside *webhookPaths `json:"via_routed_apiserver_to_the_webhook_as_a_container_beside_it"`
@@ -112,7 +121,8 @@ func (b *bench) webhookBeside(ctx context.Context, caPEM, certPEM, keyPEM []byte
 // creates in that namespace against creates in a namespace without
 // webhooks, interleaved, through the apiserver and its tunnel egress and,
 // when it can reach pods, through the directly routed apiserver. perDial
-// adds the apiserver with the per-dial egress. Last, the same webhook
+// adds two fresh tunneled apiservers, with the egress relay and with the
+// per-dial egress. Last, the same webhook
 // server runs as a container beside the routed apiserver (no pod, no
 // tunnel), for what a webhook call costs without the tunnel.
 func (b *bench) webhookPhase(ctx context.Context, n int, perDial bool) (*webhookResult, error) {
@@ -148,20 +158,21 @@ func (b *bench) webhookPhase(ctx context.Context, n int, perDial bool) (*webhook
 		out    **webhookPaths
 	}
 	paths := []path{{b.c.Config, hookedNS, &r.Tunnel}}
-	routed, err := b.directAPI()
+	members := []string{routedAPI}
+	if perDial {
+		members = append(members, relayAPI, perDialAPI)
+	}
+	cfgs, err := b.apiservers(members...)
 	if err != nil {
 		return nil, err
 	}
+	routed := cfgs[0]
 	var ok bool
 	if r.DirectRoute, ok = b.routeToPods(ctx, pods); ok {
 		paths = append(paths, path{routed, hookedNS, &r.Direct})
 	}
 	if perDial {
-		pd, err := b.perDialAPI()
-		if err != nil {
-			return nil, err
-		}
-		paths = append(paths, path{pd, hookedNS, &r.PerDial})
+		paths = append(paths, path{cfgs[1], hookedNS, &r.Relay}, path{cfgs[2], hookedNS, &r.PerDial})
 	}
 	if err := b.webhookBeside(ctx, caPEM, certPEM, keyPEM); err != nil {
 		return nil, err
@@ -194,13 +205,18 @@ func (b *bench) webhookPhase(ctx context.Context, n int, perDial bool) (*webhook
 	if after, err := podDials(ctx, gw); err == nil && errBefore == nil {
 		tunneled := 1
 		if perDial {
-			tunneled++
+			tunneled += 2
 		}
 		r.PodStreamsPerCall = float64(after-before) / float64(n*tunneled)
 		fmt.Fprintf(os.Stderr, "nodebench: the gateway's streams to pods: %d before the timed webhook calls, %d after\n", before, after)
 	}
+	hooked := map[**webhookPaths][]float64{}
 	for i, p := range paths {
 		*p.out = pathsOf(lat[2*i], lat[2*i+1])
+		hooked[p.out] = lat[2*i]
+	}
+	if perDial {
+		r.RelayMinusPerDialPairedMs = pairedMedian(hooked[&r.Relay], hooked[&r.PerDial])
 	}
 	return r, nil
 }
@@ -365,7 +381,7 @@ func (b *bench) routeToPods(ctx context.Context, pods []corev1.Pod) (string, boo
 			continue
 		}
 		via := c.IP(n.Name, c.Edge)
-		if out, err := c.InNetns(ctx, "apiserver-direct", "ip", "route", "replace", n.Spec.PodCIDR, "via", via); err != nil {
+		if out, err := c.InNetns(ctx, routedAPI, "ip", "route", "replace", n.Spec.PodCIDR, "via", via); err != nil {
 			return fmt.Sprintf("skipped: a route to %s's pods: %v %s", n.Name, err, out), false
 		}
 		routes = append(routes, n.Spec.PodCIDR+" via "+n.Name)
@@ -374,7 +390,7 @@ func (b *bench) routeToPods(ctx context.Context, pods []corev1.Pod) (string, boo
 	for _, p := range pods {
 		probe = append(probe, fmt.Sprintf("timeout 2 bash -c '</dev/tcp/%s/8443' || { echo %s on %s; exit 1; }", p.Status.PodIP, p.Status.PodIP, p.Spec.NodeName))
 	}
-	if out, err := c.InNetns(ctx, "apiserver-direct", "bash", "-c", strings.Join(probe, "; ")); err != nil {
+	if out, err := c.InNetns(ctx, routedAPI, "bash", "-c", strings.Join(probe, "; ")); err != nil {
 		return fmt.Sprintf("skipped: the second apiserver, with routes %s, cannot connect to the webhook pod at %s "+
 			"(Docker drops packets on an --internal network whose source or destination is outside its subnet, "+
 			"when the host bridges through iptables: net.bridge.bridge-nf-call-iptables=1)", strings.Join(routes, ", "), out), false
