@@ -30,6 +30,7 @@ type Forwarder struct {
 
 	endpoints atomic.Pointer[Endpoints]
 	listening atomic.Bool
+	warnings  throttle
 }
 
 // maxUDPSessions bounds the UDP clients served at once per port; datagrams

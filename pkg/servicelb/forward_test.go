@@ -241,3 +241,22 @@ func TestListenFailureIsAnError(t *testing.T) {
 		t.Errorf("listening on a used port: %v", err)
 	}
 }
+
+func TestThrottleHoldsBackRepeats(t *testing.T) {
+	t.Parallel()
+	var b strings.Builder
+	log := slog.New(slog.NewTextHandler(&b, nil))
+	var th throttle
+	for range 5 {
+		th.warn(log, "tcp/TCP/1/80", "no backend")
+	}
+	th.warn(log, "udp/UDP/2/53", "no backend")
+	if n := strings.Count(b.String(), "no backend"); n != 2 {
+		t.Errorf("%d lines for 5 alike warnings and 1 other, want 2:\n%s", n, b.String())
+	}
+	th.last["tcp/TCP/1/80"] = time.Now().Add(-throttleEvery)
+	th.warn(log, "tcp/TCP/1/80", "no backend")
+	if !strings.Contains(b.String(), "alikeNotLogged=4") {
+		t.Errorf("the held-back count is not logged:\n%s", b.String())
+	}
+}

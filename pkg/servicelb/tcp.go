@@ -24,7 +24,7 @@ func (f *Forwarder) serveTCP(ctx context.Context, l *net.TCPListener, p Port) {
 }
 
 func (f *Forwarder) handleTCP(ctx context.Context, c *net.TCPConn, p Port) {
-	src := c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr()
+	src := c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
 	if !f.Spec.Allowed(src) {
 		f.Log.Debug("refused: source not in loadBalancerSourceRanges", "port", p.String(), "source", src)
 		refuse(c)
@@ -32,7 +32,7 @@ func (f *Forwarder) handleTCP(ctx context.Context, c *net.TCPConn, p Port) {
 	}
 	up, err := f.dial(ctx, "tcp", p)
 	if err != nil {
-		f.Log.Warn("no backend", "port", p.String(), "source", src, "err", err)
+		f.warnings.warn(f.Log, "tcp/"+p.String(), "no backend", "port", p.String(), "source", src, "err", err)
 		refuse(c)
 		return
 	}

@@ -32,7 +32,7 @@ func (f *Forwarder) serveUDP(ctx context.Context, pc *net.UDPConn, p Port) {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return
 			}
-			f.Log.Warn("reading", "port", p.String(), "err", err)
+			f.warnings.warn(f.Log, "read/"+p.String(), "reading", "port", p.String(), "err", err)
 			continue
 		}
 		if !f.Spec.Allowed(src.Addr()) {
@@ -45,7 +45,7 @@ func (f *Forwarder) serveUDP(ctx context.Context, pc *net.UDPConn, p Port) {
 			conn, err := f.dial(ctx, "udp", p)
 			if err != nil {
 				mu.Unlock()
-				f.Log.Warn("no backend", "port", p.String(), "source", src, "err", err)
+				f.warnings.warn(f.Log, "udp/"+p.String(), "no backend", "port", p.String(), "source", src.Addr().Unmap(), "err", err)
 				continue
 			}
 			s = &udpSession{conn: conn}
