@@ -282,7 +282,8 @@ func (c *Controller) ensureDaemonSet(ctx context.Context, svc *corev1.Service, p
 			c.recorder.Eventf(svc, corev1.EventTypeWarning, "CreateFailed", "creating DaemonSet %s/%s: %v", Namespace, want.Name, err)
 			return nil, err
 		}
-		c.recorder.Eventf(svc, corev1.EventTypeNormal, "ForwardersCreated", "DaemonSet %s/%s forwards %s from the nodes", Namespace, want.Name, portList(ports))
+		c.recorder.Eventf(svc, corev1.EventTypeNormal, "ForwardersCreated", "DaemonSet %s/%s forwards %s from %s", Namespace, want.Name,
+			portList(ports), nodeRule(optIn))
 		return created, nil
 	case err != nil:
 		return nil, err
@@ -296,8 +297,17 @@ func (c *Controller) ensureDaemonSet(ctx context.Context, svc *corev1.Service, p
 	if err != nil {
 		return nil, err
 	}
-	c.recorder.Eventf(svc, corev1.EventTypeNormal, "ForwardersUpdated", "DaemonSet %s/%s now forwards %s", Namespace, want.Name, portList(ports))
+	c.recorder.Eventf(svc, corev1.EventTypeNormal, "ForwardersUpdated", "DaemonSet %s/%s updated: forwards %s from %s", Namespace, want.Name,
+		portList(ports), nodeRule(optIn))
 	return updated, nil
+}
+
+// nodeRule says which nodes serve.
+func nodeRule(optIn bool) string {
+	if optIn {
+		return "the nodes labelled " + NodeLabel + "=true"
+	}
+	return "every node not labelled " + NodeLabel + "=false"
 }
 
 func portList(ports []forwarded) string {
