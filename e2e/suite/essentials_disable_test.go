@@ -42,9 +42,14 @@ func disabledAddons(t *testing.T, c *testcluster.Cluster) {
 		}
 		return len(ds.Items), nil
 	}
-	waitFor(t, "ServiceLB's forwarders for the Service", time.Minute, func(ctx context.Context) (bool, error) {
+	// (no endpoints: the forwarders are ready and listed all the same)
+	waitFor(t, "ServiceLB's forwarders and status for the Service", 2*time.Minute, func(ctx context.Context) (bool, error) {
 		n, err := forwarders(ctx)
-		return n > 0, err
+		if err != nil || n == 0 {
+			return false, err
+		}
+		s, err := cs.CoreV1().Services("default").Get(ctx, svc.Name, metav1.GetOptions{})
+		return err == nil && len(s.Status.LoadBalancer.Ingress) > 0, err
 	})
 
 	addons := []string{"coredns", "metrics-server", "local-storage"}
@@ -79,10 +84,13 @@ func disabledAddons(t *testing.T, c *testcluster.Cluster) {
 	}{
 		{schema.GroupVersionResource{Group: "apiregistration.k8s.io", Version: "v1", Resource: "apiservices"}, "v1beta1.metrics.k8s.io"},
 		{schema.GroupVersionResource{Group: "storage.k8s.io", Version: "v1", Resource: "storageclasses"}, "local-path"},
+		// the serving certificate the controllers issued for metrics-server (owned by its Service)
+		{schema.GroupVersionResource{Version: "v1", Resource: "secrets"}, "metrics-server-tls"},
 	} {
-		if _, err := dyn.Resource(gone.gvr).Get(ctx, gone.name, metav1.GetOptions{}); err == nil {
-			t.Errorf("%s %s is still there", gone.gvr.Resource, gone.name)
-		}
+		waitFor(t, gone.gvr.Resource+" "+gone.name+" gone", time.Minute, func(ctx context.Context) (bool, error) {
+			_, err := dyn.Resource(gone.gvr).Namespace(namespaceOf(gone.gvr)).Get(ctx, gone.name, metav1.GetOptions{})
+			return err != nil && strings.Contains(err.Error(), "not found"), err
+		})
 	}
 	waitFor(t, "ServiceLB's forwarders and status removed", time.Minute, func(ctx context.Context) (bool, error) {
 		n, err := forwarders(ctx)
@@ -95,4 +103,12 @@ func disabledAddons(t *testing.T, c *testcluster.Cluster) {
 		}
 		return len(s.Status.LoadBalancer.Ingress) == 0, fmt.Errorf("status %v", s.Status.LoadBalancer.Ingress)
 	})
+}
+
+// namespaceOf is where the namespaced objects disabledAddons checks live.
+func namespaceOf(gvr schema.GroupVersionResource) string {
+	if gvr.Resource == "secrets" {
+		return "kube-system"
+	}
+	return ""
 }
