@@ -16,6 +16,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -67,6 +68,9 @@ type Cluster struct {
 	Client        kubernetes.Interface
 	Token         string
 	Bin           string
+	// GatewayIP is the gateway's edge address: the kubernetes Service's
+	// endpoint, relayed by the gateway to the apiserver (empty without nodes).
+	GatewayIP string
 
 	t     testing.TB
 	opts  Options
@@ -164,6 +168,15 @@ func Start(t testing.TB, o Options) *Cluster {
 	c.docker("network", "create", "--internal", "--label", "kubesplit.test="+c.ID, c.Control)
 	if withNodes {
 		c.docker("network", "create", "--internal", "--label", "kubesplit.test="+c.ID, c.Edge)
+		// the gateway joins the new network first, so it gets its first free
+		// address (checked below): the apiserver advertises it as the
+		// kubernetes Service's endpoint, which the gateway relays to the
+		// apiserver, so that pods (CoreDNS, metrics-server, ...) reach the API
+		subnet, err := netip.ParsePrefix(c.docker("network", "inspect", "-f", "{{(index .IPAM.Config 0).Subnet}}", c.Edge))
+		if err != nil {
+			t.Fatalf("the edge network's subnet: %v", err)
+		}
+		c.GatewayIP = subnet.Masked().Addr().Next().Next().String() // .1 is the bridge's
 	}
 
 	// --owner hands the files to the roles' user, as the compose init does (needs root)
@@ -175,6 +188,9 @@ func Start(t testing.TB, o Options) *Cluster {
 	}
 	if withNodes {
 		c.docker("network", "connect", "--alias", "tunnel-gateway", c.Edge, c.Name("tunnel-gateway"))
+		if ip := c.IP("tunnel-gateway", c.Edge); ip != c.GatewayIP {
+			t.Fatalf("the gateway got %s on the edge network, not %s, which the apiserver advertises", ip, c.GatewayIP)
+		}
 	}
 
 	// the host reaches the apiserver at its container IP; the certificate names it "apiserver"
@@ -249,13 +265,14 @@ func (c *Cluster) roleArgs(role string) []string {
 		args := []string{"--data-dir", "/data", "--datastore-endpoint", "https://datastore:2379",
 			"--bind-address", "0.0.0.0", "--secure-port", "6443"}
 		if slices.Contains(c.opts.Roles, "tunnel-gateway") {
-			args = append(args, "--egress-gateway", "https://tunnel-gateway:8131")
+			args = append(args, "--egress-gateway", "https://tunnel-gateway:8131", "--advertise-address", c.GatewayIP)
 		}
 		return args
 	case "scheduler", "controllers":
 		return []string{"--data-dir", "/data", "--bind-address", "0.0.0.0"}
 	case "tunnel-gateway":
-		return []string{"--data-dir", "/data", "--apiserver-address", "apiserver:6443"}
+		// the relay listens on every address: the gateway joins the edge network after it starts
+		return []string{"--data-dir", "/data", "--apiserver-address", "apiserver:6443", "--apiserver-relay-address", "0.0.0.0:6443"}
 	}
 	c.t.Fatalf("unknown role %s", role)
 	return nil

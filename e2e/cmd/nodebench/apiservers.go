@@ -52,7 +52,9 @@ func (b *bench) apiservers(members ...string) ([]*rest.Config, error) {
 		// a state directory of its own: the egress selector file and relay socket are per apiserver
 		args := []string{"run", "-d", "--name", c.Name(m), "--label", "kubesplit.test=" + c.ID,
 			"--network", c.Control, "-v", c.DataDir + ":/data", "--tmpfs", state, "kubesplit/apiserver:" + dockercluster.DefaultTag(),
-			"--data-dir", "/data", "--datastore-endpoint", "https://datastore:2379", "--bind-address", "0.0.0.0", "--secure-port", "6443"}
+			"--data-dir", "/data", "--datastore-endpoint", "https://datastore:2379", "--bind-address", "0.0.0.0", "--secure-port", "6443",
+			// the same kubernetes Service endpoint as the cluster's apiserver (the gateway's relay)
+			"--advertise-address", c.GatewayIP}
 		if _, err := dockercluster.Docker(ctx, append(args, spec.args...)...); err != nil {
 			return nil, err
 		}

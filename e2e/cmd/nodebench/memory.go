@@ -27,6 +27,10 @@ type podMemory struct {
 	// MetricsAPIMiB is the pod's memory from the metrics API (the sum of its
 	// containers), when metrics-server serves it.
 	MetricsAPIMiB float64 `json:"metrics_api_mib,omitempty"`
+	// Ready and Restarts flag a pod whose idle number is not one (it is
+	// starting over, or failing its readiness probe).
+	Ready    bool  `json:"ready"`
+	Restarts int32 `json:"restarts"`
 }
 
 // podCgroupMemory prints "usage N", "inactive N" and "rss N" (bytes) for
@@ -75,8 +79,17 @@ func (b *bench) kubeSystemMemory(ctx context.Context) ([]podMemory, error) {
 			}
 		}
 		const mib = 1 << 20
-		out = append(out, podMemory{Pod: p.Name, Node: p.Spec.NodeName, WorkingSetMiB: max(v["usage"]-v["inactive"], 0) / mib,
-			RSSMiB: v["rss"] / mib, MetricsAPIMiB: fromAPI[p.Name] / mib})
+		m := podMemory{Pod: p.Name, Node: p.Spec.NodeName, WorkingSetMiB: max(v["usage"]-v["inactive"], 0) / mib,
+			RSSMiB: v["rss"] / mib, MetricsAPIMiB: fromAPI[p.Name] / mib, Ready: true}
+		for _, st := range p.Status.ContainerStatuses {
+			m.Restarts += st.RestartCount
+			m.Ready = m.Ready && st.Ready
+			if t := st.LastTerminationState.Terminated; t != nil {
+				fmt.Fprintf(os.Stderr, "nodebench: kube-system/%s container %s restarted %d times, last: %s exit %d %s\n",
+					p.Name, st.Name, st.RestartCount, t.Reason, t.ExitCode, strings.TrimSpace(t.Message))
+			}
+		}
+		out = append(out, m)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Pod < out[j].Pod })
 	return out, nil

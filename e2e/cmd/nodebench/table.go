@@ -80,6 +80,9 @@ func printTable(r *result) {
 			if p.MetricsAPIMiB > 0 {
 				v = fmt.Sprintf("%.1f MiB (API %.1f)", p.WorkingSetMiB, p.MetricsAPIMiB)
 			}
+			if !p.Ready || p.Restarts > 0 {
+				v += fmt.Sprintf(" ready=%v restarts=%d", p.Ready, p.Restarts)
+			}
 			row("idle working set: kube-system/"+p.Pod, v, "")
 		}
 	}
