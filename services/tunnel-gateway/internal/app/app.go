@@ -142,7 +142,7 @@ func run(o options, stderr io.Writer) error {
 	ctx, stop := lifecycle.SignalContext()
 	defer stop()
 	routes := tunnel.NewRoutes()
-	if _, err := tunnel.WatchNodes(ctx, client, routes, log); err != nil {
+	if err := tunnel.WatchNodes(ctx, client, routes, log); err != nil {
 		return err
 	}
 	gw := tunnel.New(o.nodePorts, bootstrap.APIServerEgressClientCN, routes, log)

@@ -163,7 +163,7 @@ func (g *Gateway) EgressHandler() http.Handler {
 				upstream.Close()
 				return
 			}
-			pipeStream(flushWriter{w, rc}, req.Body, upstream, s)
+			pipe(req.Body, flushWriter{w, rc}, req.Body.Close, upstream, s)
 			return
 		}
 		hj, ok := w.(http.Hijacker)
@@ -182,45 +182,29 @@ func (g *Gateway) EgressHandler() http.Handler {
 			upstream.Close()
 			return
 		}
-		pipe(client, buf, upstream, s)
+		pipe(buf, client, client.Close, upstream, s)
 	})
 }
 
-// pipe copies both ways until either side closes, counting bytes as they pass.
-func pipe(client net.Conn, buffered io.Reader, upstream net.Conn, s *NodeStats) {
+// pipe copies both ways until either side ends, counting bytes as they
+// pass: from the apiserver (a hijacked connection's reader, or an HTTP/2
+// request body) to the node, and from the node to the apiserver (the
+// connection, or the stream's response). The side that ends first closes
+// both, so neither copy outlives the other.
+func pipe(fromAPIServer io.Reader, toAPIServer io.Writer, closeAPIServer func() error, upstream net.Conn, s *NodeStats) {
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		_, _ = io.Copy(counter{upstream, &s.BytesToNode}, buffered)
+		_, _ = io.Copy(counter{upstream, &s.BytesToNode}, fromAPIServer)
 		upstream.Close()
 	}()
 	go func() {
 		defer wg.Done()
-		_, _ = io.Copy(counter{client, &s.BytesFromNode}, upstream)
-		client.Close()
+		_, _ = io.Copy(counter{toAPIServer, &s.BytesFromNode}, upstream)
+		_ = closeAPIServer()
 	}()
 	wg.Wait()
-}
-
-// pipeStream is pipe for an HTTP/2 stream: the request body brings the
-// apiserver's bytes, the response carries the node's.
-func pipeStream(w io.Writer, body io.ReadCloser, upstream net.Conn, s *NodeStats) {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_, _ = io.Copy(counter{upstream, &s.BytesToNode}, body)
-		// the apiserver is done sending: let the node side see EOF, keep reading
-		if cw, ok := upstream.(interface{ CloseWrite() error }); ok {
-			_ = cw.CloseWrite()
-		} else {
-			upstream.Close()
-		}
-	}()
-	_, _ = io.Copy(counter{w, &s.BytesFromNode}, upstream)
-	upstream.Close()
-	body.Close()
-	<-done
 }
 
 // flushWriter sends every write at once: the stream is interactive (exec,

@@ -180,11 +180,11 @@ func (r *Routes) Resolve(host string, port int, kubeletPorts []int) (Target, err
 }
 
 // WatchNodes keeps routes in step with the cluster's Node objects until ctx
-// ends. It returns once the first list is in, or with ctx's error.
-func WatchNodes(ctx context.Context, client kubernetes.Interface, routes *Routes, log *slog.Logger) (synced <-chan struct{}, err error) {
+// ends (a CONNECT before the first list is in finds no route and is refused).
+func WatchNodes(ctx context.Context, client kubernetes.Interface, routes *Routes, log *slog.Logger) error {
 	factory := informers.NewSharedInformerFactory(client, 10*time.Minute)
 	inf := factory.Core().V1().Nodes().Informer()
-	_, err = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	_, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(o any) { setNode(routes, o) },
 		UpdateFunc: func(_, o any) { setNode(routes, o) },
 		DeleteFunc: func(o any) {
@@ -197,19 +197,17 @@ func WatchNodes(ctx context.Context, client kubernetes.Interface, routes *Routes
 		},
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	factory.Start(ctx.Done())
-	done := make(chan struct{})
 	go func() {
 		defer factory.Shutdown()
 		if cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
 			log.Info("following nodes' addresses and pod ranges")
-			close(done)
 		}
 		<-ctx.Done()
 	}()
-	return done, nil
+	return nil
 }
 
 func setNode(routes *Routes, o any) {
