@@ -34,6 +34,7 @@ require (
 	github.com/grpc-ecosystem/grpc-gateway/v2 v2.29.0 // indirect
 	github.com/josharian/intern v1.0.0 // indirect
 	github.com/json-iterator/go v1.1.12 // indirect
+	github.com/kubesplit/kubesplit/roles v0.0.0
 	github.com/mailru/easyjson v0.7.7 // indirect
 	github.com/moby/spdystream v0.5.1 // indirect
 	github.com/modern-go/concurrent v0.0.0-20180306012644-bacd9c7ef1dd // indirect
@@ -79,3 +80,5 @@ require (
 replace github.com/kubesplit/kubesplit => ..
 
 replace github.com/kubesplit/kubesplit/node => ../node
+
+replace github.com/kubesplit/kubesplit/roles => ../roles

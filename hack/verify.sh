@@ -24,6 +24,9 @@ echo "== testcluster.DefaultTag is the release in hack/versions.env"
 grep -q "^const DefaultTag = \"$KUBESPLIT_VERSION\"" testcluster/options.go || {
   echo "testcluster/options.go: DefaultTag is not $KUBESPLIT_VERSION (hack/versions.env)"; exit 1; }
 
+echo "== generated files are up to date (hack/gen.sh)"
+hack/gen.sh --check
+
 echo "== workspace vet (every module)"
 patterns=()
 for m in $mods; do patterns+=("./$m/..."); done

@@ -298,3 +298,5 @@ tool (
 	github.com/containernetworking/plugins/plugins/meta/portmap
 	k8s.io/kubernetes/cmd/kubectl
 )
+
+replace github.com/kubesplit/kubesplit/roles => ../roles

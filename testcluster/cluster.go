@@ -28,7 +28,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -53,28 +52,19 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/kubesplit/kubesplit/roles"
 )
 
 // Paths and identities inside the images (the kubesplit layout).
 const (
-	dataDir       = "/var/lib/kubesplit"
-	nodeImagesDir = "/var/lib/kubesplit-node/images"
+	dataDir       = roles.DataDir
+	nodeImagesDir = roles.NodeImagesDir
 	// the local-storage addon's volumes (its ConfigMap's config.json)
-	nodeStorageDir = "/var/lib/kubesplit-storage"
+	nodeStorageDir = roles.NodeStorageDir
 	nodeTokenPath  = "/etc/kubesplit/node-token"
-	roleUser       = "65532:65532"
 	apiPort        = "6443/tcp"
 )
-
-// health is where each role's plain-HTTP health answers inside its
-// container; kubesplit-probe, in every role image, GETs it.
-var health = map[string]string{
-	Datastore:     "127.0.0.1:2381/readyz",
-	APIServer:     "127.0.0.1:6080/readyz",
-	Scheduler:     "127.0.0.1:10251/healthz",
-	Controllers:   "127.0.0.1:10252/healthz",
-	TunnelGateway: "127.0.0.1:8133/healthz",
-}
 
 // Cluster is a running kubesplit cluster. Its methods are safe for
 // concurrent use.
@@ -291,7 +281,7 @@ func (c *Cluster) init(ctx context.Context) error {
 			ContainerFilePath: dataDir + "/manifests/" + m.name, FileMode: 0o644})
 	}
 	s := spec{name: "init", image: c.opts.image(CLI), user: "0:0", hostname: "kubesplit-init",
-		cmd: []string{"init", "--data-dir", dataDir, "--owner", roleUser, "--node-token",
+		cmd: []string{"init", "--data-dir", dataDir, "--owner", roles.User(), "--node-token",
 			"--server", "https://127.0.0.1:6443", "--internal-server", "https://apiserver:6443"},
 		mounts:  testcontainers.Mounts(testcontainers.VolumeMount(c.name("data"), dataDir)),
 		files:   files,
@@ -358,32 +348,27 @@ func (c *Cluster) readFile(ctx context.Context, ctr *testcontainers.DockerContai
 	return io.ReadAll(rc)
 }
 
-func (c *Cluster) roleSpec(role, image string) spec {
-	args := []string{"--data-dir", dataDir}
-	switch role {
-	case Datastore:
-		args = append(args, "--backend", c.backendArg())
-	case APIServer:
-		args = append(args, "--datastore-endpoint", "https://datastore:2379",
-			"--egress-gateway", "https://tunnel-gateway:8131",
-			"--advertise-address", c.gatewayIP.String(), "--secure-port", "6443",
-			"--health-address", "127.0.0.1:6080")
-	case Scheduler:
-		args = append(args, "--health-address", "127.0.0.1:10251")
-	case Controllers:
-		args = append(args, "--health-address", "127.0.0.1:10252", "--addon-image-tag", c.opts.tag)
+// wiring is how this cluster's roles find each other: by name on the
+// control network, the gateway relaying the API to pods at its edge address.
+func (c *Cluster) wiring() roles.Wiring {
+	return roles.Wiring{
+		Host:           roles.NamedHosts,
+		Backend:        c.backendArg(),
+		Advertise:      c.gatewayIP.String(),
+		RelayAPIServer: true,
+		AddonImageTag:  c.opts.tag,
 		// WithImage of an addon's image (coredns, metrics-server, ...) reaches the addon deployer
-		for _, name := range slices.Sorted(maps.Keys(c.opts.images)) {
-			args = append(args, "--addon-image", name+"="+c.opts.images[name])
-		}
-	case TunnelGateway:
-		args = append(args, "--apiserver-address", "apiserver:6443",
-			"--apiserver-relay-address", c.gatewayIP.String()+":6443")
+		AddonImages: c.opts.images,
+		Extra:       c.opts.roleArgs,
 	}
-	s := spec{name: role, image: image, user: roleUser, hostname: role,
-		cmd:      append(args, c.opts.roleArgs[role]...),
+}
+
+func (c *Cluster) roleSpec(role, image string) spec {
+	r := c.wiring().Role(role)
+	s := spec{name: role, image: image, user: r.User, hostname: role,
+		cmd:      r.Args,
 		networks: []string{c.control},
-		mounts:   testcontainers.Mounts(testcontainers.VolumeMount(c.name("data"), dataDir)),
+		mounts:   testcontainers.Mounts(testcontainers.VolumeMount(c.name("data"), testcontainers.ContainerMountTarget(r.DataDir))),
 		publish:  role == APIServer,
 	}
 	if role == TunnelGateway {
@@ -420,8 +405,7 @@ func (c *Cluster) newNodeName() string {
 
 func (c *Cluster) nodeSpec(name string) spec {
 	cgroup := "/" + c.name(name)
-	args := []string{"--gateway", "https://tunnel-gateway:8132", "--token-file", nodeTokenPath,
-		"--node-name", name, "--cgroup-root", cgroup}
+	args := append(c.wiring().NodeArgs(nodeTokenPath), "--node-name", name, "--cgroup-root", cgroup)
 	return spec{name: name, image: c.opts.image(Node), hostname: name, node: true, cgroup: cgroup,
 		cmd:      append(args, c.opts.nodeArgs...),
 		networks: []string{c.edge},
@@ -647,7 +631,7 @@ func (c *Cluster) waitHealthy(ctx context.Context, role string) error {
 		if err := watch(ctx); err != nil {
 			return false, err
 		}
-		_, err := c.exec(ctx, role, "/usr/local/bin/kubesplit-probe", health[role])
+		_, err := c.exec(ctx, role, roles.Probe, c.wiring().Role(role).Ready.ProbeArg())
 		return err == nil, err
 	})
 }

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/kubesplit/kubesplit/roles"
 )
 
 // DefaultTag is the image tag Run uses when neither WithTag nor the
@@ -20,11 +22,11 @@ const DefaultTag = "v0.1.0"
 // Control-plane roles and the other images a cluster runs. Stop, Start,
 // Restart, Logs and Exec take one of the role names or a node name.
 const (
-	Datastore     = "datastore"
-	APIServer     = "apiserver"
-	Scheduler     = "scheduler"
-	Controllers   = "controllers"
-	TunnelGateway = "tunnel-gateway"
+	Datastore     = roles.Datastore
+	APIServer     = roles.APIServer
+	Scheduler     = roles.Scheduler
+	Controllers   = roles.Controllers
+	TunnelGateway = roles.TunnelGateway
 	// image names only: the node agent, the CLI that runs init, the
 	// PostgreSQL server of the postgres backend
 	Node     = "node"
@@ -33,9 +35,7 @@ const (
 )
 
 // Roles are the control-plane roles in start order.
-func Roles() []string {
-	return []string{Datastore, APIServer, Scheduler, Controllers, TunnelGateway}
-}
+func Roles() []string { return roles.Names() }
 
 // Backend is the datastore role's storage.
 type Backend string

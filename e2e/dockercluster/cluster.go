@@ -34,10 +34,11 @@ import (
 	"github.com/kubesplit/kubesplit/e2e/hostcluster"
 	"github.com/kubesplit/kubesplit/pkg/layout"
 	"github.com/kubesplit/kubesplit/pkg/version"
+	"github.com/kubesplit/kubesplit/roles"
 )
 
 // Roles of the control plane, in start order.
-var Roles = []string{"datastore", "apiserver", "scheduler", "controllers", "tunnel-gateway"}
+var Roles = roles.Names()
 
 // NonRoot is the uid and gid the control-plane images run as.
 const NonRoot = 65532
@@ -257,34 +258,27 @@ func (c *Cluster) Kubectl(ctx context.Context, args ...string) (string, error) {
 	return strings.TrimSpace(out.String()), err
 }
 
-func (c *Cluster) roleArgs(role string) []string {
-	switch role {
-	case "datastore":
-		return []string{"--data-dir", "/data", "--backend", c.opts.Backend}
-	case "apiserver":
-		args := []string{"--data-dir", "/data", "--datastore-endpoint", "https://datastore:2379",
-			"--bind-address", "0.0.0.0", "--secure-port", "6443"}
-		if slices.Contains(c.opts.Roles, "tunnel-gateway") {
-			args = append(args, "--egress-gateway", "https://tunnel-gateway:8131", "--advertise-address", c.GatewayIP)
-		}
-		return args
-	case "scheduler", "controllers":
-		return []string{"--data-dir", "/data", "--bind-address", "0.0.0.0"}
-	case "tunnel-gateway":
+// wiring: the roles find each other by name on the control network.
+func (c *Cluster) wiring() roles.Wiring {
+	w := roles.Wiring{DataDir: "/data", Host: roles.NamedHosts, Backend: c.opts.Backend}
+	if slices.Contains(c.opts.Roles, roles.TunnelGateway) {
 		// the relay listens on every address: the gateway joins the edge network after it starts
-		return []string{"--data-dir", "/data", "--apiserver-address", "apiserver:6443", "--apiserver-relay-address", "0.0.0.0:6443"}
+		w.Advertise, w.RelayAPIServer, w.RelayListen = c.GatewayIP, true, "0.0.0.0"
 	}
-	c.t.Fatalf("unknown role %s", role)
-	return nil
+	return w
 }
 
 // StartRole creates and starts one control-plane container.
 func (c *Cluster) StartRole(role string) {
 	c.t.Helper()
+	if !roles.Valid(role) {
+		c.t.Fatalf("unknown role %s", role)
+	}
+	r := c.wiring().Role(role)
 	args := []string{"run", "-d", "--name", c.Name(role), "--hostname", role, "--label", "kubesplit.test=" + c.ID,
-		"--network", c.Control, "--network-alias", role, "-v", c.DataDir + ":/data",
-		"kubesplit/" + role + ":" + c.opts.Tag}
-	c.docker(append(args, c.roleArgs(role)...)...)
+		"--network", c.Control, "--network-alias", role, "-v", c.DataDir + ":" + r.DataDir,
+		r.Repository + ":" + c.opts.Tag}
+	c.docker(append(args, r.Args...)...)
 	if role != "tunnel-gateway" && slices.Contains(c.opts.Roles, "tunnel-gateway") {
 		c.isolate(role)
 	}
@@ -333,10 +327,11 @@ func (c *Cluster) AddNode(name, token string) {
 		"-e", "KUBESPLIT_TOKEN=" + token,
 	}
 	if c.opts.NodeImages != "" {
-		args = append(args, "-v", c.opts.NodeImages+":/var/lib/kubesplit-node/images:ro")
+		args = append(args, "-v", c.opts.NodeImages+":"+roles.NodeImagesDir+":ro")
 	}
-	args = append(args, "kubesplit/node:"+c.opts.Tag,
-		"--gateway", "https://tunnel-gateway:8132", "--node-name", name, "--cgroup-root", c.CgroupRoot(name))
+	args = append(args, "kubesplit/node:"+c.opts.Tag)
+	args = append(args, c.wiring().NodeArgs("")...)
+	args = append(args, "--node-name", name, "--cgroup-root", c.CgroupRoot(name))
 	c.docker(append(args, c.opts.NodeArgs...)...)
 	c.nodes = append(c.nodes, name)
 	c.added = append(c.added, name)

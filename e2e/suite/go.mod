@@ -40,6 +40,7 @@ require (
 	github.com/josharian/intern v1.0.0 // indirect
 	github.com/json-iterator/go v1.1.12 // indirect
 	github.com/klauspost/compress v1.18.7 // indirect
+	github.com/kubesplit/kubesplit/roles v0.0.0 // indirect
 	github.com/lufia/plan9stats v0.0.0-20260330125221-c963978e514e // indirect
 	github.com/magiconair/properties v1.18.12 // indirect
 	github.com/mailru/easyjson v0.7.7 // indirect
@@ -94,3 +95,5 @@ require (
 )
 
 replace github.com/kubesplit/kubesplit/testcluster => ../../testcluster
+
+replace github.com/kubesplit/kubesplit/roles => ../../roles

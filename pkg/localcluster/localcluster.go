@@ -6,58 +6,32 @@ package localcluster
 import (
 	"fmt"
 	"io"
-	"net"
 	"path/filepath"
 	"strconv"
 
 	"github.com/kubesplit/kubesplit/pkg/bootstrap"
 	"github.com/kubesplit/kubesplit/pkg/layout"
 	"github.com/kubesplit/kubesplit/pkg/procs"
+	"github.com/kubesplit/kubesplit/roles"
 )
 
 // Role names, also the binary names under the bin directory.
 const (
-	Datastore     = "datastore"
-	APIServer     = "apiserver"
-	Scheduler     = "scheduler"
-	Controllers   = "controllers"
-	TunnelGateway = "tunnel-gateway"
+	Datastore     = roles.Datastore
+	APIServer     = roles.APIServer
+	Scheduler     = roles.Scheduler
+	Controllers   = roles.Controllers
+	TunnelGateway = roles.TunnelGateway
 )
 
 // Ports of one local cluster.
-type Ports struct {
-	Datastore, DatastorePeer, DatastoreHealth  int
-	APIServer                                  int
-	Scheduler, Controllers                     int
-	GatewayNodes, GatewayEgress, GatewayHealth int
-}
+type Ports = roles.Ports
 
 // DefaultPorts are the well-known ports `make run` uses.
-func DefaultPorts() Ports {
-	return Ports{Datastore: 2379, DatastorePeer: 2380, DatastoreHealth: 2381, APIServer: 6443,
-		Scheduler: 10259, Controllers: 10257, GatewayNodes: 8132, GatewayEgress: 8131, GatewayHealth: 8133}
-}
+func DefaultPorts() Ports { return roles.DefaultPorts() }
 
 // FreePorts picks unused loopback ports, for tests that run clusters side by side.
-func FreePorts() (Ports, error) {
-	ps := make([]int, 9)
-	ls := make([]net.Listener, 0, len(ps))
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	for i := range ps {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return Ports{}, err
-		}
-		ls = append(ls, l)
-		ps[i] = l.Addr().(*net.TCPAddr).Port
-	}
-	return Ports{Datastore: ps[0], DatastorePeer: ps[1], DatastoreHealth: ps[2], APIServer: ps[3],
-		Scheduler: ps[4], Controllers: ps[5], GatewayNodes: ps[6], GatewayEgress: ps[7], GatewayHealth: ps[8]}, nil
-}
+func FreePorts() (Ports, error) { return roles.FreePorts() }
 
 // Spec describes a local cluster.
 type Spec struct {
@@ -92,48 +66,30 @@ func (s Spec) out(role string) io.Writer {
 	return s.Output(role)
 }
 
+// Wiring is the roles' description for host processes: everything on
+// loopback, on this spec's ports.
+func (s Spec) Wiring() roles.Wiring {
+	return roles.Wiring{DataDir: string(s.DataDir), Host: roles.LoopbackHosts, Bind: "127.0.0.1", PublicBind: "127.0.0.1",
+		Ports: s.Ports, Backend: s.Backend, Extra: s.Extra}
+}
+
 // Process returns the process of one role (not started).
 func (s Spec) Process(role string) (*procs.Process, error) {
-	p := s.Ports
-	dd := string(s.DataDir)
-	hostPort := func(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
-	var args []string
-	var ready procs.Probe
-	switch role {
-	case Datastore:
-		args = []string{"--data-dir", dd, "--backend", s.Backend,
-			"--listen-address", hostPort(p.Datastore), "--health-address", hostPort(p.DatastoreHealth),
-			"--etcd-peer-address", hostPort(p.DatastorePeer)}
-		ready = procs.HTTPProbe(fmt.Sprintf("http://%s/readyz", hostPort(p.DatastoreHealth)), "")
-	case APIServer:
-		args = []string{"--data-dir", dd, "--datastore-endpoint", s.url(p.Datastore),
-			"--bind-address", "127.0.0.1", "--secure-port", strconv.Itoa(p.APIServer),
-			"--egress-gateway", s.url(p.GatewayEgress)}
-		ready = procs.HTTPProbe(s.url(p.APIServer)+"/readyz", s.DataDir.ClusterCA().Cert)
-	case Scheduler:
-		args = []string{"--data-dir", dd, "--bind-address", "127.0.0.1", "--secure-port", strconv.Itoa(p.Scheduler)}
-		ready = procs.HTTPProbe(s.url(p.Scheduler)+"/healthz", "")
-	case Controllers:
-		args = []string{"--data-dir", dd, "--bind-address", "127.0.0.1", "--secure-port", strconv.Itoa(p.Controllers)}
-		ready = procs.HTTPProbe(s.url(p.Controllers)+"/healthz", "")
-	case TunnelGateway:
-		args = []string{"--data-dir", dd, "--listen-address", hostPort(p.GatewayNodes), "--apiserver-address", hostPort(p.APIServer),
-			"--egress-address", hostPort(p.GatewayEgress), "--health-address", hostPort(p.GatewayHealth)}
-		ready = procs.HTTPProbe(fmt.Sprintf("http://%s/healthz", hostPort(p.GatewayHealth)), "")
-	default:
+	if !roles.Valid(role) {
 		return nil, fmt.Errorf("unknown role %q", role)
 	}
+	r := s.Wiring().Role(role)
 	return &procs.Process{
 		Name:   role,
 		Path:   filepath.Join(s.BinDir, role),
-		Args:   append(args, s.Extra[role]...),
-		Ready:  ready,
+		Args:   r.Args,
+		Ready:  procs.HTTPProbe(r.Ready.URL(), ""),
 		Output: s.out(role),
 	}, nil
 }
 
 // Roles in start order.
-var Roles = []string{Datastore, APIServer, Scheduler, Controllers, TunnelGateway}
+var Roles = roles.Names()
 
 // Group returns all five roles in start order.
 func (s Spec) Group() (*procs.Group, error) {

@@ -199,3 +199,5 @@ replace (
 )
 
 // END generated k8s staging replaces
+
+replace github.com/kubesplit/kubesplit/roles => ../../roles

@@ -133,3 +133,5 @@ require (
 )
 
 replace github.com/kubesplit/kubesplit => ../..
+
+replace github.com/kubesplit/kubesplit/roles => ../../roles

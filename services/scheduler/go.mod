@@ -158,3 +158,5 @@ replace (
 )
 
 // END generated k8s staging replaces
+
+replace github.com/kubesplit/kubesplit/roles => ../../roles
