@@ -37,7 +37,7 @@ done
 tags="no_btrfs no_devmapper no_zfs"
 
 pkgs=()
-want kubesplit && pkgs+=(./cmd/kubesplit)
+{ want kubesplit || want node; } && pkgs+=(./cmd/kubesplit)   # the node image carries the CLI for boxes
 for r in apiserver scheduler controllers tunnel-gateway; do want $r && pkgs+=(./services/$r); done
 # the health check inside the five role images (compose healthchecks)
 for r in datastore apiserver scheduler controllers tunnel-gateway; do want $r && { pkgs+=(./cmd/kubesplit-probe); break; }; done

@@ -316,6 +316,11 @@ func sortedKeys(m map[string]string) []string {
 
 // Node agents: paths in the node image and the flags that join a node.
 const (
+	// NodeDataDir is the agent's own state (certificates, generated configs,
+	// and on a control-plane box the roles' manifests in NodeDataDir/manifests).
+	NodeDataDir = "/var/lib/kubesplit-node"
+	// ContainerdSocket is the agent's containerd.
+	ContainerdSocket = "/run/containerd/containerd.sock"
 	// NodeImagesDir holds image archives every node imports at start
 	// (`make load`, testcluster's LoadImages).
 	NodeImagesDir = "/var/lib/kubesplit-node/images"

@@ -109,8 +109,9 @@ type spec struct {
 	extra    []string // flags added by UpgradeRole or AddNode, after cmd
 	user     string
 	hostname string
-	networks []string // the first one gets ip, if set
+	networks []string // ipNetwork (default: the first one) gets ip, if set
 	ip       netip.Addr
+	ipNet    string
 	mounts   testcontainers.ContainerMounts
 	files    []testcontainers.ContainerFile
 	env      map[string]string
@@ -185,6 +186,9 @@ func (c *Cluster) start(ctx context.Context) error {
 		return err
 	}
 	c.hostPort = port
+	if c.opts.box {
+		return c.startBox(ctx)
+	}
 	if err := c.init(ctx); err != nil {
 		return err
 	}
@@ -405,7 +409,12 @@ func (c *Cluster) newNodeName() string {
 
 func (c *Cluster) nodeSpec(name string) spec {
 	cgroup := "/" + c.name(name)
-	args := append(c.wiring().NodeArgs(nodeTokenPath), "--node-name", name, "--cgroup-root", cgroup)
+	w := c.wiring()
+	if c.opts.box {
+		// the box's gateway, at the box's fixed edge address (in its certificate)
+		w.Host = func(string) string { return c.gatewayIP.String() }
+	}
+	args := append(w.NodeArgs(nodeTokenPath), "--node-name", name, "--cgroup-root", cgroup)
 	return spec{name: name, image: c.opts.image(Node), hostname: name, node: true, cgroup: cgroup,
 		cmd:      append(args, c.opts.nodeArgs...),
 		networks: []string{c.edge},
@@ -443,6 +452,9 @@ func (c *Cluster) create(ctx context.Context, s spec) error {
 	}
 	if s.ip.IsValid() {
 		first := s.networks[0]
+		if s.ipNet != "" {
+			first = s.ipNet
+		}
 		req.EndpointSettingsModifier = func(es map[string]*network.EndpointSettings) {
 			if es[first] == nil {
 				es[first] = &network.EndpointSettings{}
@@ -568,9 +580,15 @@ func (c *Cluster) waitReady(ctx context.Context) error {
 		return err
 	}
 	step("API ready")
-	for _, r := range Roles() {
-		if err := c.waitHealthy(ctx, r); err != nil {
+	if c.opts.box {
+		if err := c.waitMirrorPods(ctx); err != nil {
 			return err
+		}
+	} else {
+		for _, r := range Roles() {
+			if err := c.waitHealthy(ctx, r); err != nil {
+				return err
+			}
 		}
 	}
 	step("roles healthy")

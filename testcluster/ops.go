@@ -252,24 +252,11 @@ func (c *Cluster) LoadImages(ctx context.Context, images ...string) error {
 			return err
 		}
 	}
-	tmp, err := os.CreateTemp("", "testcluster-images-*.tar")
+	archive, err := c.saveImages(ctx, images)
 	if err != nil {
-		return err
+		return fmt.Errorf("testcluster: %w", err)
 	}
-	defer os.Remove(tmp.Name())
-	rc, err := c.docker.ImageSave(ctx, images)
-	if err != nil {
-		tmp.Close()
-		return fmt.Errorf("testcluster: docker save %s: %w", strings.Join(images, " "), err)
-	}
-	_, err = io.Copy(tmp, rc)
-	rc.Close()
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("testcluster: docker save %s: %w", strings.Join(images, " "), err)
-	}
+	defer os.Remove(archive)
 	sorted := slices.Clone(images)
 	slices.Sort(sorted)
 	file := unsafeFileChars.ReplaceAllString(strings.Join(sorted, "_"), "_")
@@ -280,7 +267,7 @@ func (c *Cluster) LoadImages(ctx context.Context, images ...string) error {
 	file = nodeImagesDir + "/" + file + ".tar"
 	// the images volume is shared by the nodes: one copy, then every node imports it
 	m := c.member(nodes[0])
-	if err := m.ctr.CopyFileToContainer(ctx, tmp.Name(), file, 0o644); err != nil {
+	if err := m.ctr.CopyFileToContainer(ctx, archive, file, 0o644); err != nil {
 		return fmt.Errorf("testcluster: copying images to %s: %w", nodes[0], err)
 	}
 	errs := make([]error, len(nodes))

@@ -66,6 +66,7 @@ type options struct {
 	roleArgs     map[string][]string
 	logf         func(format string, args ...any)
 	handleSignal bool
+	box          bool
 }
 
 type manifest struct {
@@ -262,6 +263,19 @@ func splitYAML(s string) []string {
 	}
 	flush()
 	return docs
+}
+
+// WithControlPlaneBox lays the cluster out as one box (an industrial PC)
+// instead of a container per role: a node container named Box whose agent
+// runs with --control-plane, its kubelet starting the five roles as static
+// pods from the role images (copied into the box, as onto an air-gapped
+// machine); the WithNodes nodes join through the box's gateway, on the edge
+// network. The roles then are the mirror pods ROLE-box in kube-system, not
+// members: Stop, Start, Restart, Kill and Exec take Box like any node.
+// WithImage cannot replace a role's image here (the box's manifests name
+// kubesplit/ROLE:TAG); WithRoleArgs does not apply.
+func WithControlPlaneBox() Option {
+	return func(o *options) error { o.box = true; return nil }
 }
 
 // WithTimeout bounds Run's wait for a ready cluster (default 3 minutes).

@@ -2,7 +2,6 @@ package app
 
 import (
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -40,8 +39,8 @@ a corrupt or mismatched file is reported and left alone.`,
 			}
 			if uid >= 0 {
 				// the roles run as this user (their images' non-root user)
-				if err := chownTree(dataDir, uid, gid); err != nil {
-					return err
+				if err := bootstrap.Chown(dataDir, uid, gid); err != nil {
+					return fmt.Errorf("--owner: %w", err)
 				}
 			}
 			for _, c := range []struct{ from, to string }{{o.DataDir.Kubeconfig(layout.Admin), copyAdmin}, {o.DataDir.NodeToken(), copyToken}} {
@@ -83,18 +82,6 @@ func parseOwner(s string) (uid, gid int, err error) {
 		return -1, -1, fmt.Errorf("--owner %q: want numeric UID:GID, e.g. 65532:65532", s)
 	}
 	return uid, gid, nil
-}
-
-func chownTree(root string, uid, gid int) error {
-	return filepath.WalkDir(root, func(p string, _ fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if err := os.Lchown(p, uid, gid); err != nil {
-			return fmt.Errorf("--owner: %w", err)
-		}
-		return nil
-	})
 }
 
 // copyOwnedLikeDir copies a secret file (mode 0600) into to, owned by

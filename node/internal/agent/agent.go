@@ -49,18 +49,38 @@ func Run(ctx context.Context, c Config, tok jointoken.Token, log *slog.Logger) e
 			return err
 		}
 	}
-	ca, err := c.ensureCA(ctx, tok, log)
-	if err != nil {
-		return err
-	}
-	if c.NodeIP == "" {
-		if c.NodeIP, err = sourceIPFor(c.Gateway); err != nil {
-			return fmt.Errorf("finding this node's IP (set --node-ip): %w", err)
+	var ca *x509.CertPool
+	var err error
+	if c.ControlPlane {
+		if c.NodeIP == "" {
+			if c.NodeIP, err = primaryIP(); err != nil {
+				return err
+			}
 		}
-	}
-	if c.NodeNameFromDNS {
-		if c.NodeName, err = nameFromDNS(ctx, c.NodeIP); err != nil {
+		if c.NodeNameFromDNS {
+			if c.NodeName, err = nameFromDNS(ctx, c.NodeIP); err != nil {
+				return err
+			}
+		}
+		if _, err := c.prepareControlPlane(log); err != nil {
 			return err
+		}
+		if ca, err = c.controlPlaneCA(); err != nil {
+			return err
+		}
+	} else {
+		if ca, err = c.ensureCA(ctx, tok, log); err != nil {
+			return err
+		}
+		if c.NodeIP == "" {
+			if c.NodeIP, err = sourceIPFor(c.Gateway); err != nil {
+				return fmt.Errorf("finding this node's IP (set --node-ip): %w", err)
+			}
+		}
+		if c.NodeNameFromDNS {
+			if c.NodeName, err = nameFromDNS(ctx, c.NodeIP); err != nil {
+				return err
+			}
 		}
 	}
 	if c.CgroupRoot == "" {
@@ -85,14 +105,27 @@ func Run(ctx context.Context, c Config, tok jointoken.Token, log *slog.Logger) e
 		return err
 	}
 
-	// Client certificate first (TLS bootstrap through the gateway), so that
-	// kubelet, kube-proxy, overlay and tunnel all start with the node's identity.
-	if err := c.bootstrapClient(ctx, tok, log); err != nil {
-		return err
-	}
-	// before the kubelet and kube-proxy start: refuse an apiserver they must not run with
-	if err := c.checkSkew(ctx, log); err != nil {
-		return err
+	if c.ControlPlane {
+		// the kubelet starts the roles: no API to ask before it, and the
+		// skew between the box's roles and its kubelet is `kubesplit
+		// upgrade`'s to check
+		if err := c.checkRoleImages(ctx); err != nil {
+			return err
+		}
+		if err := c.writeManifests(log); err != nil {
+			return err
+		}
+		go c.announceJoin(ctx, log)
+	} else {
+		// Client certificate first (TLS bootstrap through the gateway), so that
+		// kubelet, kube-proxy, overlay and tunnel all start with the node's identity.
+		if err := c.bootstrapClient(ctx, tok, log); err != nil {
+			return err
+		}
+		// before the kubelet and kube-proxy start: refuse an apiserver they must not run with
+		if err := c.checkSkew(ctx, log); err != nil {
+			return err
+		}
 	}
 	restCfg, err := clientcmd.BuildConfigFromFlags("", c.kubeletKubeconfig())
 	if err != nil {

@@ -7,12 +7,15 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/pflag"
 
 	"github.com/kubesplit/kubesplit/pkg/bootstrap"
 	"github.com/kubesplit/kubesplit/pkg/jointoken"
+	"github.com/kubesplit/kubesplit/pkg/version"
+	"github.com/kubesplit/kubesplit/roles"
 )
 
 // Config is the node agent's configuration, from its flags.
@@ -45,6 +48,12 @@ type Config struct {
 	// FakeKubernetesVersion replaces the kubelet's Kubernetes version in the
 	// version-skew check (tests only).
 	FakeKubernetesVersion string
+
+	// ControlPlane makes this box run the control plane as static pods
+	// (controlplane.go), from ClusterDataDir, on images tagged ControlPlaneTag.
+	ControlPlane    bool
+	ClusterDataDir  string
+	ControlPlaneTag string
 }
 
 // AddFlags registers the agent's flags.
@@ -56,7 +65,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.NodeName, "node-name", strings.ToLower(host), "name of this node")
 	fs.BoolVar(&c.NodeNameFromDNS, "node-name-from-dns", false, "name the node after the reverse DNS name of its IP (in Docker Compose: the container's name, stable across down/up and distinct per replica)")
 	fs.StringVar(&c.NodeIP, "node-ip", "", "this node's IP (default: the local address used to reach the gateway)")
-	fs.StringVar(&c.DataDir, "data-dir", "/var/lib/kubesplit-node", "agent state: certificates, kubeconfigs, generated configs")
+	fs.StringVar(&c.DataDir, "data-dir", roles.NodeDataDir, "agent state: certificates, kubeconfigs, generated configs")
 	fs.StringSliceVar(&c.ImagesDirs, "images-dir", []string{"/usr/share/kubesplit/images", "/var/lib/kubesplit-node/images"},
 		"directories of image tarballs (docker save or OCI archives) imported into containerd at start; missing ones are skipped")
 	fs.StringVar(&c.BinDir, "bin-dir", "", "directory of containerd, containerd-shim-runc-v2, ctr and cni/ plugins (default: this binary's directory)")
@@ -73,12 +82,28 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.PauseImage, "pause-image", DefaultPauseImage, "pod sandbox image (preloaded from --images-dir)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.FakeKubernetesVersion, "fake-kubernetes-version", "", "pretend the kubelet and kube-proxy are this Kubernetes version in the version-skew check (testing only)")
+	fs.BoolVar(&c.ControlPlane, "control-plane", false, "also run the control plane on this box: the five roles as static pods of this node's kubelet (initialises --cluster-data-dir when empty; no --gateway or token needed)")
+	fs.StringVar(&c.ClusterDataDir, "cluster-data-dir", "/var/lib/kubesplit", "with --control-plane: the cluster's data directory (PKI, datastore, kubeconfigs), mounted into every role")
+	fs.StringVar(&c.ControlPlaneTag, "control-plane-image-tag", version.Version, "with --control-plane: tag of the role images kubesplit/ROLE written into new manifests (they must be in --images-dir)")
 	_ = fs.MarkHidden("fake-kubernetes-version")
 }
 
 // Validate checks the flags and fills defaults. Errors name the flag and the fix.
 func (c *Config) Validate() (jointoken.Token, error) {
 	var tok jointoken.Token
+	if c.ControlPlane {
+		if c.Gateway != "" || c.Token != "" || c.TokenFile != "" {
+			return tok, errors.New("--control-plane runs its own gateway and needs no join token: drop --gateway, --token and --token-file")
+		}
+		if !filepath.IsAbs(c.ClusterDataDir) {
+			return tok, fmt.Errorf("--cluster-data-dir %q must be an absolute path", c.ClusterDataDir)
+		}
+		if c.ControlPlaneTag == "" {
+			return tok, errors.New("--control-plane-image-tag must not be empty")
+		}
+		// the box's kubelet, like every node's, reaches the API through a gateway: its own
+		c.Gateway = "https://127.0.0.1:" + strconv.Itoa(roles.DefaultPorts().GatewayNodes)
+	}
 	if c.Gateway == "" {
 		return tok, errors.New("--gateway is required (the tunnel gateway's URL, e.g. https://tunnel-gateway:8132)")
 	}
@@ -95,7 +120,7 @@ func (c *Config) Validate() (jointoken.Token, error) {
 		}
 		raw = string(b)
 	}
-	if raw == "" && !c.joined() {
+	if raw == "" && !c.joined() && !c.ControlPlane {
 		return tok, errors.New("--token (or --token-file, $KUBESPLIT_TOKEN) is required to join: create one with `kubesplit token create`")
 	}
 	if raw != "" {
@@ -161,9 +186,7 @@ func (c *Config) kubeletClientCert() string {
 	return filepath.Join(c.kubeletCertDir(), "kubelet-client-current.pem")
 }
 func (c *Config) containerdState() string { return "/run/containerd" }
-func (c *Config) containerdSocket() string {
-	return filepath.Join(c.containerdState(), "containerd.sock")
-}
+func (c *Config) containerdSocket() string { return roles.ContainerdSocket }
 func (c *Config) containerdConfig() string            { return c.path("containerd", "config.toml") }
 func (c *Config) kubeletConfig() string               { return c.path("kubelet-config.yaml") }
 func (c *Config) proxyConfig() string                 { return c.path("kube-proxy-config.yaml") }

@@ -55,13 +55,13 @@ evictionHard:
 `))
 
 func (c *Config) writeKubeletConfig(resolvConf string) error {
-	if err := os.MkdirAll(c.path("manifests"), 0o755); err != nil {
+	if err := os.MkdirAll(c.manifestDir(), 0o755); err != nil {
 		return err
 	}
 	var b strings.Builder
 	if err := kubeletTemplate.Execute(&b, map[string]any{
 		"Port": KubeletPort, "Address": c.KubeletAddress, "CA": c.caFile(), "Socket": c.containerdSocket(), "CgroupRoot": c.CgroupRoot,
-		"DNS": c.ClusterDNS, "Domain": c.ClusterDomain, "ResolvConf": resolvConf, "Manifests": c.path("manifests"),
+		"DNS": c.ClusterDNS, "Domain": c.ClusterDomain, "ResolvConf": resolvConf, "Manifests": c.manifestDir(),
 	}); err != nil {
 		return err
 	}

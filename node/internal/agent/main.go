@@ -80,11 +80,15 @@ func Main(args []string, stdout, stderr io.Writer) int {
 // ExitConfig, since restarting cannot help.
 func exitCode(err error, stderr io.Writer, log *slog.Logger) int {
 	var skewErr *version.SkewError
+	var cfgErr configError
 	switch {
 	case err == nil:
 		return 0
 	case errors.As(err, &skewErr):
 		fmt.Fprintf(stderr, "kubesplit-node: %v\n", skewErr)
+		return exitConfig
+	case errors.As(err, &cfgErr):
+		fmt.Fprintf(stderr, "kubesplit-node: %v\n", cfgErr.error)
 		return exitConfig
 	default:
 		log.Error("node agent failed", "err", err)

@@ -156,8 +156,9 @@ func All() []Image {
 		{Name: "testapp", Base: Scratch, Binaries: []Binary{{"testapp", "/testapp"}}, Entrypoint: []string{"/testapp"}, Cmd: []string{"serve"}},
 		{
 			Name: "node", Base: Debian,
+			// kubesplit: the CLI, for a control-plane box (`kubesplit upgrade`, `status`, `token create`)
 			Binaries: []Binary{local("kubesplit-node"), local("kubesplit-node-supervisor"), local("containerd"),
-				local("containerd-shim-runc-v2"), local("ctr"), {"cni", "/usr/local/bin/cni"}},
+				local("containerd-shim-runc-v2"), local("ctr"), local("kubesplit"), {"cni", "/usr/local/bin/cni"}},
 			Entrypoint: []string{"/usr/local/bin/kubesplit-node-supervisor"},
 			Volumes:    []string{"/var/lib/containerd", "/var/lib/kubelet"},
 			Preload:    []string{"pause", "coredns", "metrics-server", "local-path-provisioner", "local-path-helper", "servicelb"},

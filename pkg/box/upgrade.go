@@ -1,0 +1,324 @@
+package box
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pmezard/go-difflib/difflib"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/kubesplit/kubesplit/pkg/staticpod"
+	"github.com/kubesplit/kubesplit/pkg/version"
+	"github.com/kubesplit/kubesplit/roles"
+)
+
+// Upgrade is one `kubesplit upgrade ROLE --image IMAGE`.
+type Upgrade struct {
+	Role, Image string
+	// DryRun prints the manifest's diff and the checks' verdict, and changes nothing.
+	DryRun bool
+	// Timeout bounds the wait for the role's health on its new image; past
+	// it, the previous manifest is put back.
+	Timeout time.Duration
+	// Kubelets are the Kubernetes versions of the cluster's kubelets (from
+	// the API, when it answers); the box's own is always checked.
+	Kubelets map[string]string
+	Out      io.Writer
+}
+
+// Refusal is an upgrade refused before anything changed.
+type Refusal struct{ Reason string }
+
+func (r Refusal) Error() string { return r.Reason + "; nothing was changed" }
+
+// Upgrade checks, snapshots, writes the role's new manifest and waits for
+// the role's own health on the box; it puts the previous manifest back if
+// the role is not healthy within u.Timeout.
+func (b Box) Upgrade(ctx context.Context, u Upgrade) error {
+	if !roles.Valid(u.Role) {
+		return fmt.Errorf("unknown role %q: want one of %s", u.Role, strings.Join(roles.Names(), ", "))
+	}
+	path := staticpod.File(b.Manifests, u.Role)
+	oldBytes, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("no manifest %s: this is not a control-plane box (kubesplit-node agent --control-plane), or give --manifests-dir", path)
+	}
+	if err != nil {
+		return err
+	}
+	cur, err := staticpod.Read(path)
+	if err != nil {
+		return err
+	}
+	want, err := Normalize(u.Image)
+	if err != nil {
+		return Refusal{err.Error()}
+	}
+	if have, _ := Normalize(staticpod.Image(cur)); have == want {
+		return Refusal{fmt.Sprintf("%s runs %s already", u.Role, u.Image)}
+	}
+	next := cur.DeepCopy()
+	staticpod.SetImage(next, u.Image)
+	newBytes, err := staticpod.Marshal(next)
+	if err != nil {
+		return err
+	}
+	if err := b.checkUpgrade(ctx, u); err != nil {
+		if u.DryRun {
+			fmt.Fprintf(u.Out, "would be refused: %v\n", err)
+		}
+		return err
+	}
+	if u.DryRun {
+		diff, _ := difflib.GetUnifiedDiffString(difflib.UnifiedDiff{A: difflib.SplitLines(string(oldBytes)),
+			B: difflib.SplitLines(string(newBytes)), FromFile: path, ToFile: path + " (new)", Context: 2})
+		fmt.Fprint(u.Out, diff)
+		fmt.Fprintf(u.Out, "checks passed; run without --dry-run to upgrade %s\n", u.Role)
+		return nil
+	}
+	if u.Role == roles.Datastore || u.Role == roles.APIServer {
+		file, err := b.snapshot(ctx, u.Role)
+		if err != nil {
+			return fmt.Errorf("datastore snapshot before the %s upgrade failed, nothing was changed: %w", u.Role, err)
+		}
+		if file != "" {
+			fmt.Fprintf(u.Out, "datastore snapshot: %s\n", file)
+		}
+	}
+	old, err := b.Containers(ctx, u.Role)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	if err := staticpod.Write(path, next, true); err != nil {
+		return err
+	}
+	fmt.Fprintf(u.Out, "%s: manifest written (%s → %s; previous kept in %s), waiting for its health\n",
+		u.Role, staticpod.Image(cur), u.Image, staticpod.PreviousDir(b.Manifests))
+	werr := b.waitReplaced(ctx, u.Role, old, u.Timeout)
+	if werr == nil {
+		fmt.Fprintf(u.Out, "%s healthy on %s after %s\n", u.Role, u.Image, time.Since(start).Round(100*time.Millisecond))
+		return nil
+	}
+	// roll back: the previous file as it was, byte for byte
+	if err := staticpod.WriteBytes(path, oldBytes); err != nil {
+		return fmt.Errorf("%s did not become healthy on %s (%v), and putting the previous manifest back failed: %w", u.Role, u.Image, werr, err)
+	}
+	now, _ := b.Containers(ctx, u.Role)
+	back := b.waitReplaced(ctx, u.Role, now, u.Timeout)
+	state := "healthy again"
+	if back != nil {
+		state = "not healthy yet: " + back.Error()
+	}
+	return fmt.Errorf("%s did not become healthy on %s within %s (%v): the previous manifest is back, %s runs %s, %s",
+		u.Role, u.Image, u.Timeout, werr, u.Role, staticpod.Image(cur), state)
+}
+
+// checkUpgrade refuses an image that is missing, of another role, or that
+// the version-skew policy forbids next to the running roles and kubelets.
+func (b Box) checkUpgrade(ctx context.Context, u Upgrade) error {
+	info, err := b.Image(ctx, u.Image)
+	var missing ErrNoImage
+	if errors.As(err, &missing) {
+		return Refusal{missing.Error()}
+	}
+	if err != nil {
+		return err
+	}
+	if info.Role != u.Role {
+		return Refusal{fmt.Sprintf("%s is a kubesplit %q image, not %s", u.Image, info.Role, u.Role)}
+	}
+	if info.Kubernetes == "" {
+		return Refusal{fmt.Sprintf("%s does not say its Kubernetes version (label io.kubesplit.kubernetes-version)", u.Image)}
+	}
+	running := map[string]string{}
+	for _, r := range roles.Names() {
+		p, err := staticpod.Read(staticpod.File(b.Manifests, r))
+		if err != nil {
+			return err
+		}
+		ri, err := b.Image(ctx, staticpod.Image(p))
+		if err != nil {
+			return fmt.Errorf("the running %s's image: %w", r, err)
+		}
+		running[r] = ri.Kubernetes
+	}
+	kubelets := map[string]string{}
+	for n, v := range u.Kubelets {
+		kubelets[n] = v
+	}
+	if v, err := boxKubelet(ctx); err == nil {
+		kubelets["this box"] = v
+	}
+	return skewAfter(u.Role, info.Kubernetes, running, kubelets)
+}
+
+// skewAfter applies the version-skew policy to the cluster as it would be
+// with role at v: the apiserver one minor at a time, scheduler,
+// controllers and the gateway (a client of the API) at most one minor
+// older than the apiserver and never newer, kubelets at most three.
+func skewAfter(role, v string, running, kubelets map[string]string) error {
+	after := map[string]string{}
+	for r, rv := range running {
+		after[r] = rv
+	}
+	after[role] = v
+	api := after[roles.APIServer]
+	if role == roles.APIServer {
+		cur, err1 := version.ParseMinor(running[roles.APIServer])
+		next, err2 := version.ParseMinor(v)
+		if err := errors.Join(err1, err2); err != nil {
+			return Refusal{err.Error()}
+		}
+		if next.Major == cur.Major && next.Minor > cur.Minor+1 {
+			return Refusal{fmt.Sprintf("apiserver %s would skip minors from %s: the apiserver is upgraded one minor at a time", v, running[roles.APIServer])}
+		}
+	}
+	checks := []struct {
+		r    version.Role
+		name string
+		v    string
+	}{
+		{version.RoleScheduler, roles.Scheduler, after[roles.Scheduler]},
+		{version.RoleControllers, roles.Controllers, after[roles.Controllers]},
+		{version.RoleScheduler, roles.TunnelGateway, after[roles.TunnelGateway]},
+	}
+	for _, c := range checks {
+		if err := version.CheckSkew(c.r, c.v, api); err != nil {
+			return Refusal{fmt.Sprintf("%s %s with apiserver %s: %v", c.name, c.v, api, err)}
+		}
+	}
+	names := make([]string, 0, len(kubelets))
+	for n := range kubelets {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		if err := version.CheckSkew(version.RoleKubelet, kubelets[n], api); err != nil {
+			return Refusal{fmt.Sprintf("the kubelet of %s: %v", n, err)}
+		}
+	}
+	return nil
+}
+
+// boxKubelet is the Kubernetes version of this box's kubelet (the agent's).
+func boxKubelet(ctx context.Context) (string, error) {
+	out, err := exec.CommandContext(ctx, "kubesplit-node", "version").Output()
+	if err != nil {
+		return "", err
+	}
+	// "kubesplit node v0.1.0 (kubernetes v1.36.3)"
+	s := string(out)
+	i := strings.Index(s, "(kubernetes ")
+	if i < 0 {
+		return "", fmt.Errorf("kubesplit-node version: %q", s)
+	}
+	return strings.TrimSuffix(strings.TrimSpace(s[i+len("(kubernetes "):]), ")"), nil
+}
+
+// waitReplaced waits until a container of role runs that is none of old,
+// none of old runs any more, and the role's health answers 200 three
+// times in a row; the role's own health on the box, not the API (which is
+// down while the apiserver changes).
+func (b Box) waitReplaced(ctx context.Context, role string, old []string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	url := roles.Wiring{}.Role(role).Ready.URL()
+	client := &http.Client{Timeout: 2 * time.Second}
+	ok, last := 0, error(nil)
+	for {
+		ids, err := b.Containers(ctx, role)
+		switch {
+		case err != nil:
+			last, ok = err, 0
+		case len(ids) == 0:
+			last, ok = errors.New("no container runs"), 0
+		case slices.ContainsFunc(ids, func(id string) bool { return slices.Contains(old, id) }):
+			last, ok = errors.New("the previous container still runs"), 0
+		default:
+			resp, err := client.Get(url)
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					err = fmt.Errorf("%s: %s", url, resp.Status)
+				}
+			}
+			if err != nil {
+				last, ok = err, 0
+			} else if ok++; ok == 3 {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("last: %v", last)
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// snapshot saves the datastore's state with the running datastore image's
+// own tool, into the data directory's snapshots/; "" when the backend has
+// no snapshot (an external SQL server: back it up with its tools).
+func (b Box) snapshot(ctx context.Context, before string) (string, error) {
+	p, err := staticpod.Read(staticpod.File(b.Manifests, roles.Datastore))
+	if err != nil {
+		return "", err
+	}
+	args := p.Spec.Containers[0].Args
+	backend := "sqlite"
+	if i := slices.Index(args, "--backend"); i >= 0 && i+1 < len(args) {
+		backend = args[i+1]
+	}
+	if backend != "sqlite" && backend != "etcd" {
+		return "", nil
+	}
+	host, mount := hostDataDir(p)
+	if host == "" {
+		return "", errors.New("the datastore manifest mounts no data directory")
+	}
+	name := fmt.Sprintf("before-%s-%s.db", before, time.Now().UTC().Format("20060102T150405Z"))
+	if err := os.MkdirAll(filepath.Join(host, "snapshots"), 0o700); err != nil {
+		return "", err
+	}
+	if err := os.Chown(filepath.Join(host, "snapshots"), roles.UID, roles.UID); err != nil {
+		return "", err
+	}
+	image, err := Normalize(staticpod.Image(p))
+	if err != nil {
+		return "", err
+	}
+	id := "kubesplit-snapshot-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	if _, err := b.ctr(ctx, "run", "--rm", "--net-host", "--user", roles.User(),
+		"--mount", "type=bind,src="+host+",dst="+mount+",options=rbind:rw",
+		image, id, "/usr/local/bin/datastore", "snapshot", "save",
+		"--data-dir", mount, "--backend", backend, filepath.Join(mount, "snapshots", name)); err != nil {
+		return "", err
+	}
+	return filepath.Join(host, "snapshots", name), nil
+}
+
+// hostDataDir is the data directory's host path and mount path in a manifest.
+func hostDataDir(p *corev1.Pod) (host, mount string) {
+	for _, v := range p.Spec.Volumes {
+		if v.HostPath == nil {
+			continue
+		}
+		for _, m := range p.Spec.Containers[0].VolumeMounts {
+			if m.Name == v.Name {
+				return v.HostPath.Path, m.MountPath
+			}
+		}
+	}
+	return "", ""
+}

@@ -1,0 +1,221 @@
+// Package staticpod renders the control-plane roles as static pods for one
+// box (the kubelet of a `kubesplit-node agent --control-plane` runs them
+// from its manifest directory) from their one description in roles/, and
+// reads such manifests back for `kubesplit upgrade` and `kubesplit status`.
+package staticpod
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/yaml"
+
+	"github.com/kubesplit/kubesplit/roles"
+)
+
+// Labels and annotations on every control-plane static pod.
+const (
+	// LabelRole names the role (also label "component", as kubeadm's pods have).
+	LabelRole = "kubesplit.io/role"
+	// AnnotationHash is a hash of the manifest's spec: `kubesplit status`
+	// compares it with the running mirror pod's to see a pending change.
+	AnnotationHash = "kubesplit.io/config-hash"
+)
+
+// Spec is what a box needs to render its roles.
+type Spec struct {
+	// Wiring describes the roles; Host must be roles.LoopbackHosts (host network).
+	Wiring roles.Wiring
+	// HostDataDir is the data directory on the box, mounted into every role.
+	HostDataDir string
+	// Image returns a role's image reference.
+	Image func(role string) string
+}
+
+// Pod renders one role as a static pod.
+func (s Spec) Pod(role string) *corev1.Pod {
+	r := s.Wiring.Role(role)
+	get := func(c roles.HTTPCheck) *corev1.HTTPGetAction {
+		return &corev1.HTTPGetAction{Host: "127.0.0.1", Port: intstr.FromInt32(int32(c.Port)), Path: c.Path, Scheme: corev1.URISchemeHTTP}
+	}
+	uid := int64(roles.UID)
+	ports := make([]corev1.ContainerPort, 0, len(r.Serves))
+	for _, p := range r.Serves {
+		ports = append(ports, corev1.ContainerPort{Name: p.Name, ContainerPort: int32(p.Port), Protocol: corev1.ProtocolTCP})
+	}
+	pod := &corev1.Pod{
+		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      role,
+			Namespace: metav1.NamespaceSystem,
+			Labels: map[string]string{LabelRole: role, "component": role, "tier": "control-plane",
+				"app.kubernetes.io/part-of": "kubesplit"},
+		},
+		Spec: corev1.PodSpec{
+			HostNetwork:       true,
+			PriorityClassName: "system-node-critical",
+			// the roles talk to each other and the API on loopback; no cluster DNS needed
+			DNSPolicy:                     corev1.DNSDefault,
+			EnableServiceLinks:            ptr.To(false),
+			TerminationGracePeriodSeconds: ptr.To(int64(30)),
+			SecurityContext: &corev1.PodSecurityContext{RunAsUser: &uid, RunAsGroup: &uid, RunAsNonRoot: ptr.To(true),
+				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
+			Containers: []corev1.Container{{
+				Name:  role,
+				Image: s.Image(role),
+				// the images are preloaded on the box; a registry, where there is one, is asked only for a missing one
+				ImagePullPolicy: corev1.PullIfNotPresent,
+				Args:            r.Args,
+				Ports:           ports,
+				Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
+					corev1.ResourceCPU:    *resource.NewMilliQuantity(int64(r.Requests.MilliCPU), resource.DecimalSI),
+					corev1.ResourceMemory: *resource.NewQuantity(int64(r.Requests.MemoryMiB)<<20, resource.BinarySI),
+				}},
+				VolumeMounts: []corev1.VolumeMount{{Name: "data", MountPath: r.DataDir}},
+				// a first start may wait for its peers (the apiserver for the datastore): 5 minutes
+				StartupProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: get(r.Live)},
+					PeriodSeconds: 2, TimeoutSeconds: 2, FailureThreshold: 150},
+				LivenessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: get(r.Live)},
+					PeriodSeconds: 10, TimeoutSeconds: 5, FailureThreshold: 6},
+				ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: get(r.Ready)},
+					PeriodSeconds: 2, TimeoutSeconds: 2, FailureThreshold: 3},
+				SecurityContext: &corev1.SecurityContext{AllowPrivilegeEscalation: ptr.To(false),
+					Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}},
+				TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+			}},
+			Volumes: []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{
+				Path: s.HostDataDir, Type: ptr.To(corev1.HostPathDirectory)}}}},
+		},
+	}
+	pod.Annotations = map[string]string{AnnotationHash: Hash(pod)}
+	return pod
+}
+
+// Hash is a short hash of a pod's spec and labels (not its annotations).
+func Hash(p *corev1.Pod) string {
+	b, _ := yaml.Marshal(struct {
+		Labels map[string]string `json:"labels"`
+		Spec   corev1.PodSpec    `json:"spec"`
+	}{p.Labels, p.Spec})
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
+}
+
+// Marshal renders a pod as a manifest file's content.
+func Marshal(p *corev1.Pod) ([]byte, error) {
+	b, err := yaml.Marshal(p)
+	if err != nil {
+		return nil, err
+	}
+	return append([]byte("# written by kubesplit; `kubesplit upgrade` changes it and keeps the one it replaces\n"), b...), nil
+}
+
+// File is a role's manifest in dir.
+func File(dir, role string) string { return filepath.Join(dir, role+".yaml") }
+
+// PreviousDir is where the manifests an upgrade replaced are kept: beside
+// the manifest directory, not in it, since the kubelet runs every file there
+// whose name does not start with a dot.
+func PreviousDir(manifests string) string { return filepath.Clean(manifests) + "-previous" }
+
+// Read parses a role's manifest; the error names the file and what is wrong.
+func Read(path string) (*corev1.Pod, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var p corev1.Pod
+	if err := yaml.UnmarshalStrict(b, &p); err != nil {
+		return nil, fmt.Errorf("%s is not a valid pod manifest (%v): restore it from %s or delete it to have it written anew", path, err, filepath.Join(PreviousDir(filepath.Dir(path)), filepath.Base(path)))
+	}
+	if p.Kind != "Pod" || len(p.Spec.Containers) != 1 || p.Spec.Containers[0].Image == "" {
+		return nil, fmt.Errorf("%s is not a kubesplit role manifest (want a Pod with one container and an image): restore it from %s or delete it to have it written anew", path, filepath.Join(PreviousDir(filepath.Dir(path)), filepath.Base(path)))
+	}
+	return &p, nil
+}
+
+// Write writes a manifest atomically (temporary file, fsync, rename, fsync
+// of the directory), so that a power cut leaves the old or the new file,
+// never a torn one. With keepPrevious the file it replaces is kept in
+// PreviousDir.
+func Write(path string, p *corev1.Pod, keepPrevious bool) error {
+	b, err := Marshal(p)
+	if err != nil {
+		return err
+	}
+	if keepPrevious {
+		if old, err := os.ReadFile(path); err == nil {
+			prev := PreviousDir(filepath.Dir(path))
+			if err := os.MkdirAll(prev, 0o700); err != nil {
+				return err
+			}
+			if err := writeFileSync(filepath.Join(prev, filepath.Base(path)), old); err != nil {
+				return err
+			}
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	return writeFileSync(path, b)
+}
+
+// WriteBytes writes a manifest file's content as it is, atomically (the
+// rollback of an upgrade).
+func WriteBytes(path string, data []byte) error { return writeFileSync(path, data) }
+
+// writeFileSync writes data to path atomically and durably. The temporary
+// file is a dot file with another extension: the kubelet reads every file
+// in its manifest directory except those starting with a dot.
+func writeFileSync(path string, data []byte) error {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// Image is the image of a manifest's one container.
+func Image(p *corev1.Pod) string { return p.Spec.Containers[0].Image }
+
+// SetImage changes the image and the hash annotation.
+func SetImage(p *corev1.Pod, image string) {
+	p.Spec.Containers[0].Image = image
+	p.Annotations[AnnotationHash] = Hash(p)
+}
+
+// Role is the role a manifest runs ("" if none).
+func Role(p *corev1.Pod) string { return p.Labels[LabelRole] }
