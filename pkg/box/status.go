@@ -26,8 +26,8 @@ type RoleStatus struct {
 	// Version is the kubesplit release and Kubernetes the upstream version
 	// of the role's image ("" where unknown).
 	Version, Kubernetes string
-	Health             string
-	Restarts           string
+	Health              string
+	Restarts            string
 }
 
 // Local is the status of this box's roles from the box itself: manifest,

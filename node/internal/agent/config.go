@@ -185,8 +185,8 @@ func (c *Config) kubeletCertDir() string      { return c.path("pki", "kubelet") 
 func (c *Config) kubeletClientCert() string {
 	return filepath.Join(c.kubeletCertDir(), "kubelet-client-current.pem")
 }
-func (c *Config) containerdState() string { return "/run/containerd" }
-func (c *Config) containerdSocket() string { return roles.ContainerdSocket }
+func (c *Config) containerdState() string             { return "/run/containerd" }
+func (c *Config) containerdSocket() string            { return roles.ContainerdSocket }
 func (c *Config) containerdConfig() string            { return c.path("containerd", "config.toml") }
 func (c *Config) kubeletConfig() string               { return c.path("kubelet-config.yaml") }
 func (c *Config) proxyConfig() string                 { return c.path("kube-proxy-config.yaml") }
