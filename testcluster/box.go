@@ -92,9 +92,9 @@ func (c *Cluster) boxSpec(archive string) spec {
 	}
 	return spec{name: Box, image: c.opts.image(Node), hostname: Box, node: true, cgroup: cgroup,
 		cmd: append(args, c.opts.nodeArgs...),
-		// control first: Docker publishes the apiserver's port from it; the
-		// box's fixed address is on edge, where the other nodes are
-		networks: []string{c.control, c.edge}, ip: c.gatewayIP, ipNet: c.edge,
+		// the box's fixed address on edge, where the other nodes are; Docker
+		// publishes the apiserver's port through control (edge is internal)
+		networks: []string{c.edge, c.control}, ip: c.gatewayIP,
 		publish: true,
 		mounts: testcontainers.Mounts(testcontainers.VolumeMount(c.name("data"), dataDir),
 			testcontainers.VolumeMount(c.name("images"), nodeImagesDir),

@@ -109,9 +109,8 @@ type spec struct {
 	extra    []string // flags added by UpgradeRole or AddNode, after cmd
 	user     string
 	hostname string
-	networks []string // ipNetwork (default: the first one) gets ip, if set
+	networks []string // the first one gets ip, if set
 	ip       netip.Addr
-	ipNet    string
 	mounts   testcontainers.ContainerMounts
 	files    []testcontainers.ContainerFile
 	env      map[string]string
@@ -452,9 +451,6 @@ func (c *Cluster) create(ctx context.Context, s spec) error {
 	}
 	if s.ip.IsValid() {
 		first := s.networks[0]
-		if s.ipNet != "" {
-			first = s.ipNet
-		}
 		req.EndpointSettingsModifier = func(es map[string]*network.EndpointSettings) {
 			if es[first] == nil {
 				es[first] = &network.EndpointSettings{}

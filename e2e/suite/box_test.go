@@ -39,6 +39,8 @@ var boxScenarios = []struct {
 	{"control-plane-pods", boxControlPlanePods},
 	{"second-box-joins", boxSecondJoins},
 	{"bad-input", boxBadInput},
+	{"upgrade", boxUpgrade},
+	{"power-cut", boxPowerCut},
 }
 
 // boxControlPlanePods: the five roles are mirror pods in kube-system, as
