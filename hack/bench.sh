@@ -2,7 +2,8 @@
 # make bench: control-plane benchmarks (SQLite vs embedded etcd, in one run),
 # then the node benchmarks (pod startup, agent RSS, exec via tunnel vs direct, reconnect),
 # then the compose cluster (make up to first pod and DNS, idle memory, image sizes),
-# then testcluster.Run to a ready cluster beside compose (median of 5).
+# then testcluster.Run to a ready cluster beside compose (median of 5),
+# then the control-plane box beside a container per role.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export KUBESPLIT_BIN_DIR=$PWD/bin
@@ -14,3 +15,5 @@ go run ./e2e/cmd/nodebench -out results
 go run ./e2e/cmd/composebench -out results
 # testcluster.Run (1 and 3 nodes, median of 5) beside the compose cluster's `make up`
 (cd e2e/suite && GOWORK=off go run ./cmd/runbench -out ../../results -root ../..)
+# the control-plane box (static pods) beside a container per role: start, idle memory, kubesplit upgrade
+(cd e2e/suite && GOWORK=off go run ./cmd/boxbench -out ../../results)

@@ -112,7 +112,7 @@ func boxUpgrade(t *testing.T, c *testcluster.Cluster) {
 	}
 
 	// an image that cannot start: rolled back, the scheduler healthy on its image
-	out, err = ks("upgrade", "scheduler", "--image", broken, "--timeout", "40s")
+	out, err = ks("upgrade", "scheduler", "--image", broken, "--timeout", "30s")
 	if err == nil || !strings.Contains(out, "the previous manifest is back") || !strings.Contains(out, "healthy again") {
 		t.Errorf("a scheduler that cannot start: want a rollback, got %v:\n%s", err, out)
 	}

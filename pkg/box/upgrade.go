@@ -95,33 +95,59 @@ func (b Box) Upgrade(ctx context.Context, u Upgrade) error {
 			fmt.Fprintf(u.Out, "datastore snapshot: %s\n", file)
 		}
 	}
-	old, err := b.Containers(ctx, u.Role)
-	if err != nil {
+	if err := staticpod.KeepPrevious(path); err != nil {
 		return err
 	}
 	start := time.Now()
-	if err := staticpod.Write(path, next, true); err != nil {
+	if err := b.replace(ctx, u.Role, path, newBytes, u.Timeout); err != nil {
 		return err
 	}
-	fmt.Fprintf(u.Out, "%s: manifest written (%s → %s; previous kept in %s), waiting for its health\n",
+	fmt.Fprintf(u.Out, "%s: manifest replaced (%s → %s; previous kept in %s), waiting for its health\n",
 		u.Role, staticpod.Image(cur), u.Image, staticpod.PreviousDir(b.Manifests))
-	werr := b.waitReplaced(ctx, u.Role, old, u.Timeout)
+	werr := b.waitHealthy(ctx, u.Role, u.Timeout)
 	if werr == nil {
 		fmt.Fprintf(u.Out, "%s healthy on %s after %s\n", u.Role, u.Image, time.Since(start).Round(100*time.Millisecond))
 		return nil
 	}
 	// roll back: the previous file as it was, byte for byte
-	if err := staticpod.WriteBytes(path, oldBytes); err != nil {
+	if err := b.replace(ctx, u.Role, path, oldBytes, u.Timeout); err != nil {
 		return fmt.Errorf("%s did not become healthy on %s (%v), and putting the previous manifest back failed: %w", u.Role, u.Image, werr, err)
 	}
-	now, _ := b.Containers(ctx, u.Role)
-	back := b.waitReplaced(ctx, u.Role, now, u.Timeout)
+	back := b.waitHealthy(ctx, u.Role, u.Timeout)
 	state := "healthy again"
 	if back != nil {
 		state = "not healthy yet: " + back.Error()
 	}
 	return fmt.Errorf("%s did not become healthy on %s within %s (%v): the previous manifest is back, %s runs %s, %s",
 		u.Role, u.Image, u.Timeout, werr, u.Role, staticpod.Image(cur), state)
+}
+
+// replace swaps a role's manifest for data (staticpod.Stage, Park, Commit):
+// the kubelet stops the old pod at once, and once no container of the role
+// runs it starts the new one at once.
+func (b Box) replace(ctx context.Context, role, path string, data []byte, timeout time.Duration) error {
+	if err := staticpod.Stage(path, data); err != nil {
+		return err
+	}
+	if err := staticpod.Park(path); err != nil {
+		return err
+	}
+	gctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		ids, err := b.Containers(gctx, role)
+		if err == nil && len(ids) == 0 {
+			break
+		}
+		select {
+		case <-gctx.Done():
+			// start the new pod anyway: the kubelet starts it once the old one is gone
+			fmt.Fprintf(os.Stderr, "%s's previous container has not stopped within %s; going on\n", role, timeout)
+			return staticpod.Commit(path)
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+	return staticpod.Commit(path)
 }
 
 // checkUpgrade refuses an image that is missing, of another role, or that
@@ -226,11 +252,10 @@ func boxKubelet(ctx context.Context) (string, error) {
 	return strings.TrimSuffix(strings.TrimSpace(s[i+len("(kubernetes "):]), ")"), nil
 }
 
-// waitReplaced waits until a container of role runs that is none of old,
-// none of old runs any more, and the role's health answers 200 three
-// times in a row; the role's own health on the box, not the API (which is
-// down while the apiserver changes).
-func (b Box) waitReplaced(ctx context.Context, role string, old []string, timeout time.Duration) error {
+// waitHealthy waits until a container of role runs and the role's health
+// answers 200 three times in a row: the role's own health on the box, not
+// the API (which is down while the apiserver changes).
+func (b Box) waitHealthy(ctx context.Context, role string, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	url := roles.Wiring{}.Role(role).Ready.URL()
@@ -243,8 +268,6 @@ func (b Box) waitReplaced(ctx context.Context, role string, old []string, timeou
 			last, ok = err, 0
 		case len(ids) == 0:
 			last, ok = errors.New("no container runs"), 0
-		case slices.ContainsFunc(ids, func(id string) bool { return slices.Contains(old, id) }):
-			last, ok = errors.New("the previous container still runs"), 0
 		default:
 			resp, err := client.Get(url)
 			if err == nil {
@@ -262,7 +285,7 @@ func (b Box) waitReplaced(ctx context.Context, role string, old []string, timeou
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("last: %v", last)
-		case <-time.After(time.Second):
+		case <-time.After(500 * time.Millisecond):
 		}
 	}
 }

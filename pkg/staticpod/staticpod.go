@@ -145,32 +145,99 @@ func Read(path string) (*corev1.Pod, error) {
 
 // Write writes a manifest atomically (temporary file, fsync, rename, fsync
 // of the directory), so that a power cut leaves the old or the new file,
-// never a torn one. With keepPrevious the file it replaces is kept in
-// PreviousDir.
-func Write(path string, p *corev1.Pod, keepPrevious bool) error {
+// never a torn one.
+func Write(path string, p *corev1.Pod) error {
 	b, err := Marshal(p)
 	if err != nil {
 		return err
 	}
-	if keepPrevious {
-		if old, err := os.ReadFile(path); err == nil {
-			prev := PreviousDir(filepath.Dir(path))
-			if err := os.MkdirAll(prev, 0o700); err != nil {
-				return err
-			}
-			if err := writeFileSync(filepath.Join(prev, filepath.Base(path)), old); err != nil {
-				return err
-			}
-		} else if !errors.Is(err, os.ErrNotExist) {
-			return err
-		}
-	}
 	return writeFileSync(path, b)
 }
 
-// WriteBytes writes a manifest file's content as it is, atomically (the
-// rollback of an upgrade).
-func WriteBytes(path string, data []byte) error { return writeFileSync(path, data) }
+// KeepPrevious copies a manifest into PreviousDir, where the kubelet does
+// not look, before it is replaced.
+func KeepPrevious(path string) error {
+	old, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	prev := PreviousDir(filepath.Dir(path))
+	if err := os.MkdirAll(prev, 0o700); err != nil {
+		return err
+	}
+	return writeFileSync(filepath.Join(prev, filepath.Base(path)), old)
+}
+
+// A change of a running role's manifest in place makes the kubelet stop the
+// old pod and start the new one only at its next periodic sync, after the
+// old one has terminated (seconds to a minute of a role being down). So a
+// manifest is replaced in two renames, each an event the kubelet acts on
+// at once: the old file is parked under a dot name (which the kubelet
+// ignores: it stops the pod), and once the old pod is gone the staged new
+// file is renamed into place (it starts the pod). A crash between the two
+// leaves the parked file, which Recover puts back.
+
+func staged(path string) string { return filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".new") }
+func parked(path string) string { return filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".parked") }
+
+// Stage writes a manifest's next content beside it, under a dot name.
+func Stage(path string, data []byte) error { return writeFileSync(staged(path), data) }
+
+// Park moves a manifest out of the kubelet's sight: it stops the role.
+func Park(path string) error {
+	if err := os.Rename(path, parked(path)); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+// Commit moves the staged manifest into place (the kubelet starts it) and
+// drops the parked one.
+func Commit(path string) error {
+	if err := os.Rename(staged(path), path); err != nil {
+		return err
+	}
+	if err := syncDir(filepath.Dir(path)); err != nil {
+		return err
+	}
+	if err := os.Remove(parked(path)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// Recover finishes what a crash interrupted in dir: a role whose manifest
+// is missing gets its parked one back (the one that ran before), and
+// leftover staged and parked files go. It returns the roles it restored.
+func Recover(dir string) ([]string, error) {
+	var restored []string
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	for _, e := range ents {
+		name := e.Name()
+		if filepath.Ext(name) != ".parked" {
+			continue
+		}
+		path := filepath.Join(dir, name[1:len(name)-len(".parked")])
+		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+			if err := os.Rename(filepath.Join(dir, name), path); err != nil {
+				return restored, err
+			}
+			restored = append(restored, path)
+		}
+	}
+	for _, e := range ents {
+		if ext := filepath.Ext(e.Name()); ext == ".parked" || ext == ".new" {
+			_ = os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
+	return restored, syncDir(dir)
+}
 
 // writeFileSync writes data to path atomically and durably. The temporary
 // file is a dot file with another extension: the kubelet reads every file
@@ -200,6 +267,10 @@ func writeFileSync(path string, data []byte) error {
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return err
 	}
+	return syncDir(dir)
+}
+
+func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err

@@ -30,7 +30,7 @@ func TestPodRoundTrip(t *testing.T) {
 			t.Errorf("%s: probes must go to the loopback health relay, got %q", role, c.ReadinessProbe.HTTPGet.Host)
 		}
 		path := File(dir, role)
-		if err := Write(path, p, true); err != nil {
+		if err := Write(path, p); err != nil {
 			t.Fatal(err)
 		}
 		back, err := Read(path)
@@ -55,7 +55,7 @@ func TestWriteKeepsPrevious(t *testing.T) {
 	}
 	path := File(dir, roles.APIServer)
 	p := testSpec().Pod(roles.APIServer)
-	if err := Write(path, p, true); err != nil {
+	if err := Write(path, p); err != nil {
 		t.Fatal(err)
 	}
 	old := p.Annotations[AnnotationHash]
@@ -63,7 +63,10 @@ func TestWriteKeepsPrevious(t *testing.T) {
 	if p.Annotations[AnnotationHash] == old {
 		t.Fatal("the hash did not change with the image")
 	}
-	if err := Write(path, p, true); err != nil {
+	if err := KeepPrevious(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := Write(path, p); err != nil {
 		t.Fatal(err)
 	}
 	prev, err := Read(filepath.Join(PreviousDir(dir), filepath.Base(path)))
@@ -86,5 +89,50 @@ func TestReadCorrupt(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), path) || strings.Contains(err.Error(), "\n") {
 			t.Errorf("Read(%q) = %v, want one line naming the file", content, err)
 		}
+	}
+}
+
+func TestParkCommitRecover(t *testing.T) {
+	dir := t.TempDir()
+	path := File(dir, roles.Scheduler)
+	p := testSpec().Pod(roles.Scheduler)
+	if err := Write(path, p); err != nil {
+		t.Fatal(err)
+	}
+	old, _ := os.ReadFile(path)
+	SetImage(p, "kubesplit/scheduler:v2")
+	next, _ := Marshal(p)
+	if err := Stage(path, next); err != nil {
+		t.Fatal(err)
+	}
+	if err := Park(path); err != nil {
+		t.Fatal(err)
+	}
+	// a crash here: the role's manifest is missing; Recover puts the old one back
+	restored, err := Recover(dir)
+	if err != nil || len(restored) != 1 {
+		t.Fatalf("Recover: %v %v", restored, err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != string(old) {
+		t.Fatal("Recover did not restore the parked manifest")
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Fatalf("leftovers after Recover: %v", ents)
+	}
+	// the whole way through
+	if err := Stage(path, next); err != nil {
+		t.Fatal(err)
+	}
+	if err := Park(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := Commit(path); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != string(next) {
+		t.Fatal("Commit did not put the new manifest in place")
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Fatalf("leftovers after Commit: %v", ents)
 	}
 }

@@ -97,14 +97,14 @@ func (c *Config) prepareControlPlane(log *slog.Logger) (fresh bool, err error) {
 	if err := c.lockControlPlane(); err != nil {
 		return false, err
 	}
+	if err := c.checkManifests(log); err != nil {
+		return false, err
+	}
 	fresh = true
 	for _, r := range roles.Names() {
 		if _, err := os.Stat(staticpod.File(c.manifestDir(), r)); err == nil {
 			fresh = false
 		}
-	}
-	if err := c.checkManifests(); err != nil {
-		return false, err
 	}
 	if fresh {
 		// a new box: its ports must be free (later starts find the roles'
@@ -230,8 +230,16 @@ func (c *Config) manifestDir() string { return c.path("manifests") }
 
 // checkManifests checks the role manifests there are parse and run their
 // role: a corrupt one is named, with the fix, before anything starts.
-func (c *Config) checkManifests() error {
+func (c *Config) checkManifests(log *slog.Logger) error {
 	dir := c.manifestDir()
+	// an upgrade cut short between its two renames: the role's previous manifest goes back
+	restored, err := staticpod.Recover(dir)
+	if err != nil {
+		return err
+	}
+	for _, path := range restored {
+		log.Warn("an interrupted upgrade left a role without its manifest; the one it ran before is back", "file", path)
+	}
 	for _, r := range roles.Names() {
 		path := staticpod.File(dir, r)
 		if _, err := os.Stat(path); err != nil {
@@ -262,7 +270,7 @@ func (c *Config) writeManifests(log *slog.Logger) error {
 		if _, err := os.Stat(path); err == nil {
 			continue
 		}
-		if err := staticpod.Write(path, spec.Pod(r), false); err != nil {
+		if err := staticpod.Write(path, spec.Pod(r)); err != nil {
 			return err
 		}
 		log.Info("static pod manifest written", "role", r, "file", path)

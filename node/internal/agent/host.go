@@ -55,8 +55,53 @@ func (c *Config) prepareHost(log *slog.Logger) error {
 		if err := makeCgroupRoot(c.CgroupRoot); err != nil {
 			return fmt.Errorf("creating cgroup root %s: %w", c.CgroupRoot, err)
 		}
+		if n := pruneDeadCgroups(c.CgroupRoot); n > 0 {
+			log.Info("removed the cgroups of containers that died with the node", "count", n)
+		}
 	}
 	return os.MkdirAll(c.containerdState(), 0o711)
+}
+
+// pruneDeadCgroups removes the empty cgroups under ROOT/kubepods in every
+// hierarchy. A node container shares the host's cgroup tree, so when it is
+// killed (a power cut of the box, docker kill) its pods' cgroups stay behind
+// without processes; the kubelet's cAdvisor then spends about three seconds
+// on each at start (minutes for a box's few dozen containers) before the
+// kubelet syncs any pod. rmdir removes a cgroup only when it holds no
+// process and no child, so the cgroups of pods that outlived an agent restart
+// are left alone. It runs before the kubelet starts, which recreates what it
+// needs. It returns how many it removed.
+func pruneDeadCgroups(root string) int {
+	var tops []string
+	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
+		tops = []string{filepath.Join("/sys/fs/cgroup", root, "kubepods")}
+	} else if hs, err := os.ReadDir("/sys/fs/cgroup"); err == nil {
+		for _, h := range hs {
+			if h.IsDir() {
+				tops = append(tops, filepath.Join("/sys/fs/cgroup", h.Name(), root, "kubepods"))
+			}
+		}
+	}
+	removed := 0
+	for _, top := range tops {
+		var dirs []string
+		_ = filepath.WalkDir(top, func(p string, d os.DirEntry, err error) error {
+			if err == nil && d.IsDir() && p != top {
+				dirs = append(dirs, p)
+			}
+			return nil
+		})
+		// deepest first: a parent is empty only once its children are gone
+		for i := len(dirs) - 1; i >= 0; i-- {
+			if base := filepath.Base(dirs[i]); filepath.Dir(dirs[i]) == top && (base == "burstable" || base == "besteffort") {
+				continue // the QoS classes are the kubelet's own
+			}
+			if unix.Rmdir(dirs[i]) == nil {
+				removed++
+			}
+		}
+	}
+	return removed
 }
 
 // makeCgroupRoot creates root in every cgroup v1 hierarchy (the kubelet

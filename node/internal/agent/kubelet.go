@@ -43,6 +43,12 @@ clusterDNS:
 clusterDomain: {{.Domain}}
 resolvConf: {{.ResolvConf}}
 staticPodPath: {{.Manifests}}
+{{- if .SyncFrequency}}
+# a control-plane box: the roles run before the node is registered, and the
+# kubelet makes their mirror pods at a pod's next sync; with nothing changing
+# in a ready role that is the periodic one (default 1m)
+syncFrequency: {{.SyncFrequency}}
+{{- end}}
 serializeImagePulls: false
 # preloaded (air-gapped) images must never be collected
 imageGCHighThresholdPercent: 100
@@ -62,6 +68,7 @@ func (c *Config) writeKubeletConfig(resolvConf string) error {
 	if err := kubeletTemplate.Execute(&b, map[string]any{
 		"Port": KubeletPort, "Address": c.KubeletAddress, "CA": c.caFile(), "Socket": c.containerdSocket(), "CgroupRoot": c.CgroupRoot,
 		"DNS": c.ClusterDNS, "Domain": c.ClusterDomain, "ResolvConf": resolvConf, "Manifests": c.manifestDir(),
+		"SyncFrequency": map[bool]string{true: "10s"}[c.ControlPlane],
 	}); err != nil {
 		return err
 	}
