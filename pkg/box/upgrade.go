@@ -102,8 +102,8 @@ func (b Box) Upgrade(ctx context.Context, u Upgrade) error {
 	if err := b.replace(ctx, u.Role, path, newBytes, u.Timeout); err != nil {
 		return err
 	}
-	fmt.Fprintf(u.Out, "%s: manifest replaced (%s → %s; previous kept in %s), waiting for its health\n",
-		u.Role, staticpod.Image(cur), u.Image, staticpod.PreviousDir(b.Manifests))
+	fmt.Fprintf(u.Out, "%s: previous container stopped after %s; manifest replaced (%s → %s; previous kept in %s), waiting for its health\n",
+		u.Role, time.Since(start).Round(100*time.Millisecond), staticpod.Image(cur), u.Image, staticpod.PreviousDir(b.Manifests))
 	werr := b.waitHealthy(ctx, u.Role, u.Timeout)
 	if werr == nil {
 		fmt.Fprintf(u.Out, "%s healthy on %s after %s\n", u.Role, u.Image, time.Since(start).Round(100*time.Millisecond))
