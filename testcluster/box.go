@@ -7,15 +7,12 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 	"strings"
 
 	"github.com/moby/moby/client"
 	"github.com/testcontainers/testcontainers-go"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 )
 
 // Box is the name of the control-plane box of a WithControlPlaneBox cluster
@@ -123,22 +120,7 @@ func (c *Cluster) readBoxFiles(ctx context.Context) error {
 		return err
 	}
 	c.token = bytes.TrimSpace(token)
-	kc, err := clientcmd.Load(kubeconfig)
-	if err != nil {
-		return fmt.Errorf("admin kubeconfig: %w", err)
-	}
-	for _, cl := range kc.Clusters {
-		cl.Server = "https://127.0.0.1:" + strconv.Itoa(c.hostPort)
-	}
-	kc.CurrentContext = firstKey(kc.Contexts, kc.CurrentContext)
-	if c.kubeconfig, err = clientcmd.Write(*kc); err != nil {
-		return err
-	}
-	if c.config, err = clientcmd.RESTConfigFromKubeConfig(c.kubeconfig); err != nil {
-		return err
-	}
-	c.client, err = kubernetes.NewForConfig(c.config)
-	return err
+	return c.useKubeconfig(kubeconfig)
 }
 
 // MirrorPod is the name of a role's mirror pod in kube-system on a box.

@@ -302,7 +302,8 @@ func (c *Cluster) init(ctx context.Context) error {
 		logs, _ := c.Logs(ctx, "init")
 		return fmt.Errorf("kubesplit init exited with %d: %s", st.ExitCode, logs)
 	}
-	if c.kubeconfig, err = c.readFile(ctx, m.ctr, dataDir+"/admin.kubeconfig"); err != nil {
+	kubeconfig, err := c.readFile(ctx, m.ctr, dataDir+"/admin.kubeconfig")
+	if err != nil {
 		return err
 	}
 	if c.token, err = c.readFile(ctx, m.ctr, dataDir+"/config/node-token"); err != nil {
@@ -312,7 +313,13 @@ func (c *Cluster) init(ctx context.Context) error {
 	if err := c.remove(ctx, "init"); err != nil {
 		return err
 	}
-	kc, err := clientcmd.Load(c.kubeconfig)
+	return c.useKubeconfig(kubeconfig)
+}
+
+// useKubeconfig takes the admin kubeconfig init wrote, pointed at the
+// apiserver's port on 127.0.0.1.
+func (c *Cluster) useKubeconfig(raw []byte) error {
+	kc, err := clientcmd.Load(raw)
 	if err != nil {
 		return fmt.Errorf("admin kubeconfig: %w", err)
 	}

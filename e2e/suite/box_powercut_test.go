@@ -97,18 +97,7 @@ func boxPowerCut(t *testing.T, c *testcluster.Cluster) {
 		}
 	}
 	for _, r := range testcluster.Roles() {
-		waitFor(t, "mirror pod "+testcluster.MirrorPod(r)+" ready after the cut", 3*time.Minute, func(ctx context.Context) (bool, error) {
-			p, err := cs.CoreV1().Pods(metav1.NamespaceSystem).Get(ctx, testcluster.MirrorPod(r), metav1.GetOptions{})
-			if err != nil {
-				return false, err
-			}
-			for _, cond := range p.Status.Conditions {
-				if cond.Type == corev1.PodReady && cond.Status == corev1.ConditionTrue {
-					return true, nil
-				}
-			}
-			return false, fmt.Errorf("phase %s", p.Status.Phase)
-		})
+		waitPodReady(t, cs, metav1.NamespaceSystem, testcluster.MirrorPod(r))
 	}
 	cutReady("after the cut")
 	t.Logf("control plane and workloads back %s after the box started", time.Since(start).Round(time.Second))

@@ -153,8 +153,10 @@ func PublicKeyPEM(k crypto.PublicKey) ([]byte, error) {
 	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), nil
 }
 
-// WriteFile writes data atomically (temp file + rename) with the given mode,
-// so a crash never leaves half a key behind.
+// WriteFile writes data atomically and durably (temp file, fsync, rename,
+// fsync of the directory) with the given mode, so a crash or power cut
+// leaves the old file or the new one, never half a key. The temporary file's
+// name starts with a dot (the kubelet skips those in its manifest directory).
 func WriteFile(path string, data []byte, mode os.FileMode) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
@@ -179,7 +181,15 @@ func WriteFile(path string, data []byte, mode os.FileMode) error {
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmp.Name(), path)
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 // Write stores the pair as cert (0644) and key (0600) files.

@@ -19,6 +19,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 
+	"github.com/kubesplit/kubesplit/pkg/pki"
 	"github.com/kubesplit/kubesplit/roles"
 )
 
@@ -239,36 +240,9 @@ func Recover(dir string) ([]string, error) {
 	return restored, syncDir(dir)
 }
 
-// writeFileSync writes data to path atomically and durably. The temporary
-// file is a dot file with another extension: the kubelet reads every file
-// in its manifest directory except those starting with a dot.
-func writeFileSync(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	return syncDir(dir)
-}
+// writeFileSync writes data to path atomically and durably (pki.WriteFile:
+// its temporary file is a dot file, which the kubelet does not read).
+func writeFileSync(path string, data []byte) error { return pki.WriteFile(path, data, 0o600) }
 
 func syncDir(dir string) error {
 	d, err := os.Open(dir)

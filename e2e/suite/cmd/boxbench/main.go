@@ -26,6 +26,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/kubesplit/kubesplit/e2e/suite/internal/benchstat"
 	"github.com/kubesplit/kubesplit/testcluster"
 )
 
@@ -88,7 +89,7 @@ func main() {
 		for _, s := range l.Starts {
 			a, p = append(a, s.APIReadyS), append(p, s.FirstPodS)
 		}
-		l.MedianAP, l.MedianFP = median(a), median(p)
+		l.MedianAP, l.MedianFP = benchstat.Median(a), benchstat.Median(p)
 	}
 	fmt.Printf("\nStart, first role container → ready, median of %d (images %s):\n", *runs, tag)
 	fmt.Printf("| %-42s | %12s | %13s |\n", "layout", "API ready s", "first pod s")
@@ -169,7 +170,7 @@ func measure(box, last bool, l *layout) (start, error) {
 	}); err != nil {
 		return s, err
 	}
-	s.FirstPodS = round(time.Since(t0).Seconds())
+	s.FirstPodS = benchstat.Round(time.Since(t0).Seconds())
 	if !last {
 		return s, nil
 	}
@@ -191,7 +192,7 @@ func apiReady(c *testcluster.Cluster, t0 time.Time) float64 {
 	if err != nil {
 		return 0
 	}
-	return round(ns.CreationTimestamp.Sub(t0.Truncate(time.Second)).Seconds())
+	return benchstat.Round(ns.CreationTimestamp.Sub(t0.Truncate(time.Second)).Seconds())
 }
 
 var roleProcs = []string{"datastore", "apiserver", "scheduler", "controllers", "tunnel-gateway"}
@@ -267,10 +268,10 @@ func readMemory(c *testcluster.Cluster, box bool) (memory, error) {
 		if !slices.Contains(append(slices.Clone(roleProcs), "kubesplit-node", "containerd", "containerd-shim"), k) {
 			delete(m.RSS, k)
 		} else {
-			m.RSS[k] = round(v)
+			m.RSS[k] = benchstat.Round(v)
 		}
 	}
-	m.RolesRSS, m.TotalRSS, m.CgroupMiB = round(m.RolesRSS), round(m.TotalRSS), round(m.CgroupMiB)
+	m.RolesRSS, m.TotalRSS, m.CgroupMiB = benchstat.Round(m.RolesRSS), benchstat.Round(m.TotalRSS), benchstat.Round(m.CgroupMiB)
 	return m, nil
 }
 
@@ -309,7 +310,7 @@ func upgrades(ctx context.Context, c *testcluster.Cluster) (map[string]float64, 
 		if err != nil {
 			return nil, fmt.Errorf("kubesplit upgrade %s: %v\n%s", r, err, out)
 		}
-		res[r] = round(time.Since(t0).Seconds())
+		res[r] = benchstat.Round(time.Since(t0).Seconds())
 		fmt.Fprintf(os.Stderr, "upgrade %s: %.1fs\n", r, res[r])
 	}
 	return res, nil
@@ -327,20 +328,6 @@ func poll(ctx context.Context, cond func() bool) error {
 	}
 	return nil
 }
-
-func median(v []float64) float64 {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	if len(s) == 0 {
-		return 0
-	}
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return round((s[len(s)/2-1] + s[len(s)/2]) / 2)
-}
-
-func round(f float64) float64 { return float64(int(f*10+0.5)) / 10 }
 
 func fail(err error) {
 	fmt.Fprintln(os.Stderr, "boxbench:", err)

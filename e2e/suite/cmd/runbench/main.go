@@ -23,6 +23,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kubesplit/kubesplit/e2e/suite/internal/benchstat"
 	"github.com/kubesplit/kubesplit/testcluster"
 )
 
@@ -87,14 +88,14 @@ func main() {
 			if err := stop(); err != nil {
 				fail(fmt.Errorf("%s: stopping: %w", m.name, err))
 			}
-			all[i].Runs = append(all[i].Runs, round(secs))
-			all[i].CPU = append(all[i].CPU, round(cpu))
+			all[i].Runs = append(all[i].Runs, benchstat.Round(secs))
+			all[i].CPU = append(all[i].CPU, benchstat.Round(cpu))
 			fmt.Fprintf(os.Stderr, "run %d/%d %-45s %6.1fs %6.1f CPU-s\n", n+1, *runs, m.name, secs, cpu)
 		}
 	}
 	for i := range all {
 		s := &all[i]
-		s.MedianS, s.MedianCPUS = median(s.Runs), median(s.CPU)
+		s.MedianS, s.MedianCPUS = benchstat.Median(s.Runs), benchstat.Median(s.CPU)
 		s.MinS, s.MaxS = slices.Min(s.Runs), slices.Max(s.Runs)
 	}
 	r.Series = all
@@ -163,20 +164,6 @@ func cpuSeconds() float64 {
 	}
 	return busy / 100 // USER_HZ
 }
-
-func median(v []float64) float64 {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	if len(s) == 0 {
-		return 0
-	}
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return round((s[len(s)/2-1] + s[len(s)/2]) / 2)
-}
-
-func round(f float64) float64 { return float64(int(f*10+0.5)) / 10 }
 
 func printTable(r *result) {
 	fmt.Printf("\nStart to ready-for-use, median of %d (%d CPUs, images %s):\n", *runs, r.CPUs, r.Tag)
