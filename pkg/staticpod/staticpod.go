@@ -178,8 +178,12 @@ func KeepPrevious(path string) error {
 // file is renamed into place (it starts the pod). A crash between the two
 // leaves the parked file, which Recover puts back.
 
-func staged(path string) string { return filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".new") }
-func parked(path string) string { return filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".parked") }
+func staged(path string) string {
+	return filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".new")
+}
+func parked(path string) string {
+	return filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".parked")
+}
 
 // Stage writes a manifest's next content beside it, under a dot name.
 func Stage(path string, data []byte) error { return writeFileSync(staged(path), data) }
