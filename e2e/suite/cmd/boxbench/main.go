@@ -2,7 +2,8 @@
 // WithControlPlaneBox: one node container whose kubelet runs the five roles
 // as static pods) beside the baseline of the same run, the same images as a
 // container per role (testcluster's default layout, as compose): start
-// (first role container started → API ready, and → a first pod Running),
+// (first role container started, by Docker's clock → API ready, and → a
+// first pod Running),
 // median of -runs; idle memory after -idle (RSS of the roles, the kubelet's
 // agent and containerd, and the roles' cgroup memory); and the time of each
 // `kubesplit upgrade` on the box, command to healthy. It prints tables and
@@ -20,7 +21,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -125,18 +125,7 @@ func main() {
 // and, for the box, times an upgrade of each role.
 func measure(box, last bool, l *layout) (start, error) {
 	ctx := context.Background()
-	var mu sync.Mutex
-	var first time.Time
-	logf := func(format string, args ...any) {
-		msg := fmt.Sprintf(format, args...)
-		mu.Lock()
-		defer mu.Unlock()
-		// the first role (or the box) container: what the layouts share
-		if first.IsZero() && strings.Contains(msg, ": starting ") && !strings.Contains(msg, "starting init") {
-			first = time.Now()
-		}
-	}
-	opts := []testcluster.Option{testcluster.WithLogf(logf), testcluster.WithoutDNSWait()}
+	opts := []testcluster.Option{testcluster.WithoutDNSWait()}
 	if box {
 		opts = append(opts, testcluster.WithControlPlaneBox(), testcluster.WithNodes(0))
 	} else {
@@ -148,9 +137,27 @@ func measure(box, last bool, l *layout) (start, error) {
 		return s, err
 	}
 	defer c.Terminate(ctx)
-	mu.Lock()
-	t0 := first
-	mu.Unlock()
+	// t0: the first control-plane container's start (Docker's StartedAt),
+	// what both layouts share; not testcluster's own work before it (the
+	// box's copy of the role images into its container, the init container)
+	var t0 time.Time
+	members := testcluster.Roles()
+	if box {
+		members = []string{testcluster.Box}
+	}
+	for _, m := range members {
+		in, err := c.Container(m).Inspect(ctx)
+		if err != nil {
+			return s, err
+		}
+		at, err := time.Parse(time.RFC3339Nano, in.State.StartedAt)
+		if err != nil {
+			return s, err
+		}
+		if t0.IsZero() || at.Before(t0) {
+			t0 = at
+		}
+	}
 	// API ready is Run's own first wait; Run also waited for roles, nodes, the default ServiceAccount
 	if err := poll(ctx, func() bool {
 		_, err := c.Client().Discovery().ServerVersion()
@@ -202,6 +209,7 @@ var roleProcs = []string{"datastore", "apiserver", "scheduler", "controllers", "
 // roles' cgroup memory.
 func readMemory(c *testcluster.Cluster, box bool) (memory, error) {
 	m := memory{RSS: map[string]float64{}}
+	// add reads "RSS_KB NAME" lines
 	add := func(psOut string) {
 		for _, l := range strings.Split(psOut, "\n") {
 			f := strings.Fields(l)
@@ -225,11 +233,26 @@ func readMemory(c *testcluster.Cluster, box bool) (memory, error) {
 		node = c.Nodes()[0]
 		for _, r := range testcluster.Roles() {
 			id := c.Container(r).GetContainerID()
-			o, err := exec.Command("docker", "top", id, "-eo", "rss,comm").Output()
+			// docker top's PIDs are the host's: read their RSS from /proc
+			o, err := exec.Command("docker", "top", id).CombinedOutput()
 			if err != nil {
-				return m, fmt.Errorf("docker top %s: %w", r, err)
+				return m, fmt.Errorf("docker top %s: %v: %s", r, err, o)
 			}
-			add(string(o))
+			for _, l := range strings.Split(string(o), "\n")[1:] {
+				f := strings.Fields(l)
+				if len(f) < 8 {
+					continue
+				}
+				st, err := os.ReadFile("/proc/" + f[1] + "/status")
+				if err != nil {
+					continue
+				}
+				for _, sl := range strings.Split(string(st), "\n") {
+					if v, ok := strings.CutPrefix(sl, "VmRSS:"); ok {
+						add(strings.Fields(v)[0] + " " + f[7])
+					}
+				}
+			}
 			cg, err := exec.Command("docker", "stats", "--no-stream", "--format", "{{.MemUsage}}", id).Output()
 			if err != nil {
 				return m, err
@@ -250,7 +273,10 @@ func readMemory(c *testcluster.Cluster, box bool) (memory, error) {
 				return m, err
 			}
 			uid := p.Annotations["kubernetes.io/config.mirror"]
-			v, err := c.Exec(ctx, node, "sh", "-c", "cat /sys/fs/cgroup/kubesplit-"+c.ID+"-box/kubepods/*/pod"+uid+"/memory.current")
+			// cgroup v2 (memory.current) or v1 (usage less inactive page cache, as docker stats)
+			root := "kubesplit-" + c.ID + "-box"
+			v, err := c.Exec(ctx, node, "sh", "-c", `d=$(find /sys/fs/cgroup/`+root+` /sys/fs/cgroup/memory/`+root+` -maxdepth 4 -type d -name pod`+uid+` 2>/dev/null | head -1)
+if [ -f "$d/memory.current" ]; then cat "$d/memory.current"; else echo $(( $(cat "$d/memory.usage_in_bytes") - $(awk '/^total_inactive_file /{print $2}' "$d/memory.stat") )); fi`)
 			if err != nil {
 				return m, err
 			}
