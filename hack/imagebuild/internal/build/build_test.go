@@ -180,7 +180,7 @@ func TestBuildNamesMissingBinaries(t *testing.T) {
 func TestBuildNamesAMissingNodeBase(t *testing.T) {
 	t.Parallel()
 	c := fakeBins(t, []string{"node"}, "pause", "coredns", "kubesplit-node", "kubesplit-node-supervisor",
-		"containerd", "containerd-shim-runc-v2", "ctr", "cni/bridge")
+		"containerd", "containerd-shim-runc-v2", "ctr", "kubesplit", "cni/bridge")
 	c.NodeBase = filepath.Join(t.TempDir(), "node-base-{arch}.tar")
 	err := Run(context.Background(), c, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "node-base-arm64.tar is missing: make it with hack/node-base.sh --arch arm64") {
@@ -191,7 +191,7 @@ func TestBuildNamesAMissingNodeBase(t *testing.T) {
 func TestBuildNodeImage(t *testing.T) {
 	t.Parallel()
 	c := fakeBins(t, []string{"node"}, "pause", "coredns", "metrics-server", "local-path-provisioner", "servicelb", "kubesplit-node", "kubesplit-node-supervisor",
-		"containerd", "containerd-shim-runc-v2", "ctr", "cni/bridge", "cni/host-local")
+		"containerd", "containerd-shim-runc-v2", "ctr", "kubesplit", "cni/bridge", "cni/host-local")
 	c.Platforms = []v1.Platform{Host()}
 	fakeBusyboxBase(t, &c)
 	dir := t.TempDir()
