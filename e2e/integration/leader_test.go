@@ -26,13 +26,15 @@ func TestSchedulerLeaderElection(t *testing.T) {
 		t.Fatal(err)
 	}
 	var scheds []*procs.Process
+	health := []int{ports.SchedulerHealth, ports.ControllersHealth}
 	for i, port := range []int{ports.Scheduler, ports.Controllers} {
 		p, err := c.Spec.Process(localcluster.Scheduler)
 		if err != nil {
 			t.Fatal(err)
 		}
 		p.Name = "scheduler-" + strconv.Itoa(i)
-		p.Args = append(p.Args, "--secure-port", strconv.Itoa(port),
+		// two schedulers on one host: each its own secure and health port
+		p.Args = append(p.Args, "--secure-port", strconv.Itoa(port), "--health-address", "127.0.0.1:"+strconv.Itoa(health[i]),
 			"--leader-elect-lease-duration", lease.String(), "--leader-elect-renew-deadline", renew.String(),
 			"--leader-elect-retry-period", retry.String())
 		p.Ready = procs.HTTPProbe("https://127.0.0.1:"+strconv.Itoa(port)+"/healthz", "")
