@@ -13,6 +13,7 @@ package roles
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"slices"
 	"strconv"
@@ -240,7 +241,7 @@ func (w Wiring) Role(name string) Role {
 		if w.AddonImageTag != "" {
 			r.Args = append(r.Args, "--addon-image-tag", w.AddonImageTag)
 		}
-		for _, n := range sortedKeys(w.AddonImages) {
+		for _, n := range slices.Sorted(maps.Keys(w.AddonImages)) {
 			r.Args = append(r.Args, "--addon-image", n+"="+w.AddonImages[n])
 		}
 		r.Serves = []Port{{Name: "metrics", Port: p.Controllers}}
@@ -303,15 +304,6 @@ func (w Wiring) withDefaults() Wiring {
 		w.Backend = "sqlite"
 	}
 	return w
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
 
 // Node agents: paths in the node image and the flags that join a node.

@@ -99,7 +99,7 @@ func (b Box) Upgrade(ctx context.Context, u Upgrade) error {
 		return err
 	}
 	start := time.Now()
-	if err := b.replace(ctx, u.Role, path, newBytes, u.Timeout); err != nil {
+	if err := b.replace(ctx, u, path, newBytes); err != nil {
 		return err
 	}
 	fmt.Fprintf(u.Out, "%s: previous container stopped after %s; manifest replaced (%s → %s; previous kept in %s), waiting for its health\n",
@@ -110,7 +110,7 @@ func (b Box) Upgrade(ctx context.Context, u Upgrade) error {
 		return nil
 	}
 	// roll back: the previous file as it was, byte for byte
-	if err := b.replace(ctx, u.Role, path, oldBytes, u.Timeout); err != nil {
+	if err := b.replace(ctx, u, path, oldBytes); err != nil {
 		return fmt.Errorf("%s did not become healthy on %s (%v), and putting the previous manifest back failed: %w", u.Role, u.Image, werr, err)
 	}
 	back := b.waitHealthy(ctx, u.Role, u.Timeout)
@@ -125,7 +125,8 @@ func (b Box) Upgrade(ctx context.Context, u Upgrade) error {
 // replace swaps a role's manifest for data (staticpod.Stage, Park, Commit):
 // the kubelet stops the old pod at once, and once no container of the role
 // runs it starts the new one at once.
-func (b Box) replace(ctx context.Context, role, path string, data []byte, timeout time.Duration) error {
+func (b Box) replace(ctx context.Context, u Upgrade, path string, data []byte) error {
+	role, timeout := u.Role, u.Timeout
 	if err := staticpod.Stage(path, data); err != nil {
 		return err
 	}
@@ -142,7 +143,7 @@ func (b Box) replace(ctx context.Context, role, path string, data []byte, timeou
 		select {
 		case <-gctx.Done():
 			// start the new pod anyway: the kubelet starts it once the old one is gone
-			fmt.Fprintf(os.Stderr, "%s's previous container has not stopped within %s; going on\n", role, timeout)
+			fmt.Fprintf(u.Out, "%s's previous container has not stopped within %s; going on\n", role, timeout)
 			return staticpod.Commit(path)
 		case <-time.After(250 * time.Millisecond):
 		}

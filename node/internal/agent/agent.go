@@ -65,7 +65,7 @@ func Run(ctx context.Context, c Config, tok jointoken.Token, log *slog.Logger) e
 		if _, err := c.prepareControlPlane(log); err != nil {
 			return err
 		}
-		if ca, err = c.controlPlaneCA(); err != nil {
+		if ca, err = c.caPool(); err != nil {
 			return err
 		}
 	} else {
@@ -213,9 +213,17 @@ func (c *Config) ensureCA(ctx context.Context, tok jointoken.Token, log *slog.Lo
 			return nil, err
 		}
 	}
+	if _, err := os.Stat(c.caFile()); err != nil {
+		return nil, fmt.Errorf("no cluster CA at %s: give a join token (--token)", c.caFile())
+	}
+	return c.caPool()
+}
+
+// caPool is the stored cluster CA as a pool.
+func (c *Config) caPool() (*x509.CertPool, error) {
 	b, err := os.ReadFile(c.caFile())
 	if err != nil {
-		return nil, fmt.Errorf("no cluster CA at %s: give a join token (--token)", c.caFile())
+		return nil, err
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(b) {

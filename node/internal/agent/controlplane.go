@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,18 +9,17 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/distribution/reference"
 	"golang.org/x/sys/unix"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/client-go/util/certificate"
 
 	"github.com/kubesplit/kubesplit/pkg/bootstrap"
+	"github.com/kubesplit/kubesplit/pkg/box"
 	"github.com/kubesplit/kubesplit/pkg/layout"
 	"github.com/kubesplit/kubesplit/pkg/pki"
 	"github.com/kubesplit/kubesplit/pkg/staticpod"
@@ -214,11 +212,11 @@ func (c *Config) checkRoleImages(ctx context.Context) error {
 		if p, err := staticpod.Read(staticpod.File(dir, r)); err == nil {
 			image = staticpod.Image(p)
 		}
-		ref, err := reference.ParseNormalizedNamed(image)
+		ref, err := box.Normalize(image)
 		if err != nil {
-			return fmt.Errorf("role %s: image %q: %w", r, image, err)
+			return configError{fmt.Errorf("role %s: %w", r, err)}
 		}
-		if !have[reference.TagNameOnly(ref).String()] {
+		if !have[ref] {
 			return configError{fmt.Errorf("image %s (role %s) is not on this box: put its archive (docker save) into %s and start again",
 				image, r, strings.Join(c.ImagesDirs, " or "))}
 		}
@@ -320,17 +318,4 @@ func primaryIP() (string, error) {
 		}
 	}
 	return "", errors.New("this box has no IPv4 address: give --node-ip")
-}
-
-// controlPlaneCA is the cluster CA as a pool (the box holds it).
-func (c *Config) controlPlaneCA() (*x509.CertPool, error) {
-	b, err := os.ReadFile(filepath.Clean(c.caFile()))
-	if err != nil {
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(b) {
-		return nil, fmt.Errorf("%s holds no certificate", c.caFile())
-	}
-	return pool, nil
 }
