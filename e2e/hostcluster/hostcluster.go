@@ -23,6 +23,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/kubesplit/kubesplit/pkg/bootstrap"
 	"github.com/kubesplit/kubesplit/pkg/layout"
 	"github.com/kubesplit/kubesplit/pkg/localcluster"
 	"github.com/kubesplit/kubesplit/pkg/procs"
@@ -85,6 +86,8 @@ type Options struct {
 	Roles []string
 	// Extra arguments per role.
 	Extra map[string][]string
+	// Renewal is init's (certificate lifetime and renewal threshold).
+	Renewal bootstrap.Renewal
 }
 
 // Cluster is a running host cluster.
@@ -117,7 +120,7 @@ func Start(t testing.TB, o Options) *Cluster {
 	}
 	c := &Cluster{t: t, logs: map[string]*SyncBuffer{}}
 	c.Spec = localcluster.Spec{
-		BinDir: bin, DataDir: layout.Dir(t.TempDir()), Backend: o.Backend, Ports: ports, Extra: o.Extra,
+		BinDir: bin, DataDir: layout.Dir(t.TempDir()), Backend: o.Backend, Ports: ports, Extra: o.Extra, Renewal: o.Renewal,
 		Output: func(role string) io.Writer {
 			b := &SyncBuffer{}
 			c.logs[role] = b

@@ -3,10 +3,12 @@ package bootstrap
 import (
 	"bytes"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
@@ -51,25 +53,55 @@ func ensureCA(name string, p layout.Pair, dependents []string) (*pki.KeyPair, bo
 	return kp, true, nil
 }
 
-func ensureLeaf(ca *pki.KeyPair, p layout.Pair, spec pki.Spec) (bool, error) {
+func ensureLeaf(ca *pki.KeyPair, p layout.Pair, spec pki.Spec, r Renewal) (outcome, error) {
+	spec.Validity = r.Validity
 	if exists(p.Cert) || exists(p.Key) {
 		kp, err := pki.LoadKeyPair(p.Cert, p.Key)
 		if err != nil {
-			return false, corrupt(p.Cert, err)
+			return kept, corrupt(p.Cert, err)
+		}
+		if r.Due(kp.Cert.NotAfter) {
+			if err := kp.Cert.CheckSignatureFrom(ca.Cert); err != nil {
+				return kept, corrupt(p.Cert, fmt.Errorf("not signed by %q: %w", ca.Cert.Subject.CommonName, pki.ErrCorrupt))
+			}
+			kp, err := ca.Issue(withNamesOf(spec, kp.Cert))
+			if err != nil {
+				return kept, err
+			}
+			if err := kp.Write(p.Cert, p.Key); err != nil {
+				return kept, fmt.Errorf("writing %s: %w", p.Cert, err)
+			}
+			return renewed, nil
 		}
 		if err := pki.VerifyLeaf(kp.Cert, ca.Cert, spec); err != nil {
-			return false, corrupt(p.Cert, err)
+			return kept, corrupt(p.Cert, err)
 		}
-		return false, nil
+		return kept, nil
 	}
 	kp, err := ca.Issue(spec)
 	if err != nil {
-		return false, err
+		return kept, err
 	}
 	if err := kp.Write(p.Cert, p.Key); err != nil {
-		return false, fmt.Errorf("writing %s: %w", p.Cert, err)
+		return kept, fmt.Errorf("writing %s: %w", p.Cert, err)
 	}
-	return true, nil
+	return created, nil
+}
+
+// withNamesOf adds the names old was issued for to spec, so a renewal at an
+// init that was not given an earlier --apiserver-san keeps it.
+func withNamesOf(spec pki.Spec, old *x509.Certificate) pki.Spec {
+	for _, n := range old.DNSNames {
+		if !slices.Contains(spec.DNSNames, n) {
+			spec.DNSNames = append(slices.Clip(spec.DNSNames), n)
+		}
+	}
+	for _, ip := range old.IPAddresses {
+		if !slices.ContainsFunc(spec.IPs, ip.Equal) {
+			spec.IPs = append(slices.Clip(spec.IPs), ip)
+		}
+	}
+	return spec
 }
 
 func ensureServiceAccountKey(d layout.Dir) (bool, error) {
@@ -210,54 +242,94 @@ rules:
 - level: Metadata
 `
 
-func ensureKubeconfig(d layout.Dir, ca *pki.KeyPair, k kubeconfigSpec) (bool, error) {
+func ensureKubeconfig(d layout.Dir, ca *pki.KeyPair, k kubeconfigSpec, r Renewal) (outcome, error) {
 	path := d.Kubeconfig(k.name)
 	caPEM := pki.CertPEM(ca.Cert)
+	spec := k.spec
+	spec.Validity = r.Validity
+	var pair layout.Pair
+	if !embedsClient(k.name) {
+		pair = d.KubeconfigClient(k.name)
+	}
 	if exists(path) {
-		cfg, err := clientcmd.LoadFromFile(path)
+		cfg, ai, err := loadKubeconfig(path)
 		if err != nil {
-			return false, corrupt(path, fmt.Errorf("%w: %v", pki.ErrCorrupt, err))
+			return kept, corrupt(path, err)
 		}
-		ctx := cfg.Contexts[cfg.CurrentContext]
-		if ctx == nil || cfg.Clusters[ctx.Cluster] == nil || cfg.AuthInfos[ctx.AuthInfo] == nil {
-			return false, corrupt(path, fmt.Errorf("current context is incomplete: %w", pki.ErrCorrupt))
-		}
-		cl, ai := cfg.Clusters[ctx.Cluster], cfg.AuthInfos[ctx.AuthInfo]
+		cl := cfg.Clusters[cfg.Contexts[cfg.CurrentContext].Cluster]
 		if !bytes.Equal(cl.CertificateAuthorityData, caPEM) {
-			return false, corrupt(path, fmt.Errorf("its CA is not %s: %w", d.ClusterCA().Cert, pki.ErrCorrupt))
+			return kept, corrupt(path, fmt.Errorf("its CA is not %s: %w", d.ClusterCA().Cert, pki.ErrCorrupt))
 		}
 		if cl.Server != k.server {
-			return false, corrupt(path, fmt.Errorf("points at %s, not the requested %s: %w", cl.Server, k.server, pki.ErrCorrupt))
+			return kept, corrupt(path, fmt.Errorf("points at %s, not the requested %s: %w", cl.Server, k.server, pki.ErrCorrupt))
 		}
-		if err := checkEmbeddedClient(ai.ClientCertificateData, ai.ClientKeyData, ca, k); err != nil {
-			return false, corrupt(path, err)
+		client, err := clientOf(path, ai)
+		if err != nil {
+			return kept, corrupt(path, err)
 		}
-		return false, nil
+		if err := client.Cert.CheckSignatureFrom(ca.Cert); err != nil {
+			return kept, corrupt(path, fmt.Errorf("its client is not signed by %q: %w", ca.Cert.Subject.CommonName, pki.ErrCorrupt))
+		}
+		if err := pki.VerifyLeaf(client.Cert, ca.Cert, k.spec); err != nil && !r.Due(client.Cert.NotAfter) {
+			return kept, corrupt(path, err)
+		}
+		embedded := len(ai.ClientCertificateData) > 0
+		if !r.Due(client.Cert.NotAfter) && embedded == (pair.Cert == "") {
+			return kept, nil
+		}
+		// due, or a role's kubeconfig from an older init that embeds its
+		// client: renewed into files the role reloads
+		kp, err := ca.Issue(spec)
+		if err != nil {
+			return kept, err
+		}
+		if pair.Cert != "" {
+			if err := kp.Write(pair.Cert, pair.Key); err != nil {
+				return kept, err
+			}
+		}
+		if err := setClient(ai, path, pair, kp); err != nil {
+			return kept, err
+		}
+		b, err := clientcmd.Write(*cfg)
+		if err != nil {
+			return kept, err
+		}
+		return renewed, pki.WriteFile(path, b, 0o600)
 	}
-	kp, err := ca.Issue(k.spec)
+	kp, err := ca.Issue(spec)
 	if err != nil {
-		return false, err
+		return kept, err
 	}
-	keyPEM, err := pki.KeyPEM(kp.Key)
-	if err != nil {
-		return false, err
+	if pair.Cert != "" {
+		if err := kp.Write(pair.Cert, pair.Key); err != nil {
+			return kept, err
+		}
 	}
 	cfg := clientcmdapi.NewConfig()
 	cfg.Clusters["kubesplit"] = &clientcmdapi.Cluster{Server: k.server, CertificateAuthorityData: caPEM}
-	cfg.AuthInfos[k.name] = &clientcmdapi.AuthInfo{ClientCertificateData: pki.CertPEM(kp.Cert), ClientKeyData: keyPEM}
+	ai := &clientcmdapi.AuthInfo{}
+	if err := setClient(ai, path, pair, kp); err != nil {
+		return kept, err
+	}
+	cfg.AuthInfos[k.name] = ai
 	cfg.Contexts[k.name+"@kubesplit"] = &clientcmdapi.Context{Cluster: "kubesplit", AuthInfo: k.name}
 	cfg.CurrentContext = k.name + "@kubesplit"
 	b, err := clientcmd.Write(*cfg)
 	if err != nil {
-		return false, err
+		return kept, err
 	}
-	return true, pki.WriteFile(path, b, 0o600)
+	return created, pki.WriteFile(path, b, 0o600)
 }
 
-func checkEmbeddedClient(certPEM, keyPEM []byte, ca *pki.KeyPair, k kubeconfigSpec) error {
-	kp, err := pki.ParseKeyPair(certPEM, keyPEM, "embedded client")
-	if err != nil {
-		return err
+// clientOf loads a kubeconfig user's client certificate and key, embedded or
+// from the files it names (relative to the kubeconfig).
+func clientOf(kubeconfig string, ai *clientcmdapi.AuthInfo) (*pki.KeyPair, error) {
+	if len(ai.ClientCertificateData) > 0 || len(ai.ClientKeyData) > 0 {
+		return pki.ParseKeyPair(ai.ClientCertificateData, ai.ClientKeyData, "embedded client")
 	}
-	return pki.VerifyLeaf(kp.Cert, ca.Cert, k.spec)
+	if ai.ClientCertificate == "" {
+		return nil, fmt.Errorf("no client certificate: %w", pki.ErrCorrupt)
+	}
+	return pki.LoadKeyPair(resolve(kubeconfig, ai.ClientCertificate), resolve(kubeconfig, ai.ClientKey))
 }

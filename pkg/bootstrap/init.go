@@ -33,6 +33,9 @@ type Options struct {
 	// the controllers store it in the cluster. For dev clusters (compose),
 	// where nodes read it from a shared volume.
 	NodeToken bool
+	// Renewal says when an existing leaf certificate is renewed and how
+	// long new ones last.
+	Renewal Renewal
 }
 
 // Defaults fills unset options.
@@ -55,15 +58,34 @@ const (
 	DefaultClusterDNS  = "cluster.local"
 )
 
-// Report lists what init created and what it kept.
+// Report lists what init created, renewed and kept.
 type Report struct {
-	Created, Kept []string
+	Created, Renewed, Kept []string
 }
+
+type outcome int
+
+const (
+	kept outcome = iota
+	created
+	renewed
+)
 
 func (r *Report) add(created bool, what string) {
 	if created {
 		r.Created = append(r.Created, what)
 	} else {
+		r.Kept = append(r.Kept, what)
+	}
+}
+
+func (r *Report) addOutcome(o outcome, what string) {
+	switch o {
+	case created:
+		r.Created = append(r.Created, what)
+	case renewed:
+		r.Renewed = append(r.Renewed, what)
+	default:
 		r.Kept = append(r.Kept, what)
 	}
 }
@@ -79,6 +101,11 @@ func Run(o Options) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	unlock, err := lockPKI(d)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	rep := &Report{}
 	cas := map[string]*pki.KeyPair{}
 	for _, c := range caSpecs(d) {
@@ -90,11 +117,11 @@ func Run(o Options) (*Report, error) {
 		rep.add(created, c.pair.Cert)
 	}
 	for _, l := range leafSpecs(d, o, svcIP) {
-		created, err := ensureLeaf(cas[l.ca], l.pair, l.spec)
+		out, err := ensureLeaf(cas[l.ca], l.pair, l.spec, o.Renewal)
 		if err != nil {
 			return nil, err
 		}
-		rep.add(created, l.pair.Cert)
+		rep.addOutcome(out, l.pair.Cert)
 	}
 	created, err := ensureServiceAccountKey(d)
 	if err != nil {
@@ -117,11 +144,11 @@ func Run(o Options) (*Report, error) {
 		rep.add(created, f.path)
 	}
 	for _, k := range kubeconfigSpecs(o) {
-		created, err := ensureKubeconfig(d, cas["cluster"], k)
+		out, err := ensureKubeconfig(d, cas["cluster"], k, o.Renewal)
 		if err != nil {
 			return nil, err
 		}
-		rep.add(created, d.Kubeconfig(k.name))
+		rep.addOutcome(out, d.Kubeconfig(k.name))
 	}
 	return rep, nil
 }

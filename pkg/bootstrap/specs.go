@@ -18,7 +18,7 @@ func caSpecs(d layout.Dir) []caSpec {
 	return []caSpec{
 		{"cluster", d.ClusterCA(), []string{d.APIServerServing().Cert, d.APIServerKubeletClient().Cert, d.TunnelGateway().Cert, d.APIServerEgressClient().Cert,
 			d.Kubeconfig(layout.Admin), d.Kubeconfig(layout.Scheduler), d.Kubeconfig(layout.Controllers), d.Kubeconfig(layout.Addons),
-			d.Kubeconfig(layout.TunnelGateway)}},
+			d.Kubeconfig(layout.TunnelGateway), d.RoleServing(layout.Scheduler).Cert, d.RoleServing(layout.Controllers).Cert}},
 		{"front-proxy", d.FrontProxyCA(), []string{d.FrontProxyClient().Cert}},
 		{"datastore", d.DatastoreCA(), []string{d.DatastoreServer().Cert, d.DatastorePeer().Cert, d.DatastoreClient().Cert}},
 	}
@@ -56,6 +56,11 @@ func leafSpecs(d layout.Dir, o Options, serviceIP net.IP) []leafSpec {
 	gwIPs = append(gwIPs, net.IPv4(127, 0, 0, 1))
 	dsDNS, dsIPs := splitSANs(append([]string{"localhost", "datastore", hostname}, o.DatastoreSANs...))
 	dsIPs = append(dsIPs, net.IPv4(127, 0, 0, 1))
+	roleServing := func(role string) leafSpec {
+		dns, ips := splitSANs([]string{"localhost", role, hostname})
+		return leafSpec{"cluster", d.RoleServing(role), pki.Spec{CommonName: "kubesplit-" + role, DNSNames: dns,
+			IPs: append(ips, net.IPv4(127, 0, 0, 1)), Usage: pki.UsageServer}}
+	}
 	return []leafSpec{
 		{"cluster", d.APIServerServing(), pki.Spec{CommonName: "kube-apiserver", DNSNames: apiDNS, IPs: apiIPs, Usage: pki.UsageServer}},
 		{"cluster", d.APIServerKubeletClient(), pki.Spec{CommonName: APIServerKubeletClientCN, Usage: pki.UsageClient}},
@@ -65,6 +70,11 @@ func leafSpecs(d layout.Dir, o Options, serviceIP net.IP) []leafSpec {
 		{"datastore", d.DatastoreServer(), pki.Spec{CommonName: "kubesplit-datastore", DNSNames: dsDNS, IPs: dsIPs, Usage: pki.UsageServer | pki.UsageClient}},
 		{"datastore", d.DatastorePeer(), pki.Spec{CommonName: "kubesplit-datastore-peer", DNSNames: dsDNS, IPs: dsIPs, Usage: pki.UsageServer | pki.UsageClient}},
 		{"datastore", d.DatastoreClient(), pki.Spec{CommonName: DatastoreClientCN, Usage: pki.UsageClient}},
+		// the HTTPS ports of the scheduler and controllers: from the cluster
+		// CA, so scrapers can verify them and renewal keeps them (upstream's
+		// self-signed fallback in --cert-dir lasts a year and is never renewed)
+		roleServing(layout.Scheduler),
+		roleServing(layout.Controllers),
 	}
 }
 

@@ -79,16 +79,22 @@ func (c *Common) Validate() (layout.Dir, error) {
 
 // UpstreamArgs are the upstream flags every such role takes.
 func (c *Common) UpstreamArgs(d layout.Dir) []string {
-	return []string{
+	args := []string{
 		"--kubeconfig=" + c.Kubeconfig,
 		"--authentication-kubeconfig=" + c.Kubeconfig,
 		"--authorization-kubeconfig=" + c.Kubeconfig,
 		"--bind-address=" + c.BindAddress,
 		"--secure-port=" + strconv.Itoa(c.SecurePort),
-		"--cert-dir=" + d.RoleState(c.Role),
 		"--leader-elect=" + strconv.FormatBool(c.LeaderElect),
 		"--profiling=false",
 	}
+	// the serving certificate init issues (upstream reloads it when it is
+	// renewed); a data directory from before it existed keeps upstream's
+	// self-signed one in the role's state directory
+	if p := d.RoleServing(c.Role); config.RequireFiles(p.Cert, p.Key) == nil {
+		return append(args, "--tls-cert-file="+p.Cert, "--tls-private-key-file="+p.Key)
+	}
+	return append(args, "--cert-dir="+d.RoleState(c.Role))
 }
 
 // CheckSkew waits for the apiserver to answer and refuses to start a role the

@@ -44,6 +44,10 @@ func (d Dir) FrontProxyClient() Pair       { return d.pair("front-proxy-client")
 // egress (HTTP CONNECT) endpoint.
 func (d Dir) APIServerEgressClient() Pair { return d.pair("apiserver-egress-client") }
 
+// RoleServing is the serving certificate of the scheduler's or the
+// controllers' HTTPS port (health, metrics), issued by the cluster CA.
+func (d Dir) RoleServing(role string) Pair { return d.pair(role + "-serving") }
+
 // TunnelGateway is the gateway's serving identity for nodes.
 func (d Dir) TunnelGateway() Pair { return d.pair("tunnel-gateway") }
 
@@ -51,8 +55,9 @@ func (d Dir) TunnelGateway() Pair { return d.pair("tunnel-gateway") }
 func (d Dir) ServiceAccountKey() string { return d.path("pki", "sa.key") }
 func (d Dir) ServiceAccountPub() string { return d.path("pki", "sa.pub") }
 
-// Client identities with a kubeconfig each.
-func (d Dir) ClientPair(name string) Pair { return d.pair(name) }
+// KubeconfigClient is the client certificate a role's kubeconfig (NAME.kubeconfig)
+// refers to; client-go reloads it when it is renewed.
+func (d Dir) KubeconfigClient(name string) Pair { return d.pair(name + "-kubeconfig") }
 
 // Kubeconfig is the kubeconfig of a client identity (admin, scheduler, controllers).
 func (d Dir) Kubeconfig(name string) string { return d.path(name + ".kubeconfig") }

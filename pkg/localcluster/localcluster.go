@@ -44,6 +44,8 @@ type Spec struct {
 	Output func(role string) io.Writer
 	// Extra are additional arguments per role.
 	Extra map[string][]string
+	// Renewal is init's: when existing certificates are renewed, how long new ones last.
+	Renewal bootstrap.Renewal
 }
 
 func (s Spec) url(port int) string { return "https://127.0.0.1:" + strconv.Itoa(port) }
@@ -56,7 +58,7 @@ func (s Spec) APIServerURL() string { return s.url(s.Ports.APIServer) }
 
 // Init runs `kubesplit init` for the data directory.
 func (s Spec) Init() (*bootstrap.Report, error) {
-	return bootstrap.Run(bootstrap.Options{DataDir: s.DataDir, Server: s.APIServerURL()})
+	return bootstrap.Run(bootstrap.Options{DataDir: s.DataDir, Server: s.APIServerURL(), Renewal: s.Renewal})
 }
 
 func (s Spec) out(role string) io.Writer {

@@ -23,8 +23,9 @@ import (
 	"time"
 )
 
-// Validity periods. Leaf certificates are renewed by re-running init after
-// removing them (rotation comes with a later issue).
+// Validity periods. Leaf certificates are renewed before they expire
+// (bootstrap.Renew: at init, by the controllers while running, and by
+// `kubesplit certs rotate`); CAs stay.
 const (
 	CAValidity   = 10 * 365 * 24 * time.Hour
 	LeafValidity = 365 * 24 * time.Hour
@@ -51,6 +52,24 @@ type Spec struct {
 	DNSNames     []string
 	IPs          []net.IP
 	Usage        Usage
+	// Validity is how long the certificate lasts (0: LeafValidity).
+	Validity time.Duration
+}
+
+// SpecOf describes an existing certificate, so it can be renewed as it is:
+// same subject, names and usages.
+func SpecOf(c *x509.Certificate) Spec {
+	s := Spec{CommonName: c.Subject.CommonName, Organization: c.Subject.Organization,
+		DNSNames: c.DNSNames, IPs: c.IPAddresses}
+	for _, u := range c.ExtKeyUsage {
+		switch u {
+		case x509.ExtKeyUsageServerAuth:
+			s.Usage |= UsageServer
+		case x509.ExtKeyUsageClientAuth:
+			s.Usage |= UsageClient
+		}
+	}
+	return s
 }
 
 // NewKey makes an ECDSA P-256 private key.
@@ -104,11 +123,15 @@ func (ca *KeyPair) Issue(spec Spec) (*KeyPair, error) {
 		return nil, err
 	}
 	now := time.Now()
+	validity := spec.Validity
+	if validity <= 0 {
+		validity = LeafValidity
+	}
 	tmpl := &x509.Certificate{
 		SerialNumber: sn,
 		Subject:      pkix.Name{CommonName: spec.CommonName, Organization: spec.Organization},
 		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(LeafValidity),
+		NotAfter:     now.Add(validity),
 		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 		DNSNames:     spec.DNSNames,
 		IPAddresses:  spec.IPs,
@@ -157,34 +180,55 @@ func PublicKeyPEM(k crypto.PublicKey) ([]byte, error) {
 // fsync of the directory) with the given mode, so a crash or power cut
 // leaves the old file or the new one, never half a key. The temporary file's
 // name starts with a dot (the kubelet skips those in its manifest directory).
+// A file that is replaced keeps its owner, so a root operator renewing a
+// certificate does not take it away from the role that reads it.
 func WriteFile(path string, data []byte, mode os.FileMode) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	tmp, err := stage(path, data, mode)
 	if err != nil {
 		return err
 	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
+	defer os.Remove(tmp)
+	if err := os.Rename(tmp, path); err != nil {
 		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+// stage writes data to a synced temporary file beside path and returns its name.
+func stage(path string, data []byte, mode os.FileMode) (string, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return "", err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return "", err
+	}
+	fail := func(err error) (string, error) {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return "", err
+	}
+	if _, err := tmp.Write(data); err != nil {
+		return fail(err)
 	}
 	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
+		return fail(err)
+	}
+	if err := keepOwner(tmp, path); err != nil {
+		return fail(err)
 	}
 	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
+		return fail(err)
 	}
 	if err := tmp.Close(); err != nil {
-		return err
+		os.Remove(tmp.Name())
+		return "", err
 	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	d, err := os.Open(filepath.Dir(path))
+	return tmp.Name(), nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
 	if err != nil {
 		return err
 	}
@@ -192,16 +236,35 @@ func WriteFile(path string, data []byte, mode os.FileMode) error {
 	return d.Sync()
 }
 
-// Write stores the pair as cert (0644) and key (0600) files.
+// Write stores the pair as cert (0644) and key (0600) files. Both are staged
+// first and renamed one right after the other, so a role that reloads them
+// (on a timer, or at each TLS handshake) meets a mismatched pair only in the
+// microseconds between the two renames, and retries.
 func (kp *KeyPair) Write(certPath, keyPath string) error {
 	keyPEM, err := KeyPEM(kp.Key)
 	if err != nil {
 		return err
 	}
-	if err := WriteFile(keyPath, keyPEM, 0o600); err != nil {
+	keyTmp, err := stage(keyPath, keyPEM, 0o600)
+	if err != nil {
 		return err
 	}
-	return WriteFile(certPath, CertPEM(kp.Cert), 0o644)
+	defer os.Remove(keyTmp)
+	certTmp, err := stage(certPath, CertPEM(kp.Cert), 0o644)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(certTmp)
+	if err := os.Rename(keyTmp, keyPath); err != nil {
+		return err
+	}
+	if err := os.Rename(certTmp, certPath); err != nil {
+		return err
+	}
+	if err := syncDir(filepath.Dir(keyPath)); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(certPath))
 }
 
 // ErrCorrupt marks a file that exists but cannot be used.

@@ -21,8 +21,9 @@ func initCommand() *cobra.Command {
 		Short: "Write the PKI, keys, configs and kubeconfigs a cluster needs into a data directory",
 		Long: `init writes the cluster CA, front-proxy CA, datastore CA, the service-account key
 pair, the encryption-at-rest key, a client certificate and kubeconfig per role and
-an admin kubeconfig. Run again, it keeps every file that exists after checking it;
-a corrupt or mismatched file is reported and left alone.`,
+an admin kubeconfig. Run again, it keeps every file that exists after checking it,
+renewing leaf certificates with less than --cert-renew-before left; a corrupt or
+mismatched file is reported and left alone.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			uid, gid, err := parseOwner(owner)
@@ -50,8 +51,11 @@ a corrupt or mismatched file is reported and left alone.`,
 					}
 				}
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "data directory %s: %d files created, %d kept\nadmin kubeconfig: %s\n",
-				dataDir, len(rep.Created), len(rep.Kept), o.DataDir.Kubeconfig(layout.Admin))
+			for _, f := range rep.Renewed {
+				fmt.Fprintf(cmd.OutOrStdout(), "renewed %s (less than %s left)\n", f, o.Renewal.Before)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "data directory %s: %d files created, %d renewed, %d kept\nadmin kubeconfig: %s\n",
+				dataDir, len(rep.Created), len(rep.Renewed), len(rep.Kept), o.DataDir.Kubeconfig(layout.Admin))
 			return nil
 		},
 	}
@@ -64,6 +68,9 @@ a corrupt or mismatched file is reported and left alone.`,
 	f.StringSliceVar(&o.GatewaySANs, "gateway-san", nil, "extra host names or IPs nodes use to reach the tunnel gateway")
 	f.StringVar(&o.ServiceCIDR, "service-cidr", bootstrap.DefaultServiceCIDR, "Service IP range (its first address joins the apiserver certificate)")
 	f.BoolVar(&o.NodeToken, "node-token", false, "also write a default join token that never expires (config/node-token); the controllers store it in the cluster")
+	f.DurationVar(&o.Renewal.Before, "cert-renew-before", bootstrap.DefaultRenewBefore, "renew a leaf certificate that has less than this left")
+	f.DurationVar(&o.Renewal.Validity, "cert-validity", 0, "lifetime of new leaf certificates (testing; default one year)")
+	_ = f.MarkHidden("cert-validity")
 	f.StringVar(&owner, "owner", "", "UID:GID to own the data directory's files (the user the roles run as, e.g. 65532:65532 for the images)")
 	f.StringVar(&copyAdmin, "copy-admin-kubeconfig", "", "also copy the admin kubeconfig to this path, owned like its directory (e.g. a host bind mount)")
 	f.StringVar(&copyToken, "copy-node-token", "", "write the default join token (implies --node-token) to this path too, owned like its directory")

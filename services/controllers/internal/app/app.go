@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"k8s.io/kubernetes/cmd/kube-controller-manager/app"
 
@@ -37,6 +38,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	var clusterCIDR, serviceCIDR, manifestsDir string
 	var nodeMask int
 	var disabled []string
+	var renewal bootstrap.Renewal
+	var renewEvery time.Duration
 	bundled := addons.BundledParams{ClusterDomain: bootstrap.DefaultClusterDNS, ImageTag: version.Version}
 	fs := config.NewFlagSet("controllers")
 	c.AddFlags(fs, 10257)
@@ -50,6 +53,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&bundled.ClusterDomain, "cluster-domain", bundled.ClusterDomain, "cluster DNS domain")
 	fs.StringVar(&bundled.ImageTag, "addon-image-tag", bundled.ImageTag, "tag of the bundled addons' images kubesplit/NAME (preloaded on nodes under it)")
 	fs.StringToStringVar(&bundled.Images, "addon-image", nil, "NAME=IMAGE: use IMAGE for the bundled image kubesplit/NAME (repeatable)")
+	fs.DurationVar(&renewal.Before, "cert-renew-before", bootstrap.DefaultRenewBefore, "renew a leaf certificate of the data directory when less than this is left (the roles reload renewed files)")
+	fs.DurationVar(&renewEvery, "cert-check-interval", time.Hour, "how often certificates are checked for renewal (0: never, e.g. when another controllers instance or an outside tool renews them)")
+	fs.DurationVar(&renewal.Validity, "cert-validity", 0, "lifetime of renewed certificates (testing; default one year)")
+	_ = fs.MarkHidden("cert-validity")
 	if err := config.Parse(fs, ours); err != nil {
 		if errors.Is(err, config.ErrHelp) {
 			config.PrintUsage(stdout, fs, summary)
@@ -86,6 +93,14 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	}
 	if err := config.RequireFiles(d.ClusterCA().Cert, d.ClusterCA().Key, d.ServiceAccountKey(), d.Kubeconfig(layout.Addons)); err != nil {
 		return fail(err)
+	}
+	if renewEvery < 0 {
+		return fail(fmt.Errorf("--cert-check-interval %s is negative; use 0 to turn renewal off", renewEvery))
+	}
+	if renewEvery > 0 {
+		// before anything waits for the apiserver: its own certificate may
+		// be the one that expired while the cluster was off
+		go bootstrap.KeepRenewed(context.Background(), d, renewal, renewEvery, logging.New("controllers", stderr, slog.LevelInfo).With("part", "certs"))
 	}
 	if err := c.CheckSkew(context.Background(), stderr); err != nil {
 		return fail(err)

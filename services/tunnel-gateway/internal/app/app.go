@@ -29,6 +29,7 @@ import (
 	"github.com/kubesplit/kubesplit/pkg/lifecycle"
 	"github.com/kubesplit/kubesplit/pkg/logging"
 	"github.com/kubesplit/kubesplit/pkg/netutil"
+	"github.com/kubesplit/kubesplit/pkg/pki"
 	"github.com/kubesplit/kubesplit/pkg/tunnelproto"
 	"github.com/kubesplit/kubesplit/pkg/version"
 	"github.com/kubesplit/kubesplit/services/tunnel-gateway/internal/tunnel"
@@ -113,9 +114,11 @@ func run(o options, stderr io.Writer) error {
 	if !pool.AppendCertsFromPEM(caPEM) {
 		return fmt.Errorf("%s holds no certificate", d.ClusterCA().Cert)
 	}
-	cert, err := tls.LoadX509KeyPair(d.TunnelGateway().Cert, d.TunnelGateway().Key)
+	// read again when renewed: nodes and the apiserver get the new one at
+	// their next handshake, open tunnels stay
+	cert, err := pki.NewFilePair(d.TunnelGateway().Cert, d.TunnelGateway().Key)
 	if err != nil {
-		return fmt.Errorf("loading %s: %w", d.TunnelGateway().Cert, err)
+		return err
 	}
 	var listeners []net.Listener
 	defer func() {
@@ -155,9 +158,9 @@ func run(o options, stderr io.Writer) error {
 		_, _ = w.Write(caPEM)
 	})
 	nodes.Handle("GET "+tunnelproto.Path, gw.TunnelHandler())
-	nodeTLS := &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: pool,
+	nodeTLS := &tls.Config{GetCertificate: cert.GetCertificate, ClientCAs: pool,
 		ClientAuth: tls.VerifyClientCertIfGiven, MinVersion: tls.VersionTLS12}
-	egressTLS := &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: pool,
+	egressTLS := &tls.Config{GetCertificate: cert.GetCertificate, ClientCAs: pool,
 		ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12}
 
 	log.Info("serving", "nodes", o.listen, "egress", o.egress, "health", o.health, "apiserver-relay", o.relay, "node-ports", o.nodePorts, "version", version.Version)
