@@ -64,11 +64,12 @@ func ensureLeaf(ca *pki.KeyPair, p layout.Pair, spec pki.Spec, r Renewal) (outco
 			if err := kp.Cert.CheckSignatureFrom(ca.Cert); err != nil {
 				return kept, corrupt(p.Cert, fmt.Errorf("not signed by %q: %w", ca.Cert.Subject.CommonName, pki.ErrCorrupt))
 			}
-			kp, err := ca.Issue(withNamesOf(spec, kp.Cert))
+			// same key: the certificate's rename is the whole change (see IssueFor)
+			kp, err := ca.IssueFor(withNamesOf(spec, kp.Cert), kp.Key)
 			if err != nil {
 				return kept, err
 			}
-			if err := kp.Write(p.Cert, p.Key); err != nil {
+			if err := pki.WriteFile(p.Cert, pki.CertPEM(kp.Cert), 0o644); err != nil {
 				return kept, fmt.Errorf("writing %s: %w", p.Cert, err)
 			}
 			return renewed, nil
@@ -278,8 +279,8 @@ func ensureKubeconfig(d layout.Dir, ca *pki.KeyPair, k kubeconfigSpec, r Renewal
 			return kept, nil
 		}
 		// due, or a role's kubeconfig from an older init that embeds its
-		// client: renewed into files the role reloads
-		kp, err := ca.Issue(spec)
+		// client: renewed, same key, into files the role reloads
+		kp, err := ca.IssueFor(spec, client.Key)
 		if err != nil {
 			return kept, err
 		}

@@ -2,6 +2,7 @@ package bootstrap
 
 import (
 	"context"
+	"crypto"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -52,6 +53,7 @@ type Cert struct {
 	// Path is the file it is read from (a kubeconfig for an embedded one).
 	Path     string
 	Subject  string
+	Serial   string // decimal, as the apiserver logs it
 	NotAfter time.Time
 	IsCA     bool
 	// Err is set when the certificate could not be read.
@@ -108,7 +110,7 @@ func Certificates(d layout.Dir) []Cert {
 func describe(name, ca, path string, cert *x509.Certificate, err error) Cert {
 	c := Cert{Name: name, CA: ca, Path: path, Err: err}
 	if cert != nil {
-		c.Subject, c.NotAfter, c.IsCA = cert.Subject.String(), cert.NotAfter, cert.IsCA
+		c.Subject, c.Serial, c.NotAfter, c.IsCA = cert.Subject.String(), cert.SerialNumber.String(), cert.NotAfter, cert.IsCA
 	}
 	return c
 }
@@ -163,8 +165,8 @@ type Renewed struct {
 var ErrUnknownCert = errors.New("no such certificate")
 
 // Renew replaces the leaf certificates that are due, or, with names, those
-// named, whether due or not. A renewed certificate keeps its subject, names
-// and usages and gets a new key; kubeconfigs of the roles are rewritten to
+// named, whether due or not. A renewed certificate keeps its subject, names,
+// usages and key; kubeconfigs of the roles are rewritten to
 // refer to their pair's files. CAs are never touched. Files are replaced
 // atomically under a lock on the pki directory, so init, the controllers and
 // the CLI can renew at the same time; a certificate whose CA key is not in
@@ -210,7 +212,7 @@ func Renew(d layout.Dir, r Renewal, names ...string) ([]Renewed, error) {
 		}
 		spec := pki.SpecOf(cert)
 		spec.Validity = r.Validity
-		after, err := id.write(ca, spec)
+		after, err := id.renew(ca, spec)
 		if err != nil {
 			return done, fmt.Errorf("renewing %s: %w", id.name, err)
 		}
@@ -247,14 +249,20 @@ func loadCA(d layout.Dir, name string, cache map[string]*pki.KeyPair) (*pki.KeyP
 	return nil, fmt.Errorf("unknown CA %q", name)
 }
 
-// write issues the identity's certificate from spec and stores it.
-func (id identity) write(ca *pki.KeyPair, spec pki.Spec) (time.Time, error) {
-	kp, err := ca.Issue(spec)
+// renew issues the identity's certificate again for its current key and
+// stores it. The key stays, so writing the certificate alone (one atomic
+// rename) is the whole change a role can observe.
+func (id identity) renew(ca *pki.KeyPair, spec pki.Spec) (time.Time, error) {
+	key, err := id.key()
+	if err != nil {
+		return time.Time{}, err
+	}
+	kp, err := ca.IssueFor(spec, key)
 	if err != nil {
 		return time.Time{}, err
 	}
 	if id.pair.Cert != "" {
-		if err := kp.Write(id.pair.Cert, id.pair.Key); err != nil {
+		if err := pki.WriteFile(id.pair.Cert, pki.CertPEM(kp.Cert), 0o644); err != nil {
 			return time.Time{}, err
 		}
 	}
@@ -264,6 +272,30 @@ func (id identity) write(ca *pki.KeyPair, spec pki.Spec) (time.Time, error) {
 		}
 	}
 	return kp.Cert.NotAfter, nil
+}
+
+// key is the identity's private key: its pair's, or its kubeconfig's
+// embedded one (for a role's kubeconfig from an older init, the embedded
+// key moves to the pair's file, written before the kubeconfig refers to it).
+func (id identity) key() (crypto.Signer, error) {
+	if id.kubeconfig != "" {
+		_, ai, err := loadKubeconfig(id.kubeconfig)
+		if err != nil {
+			return nil, err
+		}
+		if len(ai.ClientKeyData) > 0 {
+			key, err := pki.ParseKey(ai.ClientKeyData, id.kubeconfig)
+			if err != nil || id.pair.Key == "" {
+				return key, err
+			}
+			b, err := pki.KeyPEM(key)
+			if err != nil {
+				return nil, err
+			}
+			return key, pki.WriteFile(id.pair.Key, b, 0o600)
+		}
+	}
+	return pki.LoadKey(id.pair.Key)
 }
 
 // rewriteClient points a kubeconfig's current user at pair's files, or,

@@ -79,6 +79,7 @@ func TestRenewDueNamedAndUnknown(t *testing.T) {
 	if err != nil || len(got) != 0 {
 		t.Fatalf("nothing due within an hour, renewed %v (%v)", got, err)
 	}
+	keyBefore, _ := os.ReadFile(d.DatastoreClient().Key)
 	got, err = Renew(d, Renewal{}, "datastore-client.crt", "scheduler.kubeconfig")
 	if err != nil || len(got) != 2 {
 		t.Fatalf("named: %v (%v)", got, err)
@@ -87,6 +88,13 @@ func TestRenewDueNamedAndUnknown(t *testing.T) {
 		if time.Until(r.After) < 300*24*time.Hour || r.Before.After(r.After) {
 			t.Errorf("%s: %s → %s", r.Name, r.Before, r.After)
 		}
+	}
+	// the key stays: a reader never meets a certificate with the other key
+	if keyAfter, _ := os.ReadFile(d.DatastoreClient().Key); string(keyAfter) != string(keyBefore) {
+		t.Error("renewal changed the key")
+	}
+	if _, err := pki.LoadKeyPair(d.DatastoreClient().Cert, d.DatastoreClient().Key); err != nil {
+		t.Fatal(err)
 	}
 	if _, err := Renew(d, Renewal{}, "nope"); !errors.Is(err, ErrUnknownCert) || !strings.Contains(err.Error(), "apiserver.crt") {
 		t.Fatalf("unknown name: %v", err)

@@ -118,6 +118,15 @@ func (ca *KeyPair) Issue(spec Spec) (*KeyPair, error) {
 	if err != nil {
 		return nil, err
 	}
+	return ca.IssueFor(spec, key)
+}
+
+// IssueFor signs a new certificate for an existing key. Renewal uses it:
+// with the key unchanged, replacing the certificate file alone is atomic for
+// every reader, which can never meet a certificate with the other key (the
+// upstream components reload a pair on the first file event, and at start
+// they refuse a mismatched one).
+func (ca *KeyPair) IssueFor(spec Spec, key crypto.Signer) (*KeyPair, error) {
 	sn, err := serial()
 	if err != nil {
 		return nil, err
