@@ -2,7 +2,7 @@
 SHELL := /usr/bin/env bash
 DATASTORE ?= sqlite
 
-.PHONY: help deps build images images-all up down load run test test-unit test-integration test-nodes test-compose test-e2eframework test-suite test-multiarch verify bench clean
+.PHONY: help deps build images images-all up down load certs run test test-unit test-integration test-nodes test-compose test-e2eframework test-suite test-multiarch verify bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -28,6 +28,9 @@ down: ## stop the compose cluster; its volumes stay, so `make up` brings the sam
 
 load: ## copy local Docker images onto every compose node: make load IMAGE="myapp:dev other:1"
 	hack/compose.sh load $(IMAGE)
+
+certs: ## the compose cluster's certificates: make certs (check), make certs CMD="rotate [NAME...]"
+	hack/compose.sh certs $(or $(CMD),check)
 
 run: build ## start the five roles as host processes (DATASTORE=sqlite|etcd|DSN); Ctrl-C stops all
 	bin/kubesplit run --bin-dir bin --data-dir .kubesplit --datastore '$(DATASTORE)'

@@ -6,6 +6,8 @@
 #                           state, join token) stay, so `up` brings the same cluster back
 #   hack/compose.sh clean   down, and remove the volumes and the host kubeconfig
 #   hack/compose.sh load IMAGE...   copy local Docker images onto every node
+#   hack/compose.sh certs check | rotate [NAME...]   the cluster's certificates
+#                           (kubesplit certs, run in the init image on the data volume)
 #   hack/compose.sh ps | logs ...   passed to compose
 # Settings: NODES (default 2), KUBESPLIT_TAG, KUBESPLIT_API_PORT, TIMEOUT (s, default 300),
 # and for a second cluster beside the first: COMPOSE_PROJECT_NAME,
@@ -145,11 +147,17 @@ case ${1:-} in
       echo "compose: loaded $* onto $(docker inspect -f '{{.Name}}' "$n" | tr -d /)"
     done
     ;;
+  certs)
+    shift
+    (($#)) || set -- check
+    # as root, like init; renewed files keep their owner (the roles' uid)
+    "${compose[@]}" run --rm --no-deps init certs "$@" --data-dir /var/lib/kubesplit
+    ;;
   ps|logs|config)
     "${compose[@]}" "$@"
     ;;
   *)
-    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
     ;;
 esac

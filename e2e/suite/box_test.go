@@ -2,6 +2,7 @@ package suite
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"os/exec"
@@ -40,6 +41,7 @@ var boxScenarios = []struct {
 	{"second-box-joins", boxSecondJoins},
 	{"bad-input", boxBadInput},
 	{"upgrade", boxUpgrade},
+	{"certificates", boxCertificates}, // before the power cut, which restarts every role on the renewed files
 	{"power-cut", boxPowerCut},
 }
 
@@ -226,4 +228,39 @@ func dockerRun(t *testing.T, args ...string) (string, int) {
 		code = ee.ExitCode()
 	}
 	return string(out), code
+}
+
+// boxCertificates: `kubesplit certs check` on the box lists every
+// certificate of its data directory; `kubesplit certs rotate` (as root, as an
+// operator on the box would) renews every leaf now, the apiserver serves its
+// new certificate without a restart and the API keeps answering. The power
+// cut that follows starts every role again on the renewed files, owned as
+// before by the roles' user.
+func boxCertificates(t *testing.T, c *testcluster.Cluster) {
+	ctx := context.Background()
+	out, err := c.Exec(ctx, testcluster.Box, "kubesplit", "certs", "check")
+	if err != nil || !strings.Contains(out, "apiserver.crt") || !strings.Contains(out, "datastore-server.crt") || strings.Contains(out, "EXPIRED") {
+		t.Fatalf("kubesplit certs check on the box: %v\n%s", err, out)
+	}
+	host := strings.TrimPrefix(c.RESTConfig().Host, "https://")
+	served := func() string {
+		conn, err := tls.Dial("tcp", host, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // only reading the serial
+		if err != nil {
+			return ""
+		}
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0].SerialNumber.String()
+	}
+	before := served()
+	out, err = c.Exec(ctx, testcluster.Box, "kubesplit", "certs", "rotate")
+	if err != nil || strings.Count(out, "renewed ") < 10 {
+		t.Fatalf("kubesplit certs rotate on the box: %v\n%s", err, out)
+	}
+	waitFor(t, "the box's apiserver to serve its renewed certificate", 2*time.Minute, func(context.Context) (bool, error) {
+		now := served()
+		return now != "" && now != before, nil
+	})
+	if _, err := c.Client().CoreV1().Nodes().List(ctx, metav1.ListOptions{}); err != nil {
+		t.Fatalf("the API after the rotation: %v", err)
+	}
 }
