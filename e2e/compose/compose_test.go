@@ -534,6 +534,9 @@ func rotateCertificates(t *testing.T, c *cluster) {
 		return conn.ConnectionState().PeerCertificates[0].SerialNumber.String()
 	}
 	before := served()
+	if before == "" {
+		t.Fatal("no TLS handshake with the apiserver before the rotation")
+	}
 	out = c.compose("certs", "rotate", "apiserver.crt", "datastore-server.crt", "datastore-client.crt", "scheduler.kubeconfig", "tunnel-gateway.crt")
 	if strings.Count(out, "renewed ") != 5 {
 		t.Fatalf("certs rotate:\n%s", out)

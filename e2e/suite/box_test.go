@@ -252,6 +252,9 @@ func boxCertificates(t *testing.T, c *testcluster.Cluster) {
 		return conn.ConnectionState().PeerCertificates[0].SerialNumber.String()
 	}
 	before := served()
+	if before == "" {
+		t.Fatal("no TLS handshake with the apiserver before the rotation")
+	}
 	out, err = c.Exec(ctx, testcluster.Box, "kubesplit", "certs", "rotate")
 	if err != nil || strings.Count(out, "renewed ") < 10 {
 		t.Fatalf("kubesplit certs rotate on the box: %v\n%s", err, out)
