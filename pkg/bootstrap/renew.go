@@ -135,6 +135,9 @@ func (id identity) load() (string, *x509.Certificate, error) {
 }
 
 func loadKubeconfig(path string) (*clientcmdapi.Config, *clientcmdapi.AuthInfo, error) {
+	if _, err := os.Stat(path); err != nil {
+		return nil, nil, err // a missing file stays fs.ErrNotExist: renewal skips it, init makes it
+	}
 	cfg, err := clientcmd.LoadFromFile(path)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w: %v", path, pki.ErrCorrupt, err)

@@ -209,3 +209,24 @@ func TestCertificatesListsCAsAndLeaves(t *testing.T) {
 		}
 	}
 }
+
+func TestRenewSkipsWhatIsNotThere(t *testing.T) {
+	t.Parallel()
+	d := shortLived(t)
+	// a wiring that gives a role only some files (no addons kubeconfig, no
+	// datastore CA key): the rest is renewed, the missing ones are skipped
+	os.Remove(d.Kubeconfig(layout.Addons))
+	os.Remove(d.DatastoreCA().Key)
+	got, err := Renew(d, Renewal{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range got {
+		if r.Name == "addons.kubeconfig" || strings.HasPrefix(r.Name, "datastore-") {
+			t.Errorf("renewed %s", r.Name)
+		}
+	}
+	if len(got) != len(identities(d))-4 { // addons.kubeconfig and the three datastore leaves
+		t.Errorf("renewed %d, want %d", len(got), len(identities(d))-4)
+	}
+}
