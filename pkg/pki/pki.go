@@ -245,10 +245,10 @@ func syncDir(dir string) error {
 	return d.Sync()
 }
 
-// Write stores the pair as cert (0644) and key (0600) files. Both are staged
-// first and renamed one right after the other, so a role that reloads them
-// (on a timer, or at each TLS handshake) meets a mismatched pair only in the
-// microseconds between the two renames, and retries.
+// Write stores the pair as cert (0644) and key (0600) files, both staged
+// first and renamed one right after the other. It makes new pairs; renewal
+// keeps the key and replaces the certificate alone (see IssueFor), which is
+// atomic for readers where two renames are not.
 func (kp *KeyPair) Write(certPath, keyPath string) error {
 	keyPEM, err := KeyPEM(kp.Key)
 	if err != nil {
