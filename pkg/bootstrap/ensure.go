@@ -54,6 +54,7 @@ func ensureCA(name string, p layout.Pair, dependents []string) (*pki.KeyPair, bo
 }
 
 func ensureLeaf(ca *pki.KeyPair, p layout.Pair, spec pki.Spec, r Renewal) (outcome, error) {
+	// (a due certificate is renewed as Renew does it, with init's names added)
 	spec.Validity = r.Validity
 	if exists(p.Cert) || exists(p.Key) {
 		kp, err := pki.LoadKeyPair(p.Cert, p.Key)
@@ -64,13 +65,8 @@ func ensureLeaf(ca *pki.KeyPair, p layout.Pair, spec pki.Spec, r Renewal) (outco
 			if err := kp.Cert.CheckSignatureFrom(ca.Cert); err != nil {
 				return kept, corrupt(p.Cert, fmt.Errorf("not signed by %q: %w", ca.Cert.Subject.CommonName, pki.ErrCorrupt))
 			}
-			// same key: the certificate's rename is the whole change (see IssueFor)
-			kp, err := ca.IssueFor(withNamesOf(spec, kp.Cert), kp.Key)
-			if err != nil {
-				return kept, err
-			}
-			if err := pki.WriteFile(p.Cert, pki.CertPEM(kp.Cert), 0o644); err != nil {
-				return kept, fmt.Errorf("writing %s: %w", p.Cert, err)
+			if _, err := leafIdentity(leafSpec{pair: p}).renew(ca, withNamesOf(spec, kp.Cert)); err != nil {
+				return kept, fmt.Errorf("renewing %s: %w", p.Cert, err)
 			}
 			return renewed, nil
 		}
@@ -279,24 +275,11 @@ func ensureKubeconfig(d layout.Dir, ca *pki.KeyPair, k kubeconfigSpec, r Renewal
 			return kept, nil
 		}
 		// due, or a role's kubeconfig from an older init that embeds its
-		// client: renewed, same key, into files the role reloads
-		kp, err := ca.IssueFor(spec, client.Key)
-		if err != nil {
-			return kept, err
+		// client: renewed as Renew does it, into files the role reloads
+		if _, err := kubeconfigIdentity(d, k.name).renew(ca, spec); err != nil {
+			return kept, fmt.Errorf("renewing %s: %w", path, err)
 		}
-		if pair.Cert != "" {
-			if err := kp.Write(pair.Cert, pair.Key); err != nil {
-				return kept, err
-			}
-		}
-		if err := setClient(ai, path, pair, kp); err != nil {
-			return kept, err
-		}
-		b, err := clientcmd.Write(*cfg)
-		if err != nil {
-			return kept, err
-		}
-		return renewed, pki.WriteFile(path, b, 0o600)
+		return renewed, nil
 	}
 	kp, err := ca.Issue(spec)
 	if err != nil {

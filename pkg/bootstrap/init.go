@@ -71,12 +71,13 @@ const (
 	renewed
 )
 
-func (r *Report) add(created bool, what string) {
-	if created {
-		r.Created = append(r.Created, what)
-	} else {
-		r.Kept = append(r.Kept, what)
+// add records a file that is either new or kept (CAs, keys, configs: never renewed).
+func (r *Report) add(isNew bool, what string) {
+	o := kept
+	if isNew {
+		o = created
 	}
+	r.addOutcome(o, what)
 }
 
 func (r *Report) addOutcome(o outcome, what string) {

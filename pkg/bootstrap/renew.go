@@ -76,16 +76,24 @@ type identity struct {
 func identities(d layout.Dir) []identity {
 	var ids []identity
 	for _, l := range leafSpecs(d, Options{}, nil) {
-		ids = append(ids, identity{name: filepath.Base(l.pair.Cert), ca: l.ca, pair: l.pair})
+		ids = append(ids, leafIdentity(l))
 	}
 	for _, k := range kubeconfigSpecs(Options{}) {
-		id := identity{name: k.name + ".kubeconfig", ca: "cluster", kubeconfig: d.Kubeconfig(k.name)}
-		if !embedsClient(k.name) {
-			id.pair = d.KubeconfigClient(k.name)
-		}
-		ids = append(ids, id)
+		ids = append(ids, kubeconfigIdentity(d, k.name))
 	}
 	return ids
+}
+
+func leafIdentity(l leafSpec) identity {
+	return identity{name: filepath.Base(l.pair.Cert), ca: l.ca, pair: l.pair}
+}
+
+func kubeconfigIdentity(d layout.Dir, name string) identity {
+	id := identity{name: name + ".kubeconfig", ca: "cluster", kubeconfig: d.Kubeconfig(name)}
+	if !embedsClient(name) {
+		id.pair = d.KubeconfigClient(name)
+	}
+	return id
 }
 
 // embedsClient reports whether a kubeconfig carries its client certificate

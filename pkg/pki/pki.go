@@ -192,52 +192,37 @@ func PublicKeyPEM(k crypto.PublicKey) ([]byte, error) {
 // A file that is replaced keeps its owner, so a root operator renewing a
 // certificate does not take it away from the role that reads it.
 func WriteFile(path string, data []byte, mode os.FileMode) error {
-	tmp, err := stage(path, data, mode)
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp)
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(path))
-}
-
-// stage writes data to a synced temporary file beside path and returns its name.
-func stage(path string, data []byte, mode os.FileMode) (string, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return "", err
+		return err
 	}
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
-		return "", err
+		return err
 	}
-	fail := func(err error) (string, error) {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return "", err
-	}
+	defer os.Remove(tmp.Name())
 	if _, err := tmp.Write(data); err != nil {
-		return fail(err)
+		tmp.Close()
+		return err
 	}
 	if err := tmp.Chmod(mode); err != nil {
-		return fail(err)
+		tmp.Close()
+		return err
 	}
 	if err := keepOwner(tmp, path); err != nil {
-		return fail(err)
+		tmp.Close()
+		return err
 	}
 	if err := tmp.Sync(); err != nil {
-		return fail(err)
+		tmp.Close()
+		return err
 	}
 	if err := tmp.Close(); err != nil {
-		os.Remove(tmp.Name())
-		return "", err
+		return err
 	}
-	return tmp.Name(), nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	d, err := os.Open(filepath.Dir(path))
 	if err != nil {
 		return err
 	}
@@ -245,35 +230,18 @@ func syncDir(dir string) error {
 	return d.Sync()
 }
 
-// Write stores the pair as cert (0644) and key (0600) files, both staged
-// first and renamed one right after the other. It makes new pairs; renewal
-// keeps the key and replaces the certificate alone (see IssueFor), which is
-// atomic for readers where two renames are not.
+// Write stores a new pair as cert (0644) and key (0600) files. Renewal keeps
+// the key and replaces the certificate alone (see IssueFor), one atomic
+// rename for every reader.
 func (kp *KeyPair) Write(certPath, keyPath string) error {
 	keyPEM, err := KeyPEM(kp.Key)
 	if err != nil {
 		return err
 	}
-	keyTmp, err := stage(keyPath, keyPEM, 0o600)
-	if err != nil {
+	if err := WriteFile(keyPath, keyPEM, 0o600); err != nil {
 		return err
 	}
-	defer os.Remove(keyTmp)
-	certTmp, err := stage(certPath, CertPEM(kp.Cert), 0o644)
-	if err != nil {
-		return err
-	}
-	defer os.Remove(certTmp)
-	if err := os.Rename(keyTmp, keyPath); err != nil {
-		return err
-	}
-	if err := os.Rename(certTmp, certPath); err != nil {
-		return err
-	}
-	if err := syncDir(filepath.Dir(keyPath)); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(certPath))
+	return WriteFile(certPath, CertPEM(kp.Cert), 0o644)
 }
 
 // ErrCorrupt marks a file that exists but cannot be used.
