@@ -130,22 +130,8 @@ case ${1:-} in
   load)
     shift
     (($#)) || { echo "usage: hack/compose.sh load IMAGE... (make load IMAGE=...)" >&2; exit 2; }
-    mapfile -t nodes < <(node_containers)
-    ((${#nodes[@]})) || { echo "compose: no node containers are running; run 'make up' first" >&2; exit 1; }
-    for img in "$@"; do
-      docker image inspect "$img" >/dev/null 2>&1 || { echo "compose: no local image $img (docker build it first)" >&2; exit 1; }
-    done
-    # Into the nodes' shared images volume (imported again by every node at
-    # start: the images survive make down/up and reach nodes added later),
-    # then imported by each running node now.
-    file=$(printf '%s\n' "$@" | sort | tr '\n' ' ' | sed 's/ $//; s/[^A-Za-z0-9._-]/_/g').tar
-    dir=/var/lib/kubesplit-node/images
-    docker save "$@" | docker exec -i "${nodes[0]}" sh -c "cat > $dir/.$file.part && mv $dir/.$file.part $dir/$file"
-    for n in "${nodes[@]}"; do
-      # (ctr warns about cgroup v1 on every call: show its output only on failure)
-      out=$(docker exec "$n" ctr -n k8s.io images import "$dir/$file" 2>&1) || { echo "$out" >&2; exit 1; }
-      echo "compose: loaded $* onto $(docker inspect -f '{{.Name}}' "$n" | tr -d /)"
-    done
+    [ -x "$root/bin/kubesplit" ] || { echo "compose: bin/kubesplit is missing; run 'make build' first" >&2; exit 1; }
+    exec "$root/bin/kubesplit" image load --cluster "$project" "$@"
     ;;
   certs)
     shift

@@ -48,6 +48,21 @@ const (
 	Probe = "/usr/local/bin/kubesplit-probe"
 )
 
+// Labels on the containers of a Docker-wired cluster (compose, testcluster),
+// by which `kubesplit image load` and `kubesplit snapshot` find them.
+const (
+	// LabelRole is a role's name, or Node, Box or Init.
+	LabelRole = "io.kubesplit.role"
+	// LabelCluster names the cluster where compose's project label does not.
+	LabelCluster = "io.kubesplit.cluster"
+	// Node runs a kubelet and containerd (a node agent container); Box runs
+	// the whole control plane as static pods beside them; Init is the
+	// one-shot container that writes the data directory.
+	Node = "node"
+	Box  = "box"
+	Init = "init"
+)
+
 // User is UID:UID, as Docker takes it.
 func User() string { return strconv.Itoa(UID) + ":" + strconv.Itoa(UID) }
 

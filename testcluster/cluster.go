@@ -102,6 +102,17 @@ type member struct {
 }
 
 // spec is everything needed to (re)create a member's container.
+// role is the member's io.kubesplit.role label: its role, node, box, init or postgres.
+func (s spec) role() string {
+	switch {
+	case s.name == Box:
+		return roles.Box
+	case s.node:
+		return roles.Node
+	}
+	return s.name
+}
+
 type spec struct {
 	name     string // member name: role, node or "postgres"
 	image    string
@@ -436,12 +447,13 @@ func (c *Cluster) create(ctx context.Context, s spec) error {
 	// a tmpfs mount in spec.mounts would do for /run and /tmp, but the
 	// HostConfig field is what `docker run --tmpfs` sets
 	req := testcontainers.ContainerRequest{
-		Name:       c.name(s.name),
-		Image:      s.image,
-		Cmd:        append(slices.Clone(s.cmd), s.extra...),
-		User:       s.user,
-		Hostname:   s.hostname,
-		Labels:     mergeLabels(c.labels(), map[string]string{labelMember: s.name}),
+		Name:     c.name(s.name),
+		Image:    s.image,
+		Cmd:      append(slices.Clone(s.cmd), s.extra...),
+		User:     s.user,
+		Hostname: s.hostname,
+		Labels: mergeLabels(c.labels(), map[string]string{labelMember: s.name,
+			roles.LabelCluster: c.ID, roles.LabelRole: s.role()}),
 		Mounts:     s.mounts,
 		Files:      s.files,
 		Env:        s.env,

@@ -369,7 +369,29 @@ func TestComposeCluster(t *testing.T) {
 		t.Fatalf("docker build: %v\n%s", err, out)
 	}
 	t.Cleanup(func() { _ = exec.Command("docker", "rmi", "-f", webImage).Run() })
-	c.compose("load", webImage)
+	// and nine more, loaded with it in one go (make load runs kubesplit image load)
+	loaded := []string{webImage}
+	for i := range 9 {
+		img := fmt.Sprintf("kubesplit-e2e/extra-%d:dev", i)
+		build := exec.Command("docker", "build", "-q", "-t", img, "-")
+		build.Stdin = strings.NewReader(fmt.Sprintf("FROM %s\nLABEL io.kubesplit.e2e=extra-%d\n", webImage, i))
+		if out, err := build.CombinedOutput(); err != nil {
+			t.Fatalf("docker build: %v\n%s", err, out)
+		}
+		t.Cleanup(func() { _ = exec.Command("docker", "rmi", "-f", img).Run() })
+		loaded = append(loaded, img)
+	}
+	c.compose(append([]string{"load"}, loaded...)...)
+	t.Run("make load put ten images on every node", func(t *testing.T) {
+		for i := range nodes {
+			have := docker(t, "exec", container("node", i+1), "ctr", "-n", "k8s.io", "images", "ls", "-q")
+			for _, img := range loaded {
+				if !slices.Contains(strings.Fields(have), "docker.io/"+img) {
+					t.Errorf("%s is not on node %d:\n%s", img, i+1, have)
+				}
+			}
+		}
+	})
 
 	t.Run("the apiserver cannot reach the nodes", func(t *testing.T) {
 		nodeIP := docker(t, "inspect", "-f", `{{(index .NetworkSettings.Networks "`+project+`_edge").IPAddress}}`, container("node", 1))
@@ -426,6 +448,12 @@ func TestComposeCluster(t *testing.T) {
 	// before the restarts below: they prove the roles (uid 65532) still
 	// read the files a root operator renewed
 	t.Run("certificates checked and rotated in place", func(t *testing.T) { rotateCertificates(t, c) })
+	t.Run("kubesplit kubeconfig: the admin's, and a user's that RBAC knows by name and group", func(t *testing.T) {
+		userKubeconfig(t, c)
+	})
+	t.Run("kubesplit snapshot: saved, listed, restored by name and from a file", func(t *testing.T) {
+		snapshotRoundTrip(t, c, nodes)
+	})
 
 	// acknowledged writes before the restarts
 	const durable = 20

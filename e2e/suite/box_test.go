@@ -42,6 +42,7 @@ var boxScenarios = []struct {
 	{"bad-input", boxBadInput},
 	{"upgrade", boxUpgrade},
 	{"certificates", boxCertificates}, // before the power cut, which restarts every role on the renewed files
+	{"snapshot", boxSnapshot},
 	{"power-cut", boxPowerCut},
 }
 

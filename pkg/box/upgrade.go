@@ -8,9 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -87,7 +85,7 @@ func (b Box) Upgrade(ctx context.Context, u Upgrade) error {
 		return nil
 	}
 	if u.Role == roles.Datastore || u.Role == roles.APIServer {
-		file, err := b.snapshot(ctx, u.Role)
+		file, err := b.snapshotBefore(ctx, u.Role)
 		if err != nil {
 			return fmt.Errorf("datastore snapshot before the %s upgrade failed, nothing was changed: %w", u.Role, err)
 		}
@@ -289,47 +287,6 @@ func (b Box) waitHealthy(ctx context.Context, role string, timeout time.Duration
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
-}
-
-// snapshot saves the datastore's state with the running datastore image's
-// own tool, into the data directory's snapshots/; "" when the backend has
-// no snapshot (an external SQL server: back it up with its tools).
-func (b Box) snapshot(ctx context.Context, before string) (string, error) {
-	p, err := staticpod.Read(staticpod.File(b.Manifests, roles.Datastore))
-	if err != nil {
-		return "", err
-	}
-	args := p.Spec.Containers[0].Args
-	backend := "sqlite"
-	if i := slices.Index(args, "--backend"); i >= 0 && i+1 < len(args) {
-		backend = args[i+1]
-	}
-	if backend != "sqlite" && backend != "etcd" {
-		return "", nil
-	}
-	host, mount := hostDataDir(p)
-	if host == "" {
-		return "", errors.New("the datastore manifest mounts no data directory")
-	}
-	name := fmt.Sprintf("before-%s-%s.db", before, time.Now().UTC().Format("20060102T150405Z"))
-	if err := os.MkdirAll(filepath.Join(host, "snapshots"), 0o700); err != nil {
-		return "", err
-	}
-	if err := os.Chown(filepath.Join(host, "snapshots"), roles.UID, roles.UID); err != nil {
-		return "", err
-	}
-	image, err := Normalize(staticpod.Image(p))
-	if err != nil {
-		return "", err
-	}
-	id := "kubesplit-snapshot-" + strconv.FormatInt(time.Now().UnixNano(), 36)
-	if _, err := b.ctr(ctx, "run", "--rm", "--net-host", "--user", roles.User(),
-		"--mount", "type=bind,src="+host+",dst="+mount+",options=rbind:rw",
-		image, id, "/usr/local/bin/datastore", "snapshot", "save",
-		"--data-dir", mount, "--backend", backend, filepath.Join(mount, "snapshots", name)); err != nil {
-		return "", err
-	}
-	return filepath.Join(host, "snapshots", name), nil
 }
 
 // hostDataDir is the data directory's host path and mount path in a manifest.

@@ -73,6 +73,10 @@ func (d Dir) DatastoreData() string { return d.path("datastore") }
 func (d Dir) SQLiteFile() string    { return d.path("datastore", "state.db") }
 func (d Dir) EtcdData() string      { return d.path("datastore", "etcd") }
 
+// Snapshots holds the datastore snapshots that kubesplit snapshot save and a
+// box upgrade take, and that kubesplit snapshot restore finds by name.
+func (d Dir) Snapshots() string { return d.path("snapshots") }
+
 // NodeToken is the cluster's default join token (init --node-token); the
 // controllers keep its bootstrap-token Secret in the cluster.
 func (d Dir) NodeToken() string { return d.path("config", "node-token") }

@@ -196,6 +196,15 @@ func Park(path string) error {
 	return syncDir(filepath.Dir(path))
 }
 
+// Unpark puts a parked manifest back in place: the kubelet starts the role
+// again as it was.
+func Unpark(path string) error {
+	if err := os.Rename(parked(path), path); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
 // Commit moves the staged manifest into place (the kubelet starts it) and
 // drops the parked one.
 func Commit(path string) error {

@@ -42,6 +42,7 @@ func Render(defaultTag string) ([]byte, error) {
 		NodeCommand             string
 		RoleUser                string
 		DataDir                 string
+		LabelRole               string
 	}{
 		Tag: tag, APIPort: apiPortVar, GatewayIP: gatewayIPVar,
 		APIServerPort: roles.DefaultPorts().APIServer,
@@ -49,6 +50,7 @@ func Render(defaultTag string) ([]byte, error) {
 		NodeCommand:   flow(append(w.NodeArgs("/var/lib/kubesplit-join/node-token"), "--node-name-from-dns"), 6),
 		RoleUser:      roles.User(),
 		DataDir:       roles.DataDir,
+		LabelRole:     roles.LabelRole,
 	}
 	var b bytes.Buffer
 	if err := file.Execute(&b, data); err != nil {
@@ -161,6 +163,7 @@ services:
     user: "0:0"
     restart: "no"
     hostname: kubesplit-init   # init puts its host name in the certificates; keep it stable
+    labels: {{"{"}}{{.LabelRole}}: init}
     network_mode: none
     volumes:
       - data:{{.DataDir}}
@@ -173,6 +176,7 @@ services:
   {{.Name}}:
     <<: *role
     image: {{.Repository}}:{{.Tag}}
+    labels: {{"{"}}{{$.LabelRole}}: {{.Name}}}
 {{- if eq .Name "scheduler"}}
     # started after, and so stopped before, the apiserver: on ` + "`make down`" + `
     # the scheduler and controllers hand their leader leases back while the
@@ -204,6 +208,7 @@ services:
 {{end}}
   node:
     image: kubesplit/node:{{.Tag}}
+    labels: {{"{"}}{{.LabelRole}}: node}
     restart: unless-stopped
     privileged: true
     init: true

@@ -22,7 +22,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetArgs(args)
-	root.AddCommand(initCommand(), runCommand(), tokenCommand(), upgradeCommand(), statusCommand(), certsCommand(), versionCommand())
+	root.AddCommand(initCommand(), runCommand(), tokenCommand(), upgradeCommand(), statusCommand(), certsCommand(), kubeconfigCommand(), snapshotCommand(), imageCommand(), versionCommand())
 	if err := root.Execute(); err != nil {
 		var ee exitError
 		if errors.As(err, &ee) {

@@ -5,6 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/kubesplit/kubesplit/pkg/config"
@@ -13,13 +17,17 @@ import (
 	"github.com/kubesplit/kubesplit/services/datastore/internal/snapshot"
 )
 
-const snapshotSummary = `datastore snapshot save|restore FILE
+const snapshotSummary = `datastore snapshot save [FILE] | list | restore NAME|FILE
 
   save:    copy the state to FILE (sqlite: works while the datastore runs;
-           etcd: streamed from the running member at --endpoint)
-  restore: replace the state with FILE; the datastore must be stopped, the
-           current state is moved into a backup- folder, and the apiserver
-           should be restarted afterwards`
+           etcd: streamed from the running member at --endpoint); without
+           FILE, or with a bare name, into the data directory's snapshots/
+  list:    the snapshots in the data directory's snapshots/
+  restore: replace the state with a snapshot (a name from list, or a path);
+           the datastore must be stopped, the current state is moved into a
+           backup- folder, revisions move past the snapshot's and older ones
+           read as compacted (watchers list again); restart the apiserver
+           once the datastore is back up`
 
 func snapshotMain(args []string, stdout, stderr io.Writer) int {
 	if err := snapshotCmd(args, stdout); err != nil {
@@ -33,12 +41,12 @@ func snapshotMain(args []string, stdout, stderr io.Writer) int {
 }
 
 func snapshotCmd(args []string, stdout io.Writer) error {
-	if len(args) == 0 || (args[0] != "save" && args[0] != "restore") {
+	if len(args) == 0 || (args[0] != "save" && args[0] != "restore" && args[0] != "list") {
 		if len(args) > 0 && (args[0] == "--help" || args[0] == "-h") {
 			fmt.Fprintln(stdout, snapshotSummary)
 			return config.ErrHelp
 		}
-		return errors.New("expected 'snapshot save FILE' or 'snapshot restore FILE'")
+		return errors.New("expected 'snapshot save [FILE]', 'snapshot list' or 'snapshot restore NAME|FILE'")
 	}
 	verb := args[0]
 	fs := config.NewFlagSet("datastore snapshot " + verb)
@@ -54,10 +62,19 @@ func snapshotCmd(args []string, stdout io.Writer) error {
 		}
 		return fmt.Errorf("%v; run 'datastore snapshot %s --help'", err, verb)
 	}
-	if fs.NArg() != 1 {
-		return fmt.Errorf("expected one FILE argument, got %d", fs.NArg())
+	if err := config.CheckDataDir(*dataDir, true); err != nil {
+		return err
 	}
-	file := fs.Arg(0)
+	d := layout.Dir(*dataDir)
+	switch {
+	case verb == "list" && fs.NArg() != 0:
+		return fmt.Errorf("list takes no argument, got %d", fs.NArg())
+	case verb == "save" && fs.NArg() > 1, verb == "restore" && fs.NArg() != 1:
+		return fmt.Errorf("expected one %s argument, got %d", map[string]string{"save": "FILE", "restore": "NAME or FILE"}[verb], fs.NArg())
+	}
+	if verb == "list" {
+		return listSnapshots(d, stdout)
+	}
 	kind, err := backend.ParseBackend(*backendFlag)
 	if err != nil {
 		return err
@@ -65,13 +82,13 @@ func snapshotCmd(args []string, stdout io.Writer) error {
 	if kind != backend.SQLite && kind != backend.Etcd {
 		return fmt.Errorf("snapshots cover sqlite and etcd; back up %s with its own tools", kind)
 	}
-	if err := config.CheckDataDir(*dataDir, true); err != nil {
-		return err
-	}
-	d := layout.Dir(*dataDir)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	if verb == "save" {
+		file, err := saveTarget(d, fs.Arg(0))
+		if err != nil {
+			return err
+		}
 		if kind == backend.SQLite {
 			err = snapshot.SaveSQLite(ctx, d, file)
 		} else {
@@ -82,6 +99,10 @@ func snapshotCmd(args []string, stdout io.Writer) error {
 		}
 		fmt.Fprintf(stdout, "snapshot saved to %s\n", file)
 		return nil
+	}
+	file, err := restoreSource(d, fs.Arg(0))
+	if err != nil {
+		return err
 	}
 	lock, err := lockDataDir(d.DatastoreData())
 	if err != nil {
@@ -103,4 +124,47 @@ func snapshotCmd(args []string, stdout io.Writer) error {
 	}
 	fmt.Fprintln(stdout, "\nrestart the apiserver once the datastore is back up")
 	return nil
+}
+
+// saveTarget is where save writes: FILE as given when it is a path, a bare
+// name inside snapshots/, and a dated name there without one.
+func saveTarget(d layout.Dir, arg string) (string, error) {
+	if arg == "" {
+		arg = "snapshot-" + time.Now().UTC().Format("20060102T150405Z") + ".db"
+	}
+	if strings.ContainsRune(arg, filepath.Separator) {
+		return arg, nil
+	}
+	if err := os.MkdirAll(d.Snapshots(), 0o700); err != nil {
+		return "", err
+	}
+	return filepath.Join(d.Snapshots(), arg), nil
+}
+
+// restoreSource finds a snapshot by path, or by name in snapshots/.
+func restoreSource(d layout.Dir, arg string) (string, error) {
+	if strings.ContainsRune(arg, filepath.Separator) {
+		return arg, nil
+	}
+	in := filepath.Join(d.Snapshots(), arg)
+	if _, err := os.Stat(in); err == nil {
+		return in, nil
+	}
+	if _, err := os.Stat(arg); err == nil {
+		return arg, nil
+	}
+	return "", fmt.Errorf("no snapshot named %q in %s (see 'datastore snapshot list')", arg, d.Snapshots())
+}
+
+func listSnapshots(d layout.Dir, stdout io.Writer) error {
+	list, err := snapshot.List(d)
+	if err != nil {
+		return err
+	}
+	w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "NAME\tSIZE\tCREATED")
+	for _, s := range list {
+		fmt.Fprintf(w, "%s\t%d\t%s\n", s.Name, s.Size, s.ModTime.UTC().Format(time.RFC3339))
+	}
+	return w.Flush()
 }

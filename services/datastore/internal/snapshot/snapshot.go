@@ -11,6 +11,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
+	"strings"
 	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
@@ -64,14 +66,118 @@ func RestoreSQLite(ctx context.Context, d layout.Dir, in string) (backup string,
 		return "", err
 	}
 	dst := d.SQLiteFile()
+	// The copy is bumped before it takes the live file's place, so a failure
+	// leaves the current state where it was.
+	staged := dst + ".restore"
+	os.Remove(staged)
+	if err := copyFile(in, staged); err != nil {
+		return "", err
+	}
+	defer os.Remove(staged)
+	// past the revisions of the state being replaced too: after restoring
+	// the same snapshot twice, clients have seen revisions past the bump
+	live, err := sqliteRevision(ctx, dst)
+	if err != nil {
+		return "", fmt.Errorf("reading the current state's revision: %w", err)
+	}
+	if err := bumpSQLite(ctx, staged, live, revisionBump); err != nil {
+		return "", fmt.Errorf("preparing %s: %w", in, err)
+	}
 	backup, err = moveAside(dst, dst+"-wal", dst+"-shm")
 	if err != nil {
 		return "", err
 	}
-	if err := copyFile(in, dst); err != nil {
+	if err := os.Rename(staged, dst); err != nil {
 		return backup, err
 	}
 	return backup, nil
+}
+
+// revisionBump is how far a restore moves the revision past the snapshot's:
+// further than any cluster writes between a snapshot and its restore.
+const revisionBump = 1_000_000
+
+// bumpSQLite does to a kine database what etcd's restore does with
+// RevisionBump and MarkCompacted: the revision moves bump past the
+// snapshot's last one and past live (the replaced state's), and everything
+// before it is marked compacted. Without
+// it, a client that watched the cluster after the snapshot was taken (a
+// kubelet, a controller) resumes its watch at a revision the restored store
+// reaches only later, and misses every change until then; with it, the store
+// answers "compacted" and the client lists again.
+func bumpSQLite(ctx context.Context, path string, live, bump int64) error {
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(30000)")
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback() //nolint:errcheck // after Commit: nothing to undo
+	var last int64
+	if err := tx.QueryRowContext(ctx, "SELECT COALESCE(MAX(id), 0) FROM kine").Scan(&last); err != nil {
+		return err
+	}
+	rev := max(last, live) + bump
+	// kine keeps the compacted revision in prev_revision of its one
+	// compact_rev_key row; the row's own id becomes the new current revision.
+	if _, err := tx.ExecContext(ctx, "DELETE FROM kine WHERE name = 'compact_rev_key'"); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO kine(id, name, created, deleted, create_revision, prev_revision, lease, value, old_value)
+		VALUES (?, 'compact_rev_key', 1, 0, 0, ?, 0, '', '')`, rev, rev); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// sqliteRevision is the current revision of a kine database: its highest
+// row id (0 when there is no file).
+func sqliteRevision(ctx context.Context, path string) (int64, error) {
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(30000)")
+	if err != nil {
+		return 0, err
+	}
+	defer db.Close()
+	var rev int64
+	err = db.QueryRowContext(ctx, "SELECT COALESCE(MAX(id), 0) FROM kine").Scan(&rev)
+	return rev, err
+}
+
+// Snapshot is one saved file of a data directory's snapshots/.
+type Snapshot struct {
+	Name    string
+	Size    int64
+	ModTime time.Time
+}
+
+// List returns the snapshots in a data directory's snapshots/, oldest first.
+func List(d layout.Dir) ([]Snapshot, error) {
+	entries, err := os.ReadDir(d.Snapshots())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []Snapshot
+	for _, e := range entries {
+		if !e.Type().IsRegular() || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		info, err := e.Info()
+		if err != nil {
+			continue
+		}
+		out = append(out, Snapshot{Name: e.Name(), Size: info.Size(), ModTime: info.ModTime()})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ModTime.Before(out[j].ModTime) })
+	return out, nil
 }
 
 // SaveEtcd streams a snapshot from a running etcd member.
@@ -99,18 +205,28 @@ type EtcdMember struct {
 // one-member cluster. Revisions are bumped and marked compacted so clients
 // with a watch cache never see time go backwards.
 func RestoreEtcd(d layout.Dir, in string, m EtcdMember) (backup string, err error) {
+	// past the revisions of the state being replaced too (see RestoreSQLite)
+	tool := snapshot.NewV3(zap.NewNop())
+	bump := int64(revisionBump)
+	snap, err := tool.Status(in)
+	if err != nil {
+		return "", fmt.Errorf("%s is not an etcd snapshot: %w", in, err)
+	}
+	if live, err := tool.Status(filepath.Join(d.EtcdData(), "member", "snap", "db")); err == nil && live.Revision > snap.Revision {
+		bump += live.Revision - snap.Revision
+	}
 	backup, err = moveAside(d.EtcdData())
 	if err != nil {
 		return "", err
 	}
-	err = snapshot.NewV3(zap.NewNop()).Restore(snapshot.RestoreConfig{
+	err = tool.Restore(snapshot.RestoreConfig{
 		SnapshotPath:        in,
 		Name:                m.Name,
 		OutputDataDir:       d.EtcdData(),
 		PeerURLs:            []string{m.PeerURL},
 		InitialCluster:      m.Name + "=" + m.PeerURL,
 		InitialClusterToken: "kubesplit",
-		RevisionBump:        1_000_000,
+		RevisionBump:        uint64(bump),
 		MarkCompacted:       true,
 	})
 	if err != nil {
@@ -119,26 +235,43 @@ func RestoreEtcd(d layout.Dir, in string, m EtcdMember) (backup string, err erro
 	return backup, nil
 }
 
-// moveAside moves the existing paths into a new backup folder beside the first.
+// moveAside moves the existing paths into a new backup folder beside the
+// first (a new one each time: two restores within a second keep both).
 func moveAside(paths ...string) (string, error) {
-	backup := filepath.Join(filepath.Dir(paths[0]), "backup-"+time.Now().UTC().Format("20060102T150405Z"))
-	moved := false
+	backup := ""
 	for _, p := range paths {
 		if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
 			continue
 		}
-		if err := os.MkdirAll(backup, 0o700); err != nil {
-			return "", err
+		if backup == "" {
+			var err error
+			if backup, err = newBackupDir(filepath.Dir(paths[0])); err != nil {
+				return "", err
+			}
 		}
 		if err := os.Rename(p, filepath.Join(backup, filepath.Base(p))); err != nil {
 			return "", fmt.Errorf("moving %s aside: %w", p, err)
 		}
-		moved = true
-	}
-	if !moved {
-		return "", nil
 	}
 	return backup, nil
+}
+
+// newBackupDir makes backup-TIME in dir, or backup-TIME-N when that exists.
+func newBackupDir(dir string) (string, error) {
+	base := filepath.Join(dir, "backup-"+time.Now().UTC().Format("20060102T150405Z"))
+	for i := 1; ; i++ {
+		name := base
+		if i > 1 {
+			name = fmt.Sprintf("%s-%d", base, i)
+		}
+		err := os.Mkdir(name, 0o700)
+		if err == nil {
+			return name, nil
+		}
+		if !errors.Is(err, os.ErrExist) || i > 1000 {
+			return "", err
+		}
+	}
 }
 
 func copyFile(src, dst string) error {
