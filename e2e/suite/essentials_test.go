@@ -32,6 +32,7 @@ var essentials = []struct {
 	{"tunnel-isolation", tunnelIsolation},
 	{"metrics-server", metricsServer},
 	{"servicelb", serviceLB},
+	{"helm-charts", helmCharts},
 	{"local-storage", localStorage}, // restarts a node: keep it late
 	{"disable", disabledAddons},     // removes the addons: always last
 }

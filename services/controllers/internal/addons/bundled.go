@@ -13,6 +13,7 @@ import (
 	"text/template"
 
 	"github.com/kubesplit/kubesplit/pkg/pki"
+	"github.com/kubesplit/kubesplit/services/controllers/internal/helmchart"
 	"github.com/kubesplit/kubesplit/services/controllers/internal/servicelb"
 )
 
@@ -67,7 +68,7 @@ func Bundled() []string {
 
 // Controllers names the bundled addons that are controllers of this
 // service rather than manifest files; --disable takes their names too.
-func Controllers() []string { return []string{servicelb.Name} }
+func Controllers() []string { return []string{servicelb.Name, helmchart.Name} }
 
 // Known is every name --disable takes.
 func Known() []string { return append(Bundled(), Controllers()...) }

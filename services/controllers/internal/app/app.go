@@ -23,6 +23,7 @@ import (
 	"github.com/kubesplit/kubesplit/pkg/logging"
 	"github.com/kubesplit/kubesplit/pkg/version"
 	"github.com/kubesplit/kubesplit/services/controllers/internal/addons"
+	"github.com/kubesplit/kubesplit/services/controllers/internal/helmchart"
 	"github.com/kubesplit/kubesplit/services/controllers/internal/servicelb"
 )
 
@@ -147,6 +148,13 @@ func Main(args []string, stdout, stderr io.Writer) int {
 			Disabled: slices.Contains(disabled, servicelb.Name)}
 		if err := servicelb.Run(context.Background(), o, log.With("part", "servicelb")); err != nil {
 			log.Error("servicelb stopped", "err", err)
+		}
+	}()
+	go func() {
+		o := helmchart.Options{Kubeconfig: d.Kubeconfig(layout.Addons), ManifestsDir: manifestsDir, Lease: lease,
+			Disabled: slices.Contains(disabled, helmchart.Name)}
+		if err := helmchart.Run(context.Background(), o, log.With("part", "helm-controller")); err != nil {
+			log.Error("helm controller stopped", "err", err)
 		}
 	}()
 	if err := c.StartHealthRelay(); err != nil {

@@ -5,22 +5,19 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/clientcmd"
-	"k8s.io/client-go/tools/leaderelection"
-	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/client-go/tools/record"
 
 	"github.com/kubesplit/kubesplit/pkg/component"
+	"github.com/kubesplit/kubesplit/services/controllers/internal/leading"
 )
 
 // Options configure ServiceLB.
@@ -65,34 +62,15 @@ func Run(ctx context.Context, o Options, log *slog.Logger) error {
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
 	defer broadcaster.Shutdown()
 	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "kubesplit-servicelb"})
-	host, _ := os.Hostname()
-	identity := host + "_" + rand.String(8)
-	lock := &resourcelock.LeaseLock{LeaseMeta: metav1.ObjectMeta{Namespace: Namespace, Name: LeaseName},
-		Client: client.CoordinationV1(), LockConfig: resourcelock.ResourceLockConfig{Identity: identity}}
-	for ctx.Err() == nil {
-		le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
-			Lock: lock, Name: LeaseName, ReleaseOnCancel: true,
-			LeaseDuration: o.Lease.Duration, RenewDeadline: o.Lease.RenewDeadline, RetryPeriod: o.Lease.RetryPeriod,
-			Callbacks: leaderelection.LeaderCallbacks{
-				OnStartedLeading: func(ctx context.Context) {
-					log.Info("leading", "lease", Namespace+"/"+LeaseName, "identity", identity)
-					c, err := New(client, o.Image, recorder, log)
-					if err == nil {
-						err = c.Run(ctx, 2)
-					}
-					if err != nil && !errors.Is(err, context.Canceled) {
-						log.Error("ServiceLB stopped", "err", err)
-					}
-				},
-				OnStoppedLeading: func() { log.Info("not leading", "lease", Namespace+"/"+LeaseName) },
-			},
-		})
-		if err != nil {
-			return fmt.Errorf("leader election: %w", err)
+	return leading.Run(ctx, client, Namespace, LeaseName, o.Lease, log, func(ctx context.Context) {
+		c, err := New(client, o.Image, recorder, log)
+		if err == nil {
+			err = c.Run(ctx, 2)
 		}
-		le.Run(ctx)
-	}
-	return nil
+		if err != nil && !errors.Is(err, context.Canceled) {
+			log.Error("ServiceLB stopped", "err", err)
+		}
+	})
 }
 
 // Cleanup removes every forwarder DaemonSet and, from each Service that
