@@ -158,7 +158,8 @@ func (b Box) Restore(ctx context.Context, name string, out io.Writer, timeout ti
 	if err != nil {
 		return fmt.Errorf("restore failed, the box starts again on its previous state: %w", err)
 	}
-	fmt.Fprint(out, res)
+	// the tool's own line (its advice to restart the apiserver is done here)
+	fmt.Fprintln(out, strings.SplitN(strings.TrimSpace(res), "\n", 2)[0])
 	for _, path := range slices.Backward(parked) {
 		if err := staticpod.Unpark(path); err != nil {
 			return err

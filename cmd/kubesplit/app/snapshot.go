@@ -295,7 +295,8 @@ func (d datastoreContainer) restore(ctx context.Context, out io.Writer, name str
 	if err != nil {
 		return fmt.Errorf("restore failed, the cluster runs on its previous state: %w", err)
 	}
-	fmt.Fprint(out, res)
+	// the tool's own line (its advice to restart the apiserver is done here)
+	fmt.Fprintln(out, strings.SplitN(strings.TrimSpace(res), "\n", 2)[0])
 	return serr
 }
 

@@ -264,9 +264,17 @@ func (c *controller) sync(ctx context.Context, key string) error {
 		return nil
 	}
 	start := time.Now()
-	out, err := c.r.apply(ctx, name, &hc, src, vals)
+	out, err := c.r.apply(ctx, name, &hc, src, vals, h)
 	if err != nil {
 		return c.failed(ctx, u, &hc, "ApplyFailed", "helm: "+err.Error(), vals)
+	}
+	if out.action == "" { // the release is already as asked (a stale cache, a restart)
+		hc.Status.Revision, hc.Status.AppliedHash = out.revision, h
+		reason, msg := "Deployed", fmt.Sprintf("release %s/%s revision %d", targetNamespace(&hc), name, out.revision)
+		if ready := meta.FindStatusCondition(hc.Status.Conditions, ConditionReady); ready != nil && ready.Status == metav1.ConditionTrue {
+			reason, msg = ready.Reason, ready.Message
+		}
+		return c.setStatus(ctx, u, &hc, metav1.Condition{Type: ConditionReady, Status: metav1.ConditionTrue, Reason: reason, Message: msg})
 	}
 	msg := fmt.Sprintf("release %s/%s revision %d (%s)", targetNamespace(&hc), name, out.revision, time.Since(start).Round(10*time.Millisecond))
 	c.recorder.Event(u, corev1.EventTypeNormal, out.action, msg)

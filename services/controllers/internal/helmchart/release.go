@@ -185,13 +185,18 @@ func mergeMaps(a, b map[string]any) map[string]any {
 
 // outcome is what an apply did.
 type outcome struct {
-	action   string // Installed, Upgraded, Reinstalled
+	action   string // Installed, Upgraded, Reinstalled; "" when the release was already as asked
 	revision int
 }
 
+// hashLabel, on a release's records, is the hash of what it was applied
+// from: the release itself says whether it is up to date, so a restart or a
+// sync that reads a stale cache does not apply (and add a revision) again.
+const hashLabel = "kubesplit.io/applied-hash"
+
 // apply installs the release, or upgrades it; a failed release is
 // uninstalled first unless the policy is abort.
-func (r releaser) apply(ctx context.Context, name string, hc *HelmChart, src source, vals map[string]any) (outcome, error) {
+func (r releaser) apply(ctx context.Context, name string, hc *HelmChart, src source, vals map[string]any, h string) (outcome, error) {
 	ns := targetNamespace(hc)
 	cfg, err := r.config(ns)
 	if err != nil {
@@ -211,6 +216,9 @@ func (r releaser) apply(ctx context.Context, name string, hc *HelmChart, src sou
 		acc, err := release.NewAccessor(last)
 		if err != nil {
 			return outcome{}, err
+		}
+		if acc.Status() == "deployed" && acc.Labels()[hashLabel] == h {
+			return outcome{revision: acc.Version()}, nil
 		}
 		if st := acc.Status(); st == "failed" || strings.HasPrefix(st, "pending-") || st == "uninstalling" {
 			if hc.Spec.FailurePolicy == "abort" {
@@ -235,6 +243,7 @@ func (r releaser) apply(ctx context.Context, name string, hc *HelmChart, src sou
 		in.CreateNamespace = hc.Spec.CreateNamespace
 		in.Timeout = timeout
 		in.WaitStrategy = kube.HookOnlyStrategy
+		in.Labels = map[string]string{hashLabel: h}
 		rel, err = in.RunWithContext(ctx, src.chart, vals)
 		if verb != "Reinstalled" {
 			verb = "Installed"
@@ -245,6 +254,7 @@ func (r releaser) apply(ctx context.Context, name string, hc *HelmChart, src sou
 		up.Timeout = timeout
 		up.WaitStrategy = kube.HookOnlyStrategy
 		up.MaxHistory = 10 // each revision is a Secret: keep the history bounded
+		up.Labels = map[string]string{hashLabel: h}
 		rel, err = up.RunWithContext(ctx, name, src.chart, vals)
 	}
 	if err != nil {
