@@ -13,16 +13,10 @@ import (
 
 // Main runs the command line and returns the exit code.
 func Main(args []string, stdout, stderr io.Writer) int {
-	root := &cobra.Command{
-		Use:           "kubesplit",
-		Short:         "kubesplit: Kubernetes with one slim program per control-plane role",
-		SilenceUsage:  true,
-		SilenceErrors: true,
-	}
+	root := newRoot()
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetArgs(args)
-	root.AddCommand(initCommand(), runCommand(), tokenCommand(), upgradeCommand(), statusCommand(), certsCommand(), kubeconfigCommand(), snapshotCommand(), imageCommand(), versionCommand())
 	if err := root.Execute(); err != nil {
 		var ee exitError
 		if errors.As(err, &ee) {
@@ -32,6 +26,24 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// newRoot is the command tree; the completion command (bash, zsh, fish,
+// powershell) comes with cobra.
+func newRoot() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "kubesplit",
+		Short: "kubesplit: Kubernetes with one slim program per control-plane role",
+		Long: `kubesplit: Kubernetes with one slim program per control-plane role.
+
+Exit codes: 0 done; 1 an error (one line naming the problem and its fix);
+3 'certs check' found a certificate due or expired.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(initCommand(), runCommand(), tokenCommand(), upgradeCommand(), statusCommand(), certsCommand(),
+		kubeconfigCommand(), snapshotCommand(), imageCommand(), versionCommand())
+	return root
 }
 
 // exitError ends the program with a code after the message was already printed.

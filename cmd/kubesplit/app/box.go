@@ -49,6 +49,8 @@ beside the manifest directory), then waits for the role's own health on the box
 (not the API, which is down while the apiserver changes). If the role is not
 healthy within --timeout, the previous manifest is put back. Workloads and the
 other roles are not touched.`,
+		Example: `  kubesplit upgrade scheduler --image kubesplit/scheduler:v0.2.0
+  kubesplit upgrade apiserver --image kubesplit/apiserver:v0.2.0 --dry-run`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if u.Image == "" {
@@ -88,6 +90,8 @@ func statusCommand() *cobra.Command {
 the apiserver and the leader leases elsewhere). Without it, on a control-plane box,
 it asks the box itself: manifests, images, each role's local health, and the
 restarts from the API when it answers.`,
+		Example: `  kubesplit status                                 # on a box
+  kubesplit status --kubeconfig admin.kubeconfig`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)

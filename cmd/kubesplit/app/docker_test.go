@@ -3,6 +3,8 @@ package app
 import (
 	"strings"
 	"testing"
+
+	"github.com/spf13/cobra"
 )
 
 // Two clusters as `docker inspect` shows them: a compose project (named by
@@ -107,4 +109,21 @@ func TestSnapshotName(t *testing.T) {
 	if !listed("NAME  SIZE  CREATED\nbefore.db  10  x\n", "before.db") || listed("NAME\nbefore.db.old 1 x\n", "before.db") {
 		t.Error("listed() reads the list wrong")
 	}
+}
+
+// TestEveryCommandHasExamples: --help of every command that does something
+// shows how to call it.
+func TestEveryCommandHasExamples(t *testing.T) {
+	root := newRoot()
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		if c.Runnable() && c.Name() != "help" && c.Name() != "version" && c.Parent() != nil && c.Parent().Name() != "completion" &&
+			c.Example == "" && c.Parent().Example == "" {
+			t.Errorf("kubesplit %s has no examples in its --help", c.CommandPath())
+		}
+		for _, s := range c.Commands() {
+			walk(s)
+		}
+	}
+	walk(root)
 }

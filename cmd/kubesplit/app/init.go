@@ -24,6 +24,9 @@ pair, the encryption-at-rest key, a client certificate and kubeconfig per role a
 an admin kubeconfig. Run again, it keeps every file that exists after checking it,
 renewing leaf certificates with less than --cert-renew-before left; a corrupt or
 mismatched file is reported and left alone.`,
+		Example: `  kubesplit init                                   # ./.kubesplit, for kubesplit run
+  kubesplit init --data-dir /var/lib/kubesplit --owner 65532:65532 --server https://10.0.0.5:6443
+  kubesplit init --data-dir /tmp/k --cert-renew-before 720h`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			uid, gid, err := parseOwner(owner)

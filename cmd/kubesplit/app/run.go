@@ -23,7 +23,10 @@ func runCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Start the five roles as separate processes on this host (a dev cluster)",
-		Args:  cobra.NoArgs,
+		Example: `  kubesplit run                                    # make run: sqlite, bin/ beside this program
+  kubesplit run --datastore etcd --data-dir /tmp/k
+  kubesplit run --datastore 'postgres://user:pw@127.0.0.1:5432/k8s'`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if binDir == "" {
 				exe, err := os.Executable()

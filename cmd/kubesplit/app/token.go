@@ -21,6 +21,9 @@ func tokenCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "token",
 		Short: "Create, list and revoke the tokens nodes join with",
+		Example: `  kubesplit token create --ttl 24h --description rack-3
+  kubesplit token list
+  kubesplit token revoke abcdef`,
 	}
 	cmd.PersistentFlags().StringVar(&kubeconfig, "kubeconfig", layout.Dir(".kubesplit").Kubeconfig(layout.Admin), "admin kubeconfig")
 

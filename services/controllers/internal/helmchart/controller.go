@@ -25,6 +25,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/kubesplit/kubesplit/pkg/component"
@@ -303,9 +304,22 @@ func (c *controller) setStatus(ctx context.Context, u *unstructured.Unstructured
 	if err != nil {
 		return err
 	}
+	res := c.dyn.Resource(ChartGVR).Namespace(hc.Namespace)
 	u = u.DeepCopy()
-	u.Object["status"] = st
-	_, err = c.dyn.Resource(ChartGVR).Namespace(hc.Namespace).UpdateStatus(ctx, u, metav1.UpdateOptions{})
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		u.Object["status"] = st
+		_, err := res.UpdateStatus(ctx, u, metav1.UpdateOptions{})
+		if apierrors.IsConflict(err) {
+			// the object changed meanwhile (a finalizer, a spec edit, which
+			// queues another sync): the status is still this sync's
+			latest, gerr := res.Get(ctx, hc.Name, metav1.GetOptions{})
+			if gerr != nil {
+				return gerr
+			}
+			u = latest
+		}
+		return err
+	})
 	return ignoreNotFound(err)
 }
 
