@@ -2,6 +2,7 @@ package suite
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"strings"
 	"testing"
@@ -9,6 +10,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/dynamic"
@@ -20,7 +22,8 @@ import (
 // bundled addon and ServiceLB remove what each had deployed: no object
 // labelled with the addon's name is left, the metrics APIService and the
 // default StorageClass are gone, and a LoadBalancer Service loses its
-// forwarders and its status. It runs last: the cluster keeps no addons.
+// forwarders and its status; with the HelmChart controller off, a new
+// HelmChart is left alone. It runs last: the cluster keeps no addons.
 func disabledAddons(t *testing.T, c *testcluster.Cluster) {
 	ctx := context.Background()
 	cs := c.Client()
@@ -54,7 +57,7 @@ func disabledAddons(t *testing.T, c *testcluster.Cluster) {
 
 	addons := []string{"coredns", "metrics-server", "local-storage"}
 	if err := c.UpgradeRole(ctx, testcluster.Controllers, "kubesplit/controllers:"+tag(),
-		"--disable", strings.Join(append(addons, "servicelb"), ",")); err != nil {
+		"--disable", strings.Join(append(addons, "servicelb", "helm-controller"), ",")); err != nil {
 		t.Fatal(err)
 	}
 	labelled := []schema.GroupVersionResource{
@@ -91,6 +94,25 @@ func disabledAddons(t *testing.T, c *testcluster.Cluster) {
 			_, err := dyn.Resource(gone.gvr).Namespace(namespaceOf(gone.gvr)).Get(ctx, gone.name, metav1.GetOptions{})
 			return err != nil && strings.Contains(err.Error(), "not found"), err
 		})
+	}
+	// the HelmChart controller is off: a HelmChart created now gets no
+	// finalizer, no status and no release
+	charts := dyn.Resource(helmChartGVR).Namespace("default")
+	idle := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "helm.cattle.io/v1", "kind": "HelmChart",
+		"metadata": map[string]any{"name": "while-disabled", "namespace": "default"},
+		"spec": map[string]any{"chartContent": base64.StdEncoding.EncodeToString(chartArchive(t, "while-disabled", greetingTemplate))},
+	}}
+	if _, err := charts.Create(ctx, idle, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = charts.Delete(ctx, "while-disabled", metav1.DeleteOptions{}) }()
+	time.Sleep(5 * time.Second) // an enabled controller installs in about a second
+	if got, err := charts.Get(ctx, "while-disabled", metav1.GetOptions{}); err != nil || got.Object["status"] != nil || len(got.GetFinalizers()) > 0 {
+		t.Errorf("with --disable helm-controller a HelmChart was acted on: %v %v", got, err)
+	}
+	if _, err := cs.CoreV1().ConfigMaps("default").Get(ctx, "while-disabled-data", metav1.GetOptions{}); err == nil {
+		t.Error("with --disable helm-controller a chart was installed")
 	}
 	waitFor(t, "ServiceLB's forwarders and status removed", time.Minute, func(ctx context.Context) (bool, error) {
 		n, err := forwarders(ctx)
