@@ -101,7 +101,7 @@ func disabledAddons(t *testing.T, c *testcluster.Cluster) {
 	idle := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "helm.cattle.io/v1", "kind": "HelmChart",
 		"metadata": map[string]any{"name": "while-disabled", "namespace": "default"},
-		"spec": map[string]any{"chartContent": base64.StdEncoding.EncodeToString(chartArchive(t, "while-disabled", greetingTemplate))},
+		"spec":     map[string]any{"chartContent": base64.StdEncoding.EncodeToString(chartArchive(t, "while-disabled", greetingTemplate))},
 	}}
 	if _, err := charts.Create(ctx, idle, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
