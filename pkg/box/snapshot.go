@@ -111,6 +111,16 @@ func (b Box) SnapshotDir() (string, error) {
 	return layout.Dir(t.host).Snapshots(), nil
 }
 
+// ListSnapshots is the datastore tool's own list of the box's snapshots
+// (one format on every wiring).
+func (b Box) ListSnapshots(ctx context.Context) (string, error) {
+	t, err := b.datastoreTool()
+	if err != nil {
+		return "", err
+	}
+	return b.runTool(ctx, t, "list", "--data-dir", t.mount)
+}
+
 // Restore replaces the box's state with a snapshot (a name in snapshots/):
 // it stops the apiserver and the datastore (their manifests parked, as an
 // upgrade does), restores with the datastore's image, and starts both

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -345,28 +344,7 @@ func (l localBox) save(ctx context.Context, name string) error {
 	return err
 }
 
-func (l localBox) list(context.Context) (string, error) {
-	dir, err := l.b.SnapshotDir()
-	if err != nil {
-		return "", err
-	}
-	entries, err := os.ReadDir(dir)
-	if err != nil && !os.IsNotExist(err) {
-		return "", err
-	}
-	var b strings.Builder
-	w := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "NAME\tSIZE\tCREATED")
-	for _, e := range entries {
-		info, err := e.Info()
-		if err != nil || !info.Mode().IsRegular() || strings.HasPrefix(e.Name(), ".") {
-			continue
-		}
-		fmt.Fprintf(w, "%s\t%d\t%s\n", e.Name(), info.Size(), info.ModTime().UTC().Format(time.RFC3339))
-	}
-	w.Flush()
-	return b.String(), nil
-}
+func (l localBox) list(ctx context.Context) (string, error) { return l.b.ListSnapshots(ctx) }
 
 func (l localBox) restore(ctx context.Context, out io.Writer, name string) error {
 	return l.b.Restore(ctx, name, out, 3*time.Minute)
