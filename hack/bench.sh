@@ -3,7 +3,8 @@
 # then the node benchmarks (pod startup, agent RSS, exec via tunnel vs direct, reconnect),
 # then the compose cluster (make up to first pod and DNS, idle memory, image sizes),
 # then testcluster.Run to a ready cluster beside compose (median of 5),
-# then the control-plane box beside a container per role.
+# then the control-plane box beside a container per role,
+# then the addons: a HelmChart beside the helm CLI, Traefik's memory and latency.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export KUBESPLIT_BIN_DIR=$PWD/bin
@@ -17,3 +18,6 @@ go run ./e2e/cmd/composebench -out results
 (cd e2e/suite && GOWORK=off go run ./cmd/runbench -out ../../results -root ../..)
 # the control-plane box (static pods) beside a container per role: start, idle memory, kubesplit upgrade
 (cd e2e/suite && GOWORK=off go run ./cmd/boxbench -out ../../results)
+# the helm CLI (the same Helm module as the HelmChart controller) for the addons' baseline
+go build -C services/controllers -trimpath -ldflags "-s -w" -o "$PWD/bin/helm" helm.sh/helm/v4/cmd/helm
+(cd e2e/suite && GOWORK=off go run ./cmd/addonbench -out ../../results -helm ../../bin/helm)

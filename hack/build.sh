@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-bin}
 host=$(go env GOHOSTOS)/$(go env GOHOSTARCH)
 PLATFORMS=${PLATFORMS:-$host}
-all_images="datastore apiserver scheduler controllers tunnel-gateway kubesplit coredns metrics-server local-path-provisioner local-path-helper servicelb pause testapp node"
+all_images="datastore apiserver scheduler controllers tunnel-gateway kubesplit coredns metrics-server local-path-provisioner local-path-helper servicelb traefik pause testapp node"
 for i in ${IMAGES:-}; do
   [[ " $all_images " == *" $i "* ]] || { echo "build: unknown image $i (one of: $all_images)" >&2; exit 1; }
 done
@@ -115,6 +115,15 @@ for platform in $PLATFORMS; do
     GOWORK=off GOOS=$os GOARCH=$arch CGO_ENABLED=0 go build -C addons/local-path -trimpath \
       -ldflags "-s -w -X main.VERSION=$(GOWORK=off go list -C addons/local-path -m -f '{{.Version}}' $lpp)" \
       -o "$(cd "$out" && pwd)/local-path-provisioner" $lpp
+  fi
+  # Traefik, the bundled ingress controller, likewise from its own module
+  # (addons/traefik: upstream's command with its replace lines, about 400
+  # modules of its own); -X sets the version it reports.
+  if want traefik || want node; then   # preloaded on nodes
+    tr=github.com/traefik/traefik/v3
+    GOWORK=off GOOS=$os GOARCH=$arch CGO_ENABLED=0 go build -C addons/traefik -trimpath \
+      -ldflags "-s -w -X $tr/pkg/version.Version=$(GOWORK=off go list -C addons/traefik -m -f '{{.Version}}' $tr)" \
+      -o "$(cd "$out" && pwd)/traefik" $tr/cmd/traefik
   fi
   want datastore && build_datastore "$os" "$arch" "$out"
   [ "$platform" = "$host" ] || echo "build: $platform binaries in $out/ ($(( $(date +%s) - start ))s)"

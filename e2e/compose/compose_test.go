@@ -429,6 +429,7 @@ func TestComposeCluster(t *testing.T) {
 	})
 
 	t.Run("a LoadBalancer Service answers the host", func(t *testing.T) { loadBalancerFromHost(t, c) })
+	t.Run("an Ingress answers the host through Traefik", func(t *testing.T) { ingressFromHost(t, c) })
 
 	t.Run("logs and exec through the tunnel", func(t *testing.T) {
 		var pod string

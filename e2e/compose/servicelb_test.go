@@ -79,3 +79,41 @@ func loadBalancerFromHost(t *testing.T, c *cluster) {
 		return true, nil
 	})
 }
+
+// ingressFromHost does what the README shows: `kubectl create ingress`
+// for the web Service, then a request from this process (the host) to the
+// address in the Ingress's status with the rule's Host: Traefik, the
+// bundled ingress controller, answers from a web pod.
+func ingressFromHost(t *testing.T, c *cluster) {
+	if out, err := c.kubectl("create", "ingress", "web", "--rule", "web.example/*=web:80"); err != nil {
+		t.Fatalf("kubectl create ingress: %v\n%s", err, out)
+	}
+	defer func() { _, _ = c.kubectl("delete", "ingress", "web") }()
+	var ip string
+	waitFor(t, "an address in the Ingress's status", 3*time.Minute, func(ctx context.Context) (bool, error) {
+		ing, err := c.client.NetworkingV1().Ingresses("default").Get(ctx, "web", metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		if len(ing.Status.LoadBalancer.Ingress) == 0 {
+			return false, fmt.Errorf("no address yet")
+		}
+		ip = ing.Status.LoadBalancer.Ingress[0].IP
+		return true, nil
+	})
+	client := http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	waitFor(t, "http://web.example/ at "+ip+" served by a web pod", time.Minute, func(context.Context) (bool, error) {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+ip+"/", nil)
+		req.Host = "web.example"
+		resp, err := client.Do(req)
+		if err != nil {
+			return false, err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil || resp.StatusCode != http.StatusOK || !strings.HasPrefix(string(b), "web-") {
+			return false, fmt.Errorf("%d %q, %v", resp.StatusCode, b, err)
+		}
+		return true, nil
+	})
+}

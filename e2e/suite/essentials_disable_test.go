@@ -21,7 +21,7 @@ import (
 // disabledAddons: the controllers restarted with --disable for every
 // bundled addon and ServiceLB remove what each had deployed: no object
 // labelled with the addon's name is left, the metrics APIService and the
-// default StorageClass are gone, and a LoadBalancer Service loses its
+// default StorageClass are gone, Traefik's release is uninstalled, and a LoadBalancer Service loses its
 // forwarders and its status; with the HelmChart controller off, a new
 // HelmChart is left alone. It runs last: the cluster keeps no addons.
 func disabledAddons(t *testing.T, c *testcluster.Cluster) {
@@ -55,7 +55,7 @@ func disabledAddons(t *testing.T, c *testcluster.Cluster) {
 		return err == nil && len(s.Status.LoadBalancer.Ingress) > 0, err
 	})
 
-	addons := []string{"coredns", "metrics-server", "local-storage"}
+	addons := []string{"coredns", "metrics-server", "local-storage", "traefik"}
 	if err := c.UpgradeRole(ctx, testcluster.Controllers, "kubesplit/controllers:"+tag(),
 		"--disable", strings.Join(append(addons, "servicelb", "helm-controller"), ",")); err != nil {
 		t.Fatal(err)
@@ -89,6 +89,13 @@ func disabledAddons(t *testing.T, c *testcluster.Cluster) {
 		{schema.GroupVersionResource{Group: "storage.k8s.io", Version: "v1", Resource: "storageclasses"}, "local-path"},
 		// the serving certificate the controllers issued for metrics-server (owned by its Service)
 		{schema.GroupVersionResource{Version: "v1", Resource: "secrets"}, "metrics-server-tls"},
+		// Traefik's HelmChart, and its release, uninstalled although the
+		// HelmChart controller is disabled at the same time (it still
+		// finishes a deletion that holds its finalizer)
+		{helmChartGVR, "traefik"},
+		{schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}, "traefik"},
+		{schema.GroupVersionResource{Version: "v1", Resource: "services"}, "traefik"},
+		{schema.GroupVersionResource{Group: "networking.k8s.io", Version: "v1", Resource: "ingressclasses"}, "traefik"},
 	} {
 		waitFor(t, gone.gvr.Resource+" "+gone.name+" gone", time.Minute, func(ctx context.Context) (bool, error) {
 			_, err := dyn.Resource(gone.gvr).Namespace(namespaceOf(gone.gvr)).Get(ctx, gone.name, metav1.GetOptions{})
@@ -129,7 +136,8 @@ func disabledAddons(t *testing.T, c *testcluster.Cluster) {
 
 // namespaceOf is where the namespaced objects disabledAddons checks live.
 func namespaceOf(gvr schema.GroupVersionResource) string {
-	if gvr.Resource == "secrets" {
+	switch gvr.Resource {
+	case "secrets", "helmcharts", "deployments", "services":
 		return "kube-system"
 	}
 	return ""

@@ -33,6 +33,7 @@ var essentials = []struct {
 	{"metrics-server", metricsServer},
 	{"servicelb", serviceLB},
 	{"helm-charts", helmCharts},
+	{"traefik", traefik},
 	{"local-storage", localStorage}, // restarts a node: keep it late
 	{"disable", disabledAddons},     // removes the addons: always last
 }

@@ -85,6 +85,8 @@ func main() {
 			fail("usage: testapp burn DURATION|TIME")
 		}
 		burn(args[1])
+	case "latency":
+		latencyCmd(args)
 	case "sleep":
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 		defer stop()

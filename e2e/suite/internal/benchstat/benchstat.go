@@ -18,3 +18,6 @@ func Median(v []float64) float64 {
 
 // Round rounds to one decimal.
 func Round(f float64) float64 { return float64(int(f*10+0.5)) / 10 }
+
+// Round2 rounds to two decimals (for times of about a second).
+func Round2(f float64) float64 { return float64(int(f*100+0.5)) / 100 }

@@ -190,7 +190,7 @@ func TestBuildNamesAMissingNodeBase(t *testing.T) {
 
 func TestBuildNodeImage(t *testing.T) {
 	t.Parallel()
-	c := fakeBins(t, []string{"node"}, "pause", "coredns", "metrics-server", "local-path-provisioner", "servicelb", "kubesplit-node", "kubesplit-node-supervisor",
+	c := fakeBins(t, []string{"node"}, "pause", "coredns", "metrics-server", "local-path-provisioner", "servicelb", "traefik", "kubesplit-node", "kubesplit-node-supervisor",
 		"containerd", "containerd-shim-runc-v2", "ctr", "kubesplit", "cni/bridge", "cni/host-local")
 	c.Platforms = []v1.Platform{Host()}
 	fakeBusyboxBase(t, &c)
@@ -243,7 +243,7 @@ func TestBuildNodeImage(t *testing.T) {
 		t.Errorf("CNI plugins missing from the binaries layer")
 	}
 	pause := contents[2]["usr/share/kubesplit/images/pause.tar"]
-	for _, img := range []string{"coredns", "metrics-server", "local-path-provisioner", "local-path-helper", "servicelb"} {
+	for _, img := range []string{"coredns", "metrics-server", "local-path-provisioner", "local-path-helper", "servicelb", "traefik"} {
 		if contents[2]["usr/share/kubesplit/images/"+img+".tar"] == nil {
 			t.Errorf("preload layer lacks %s: %v", img, contents[2])
 		}

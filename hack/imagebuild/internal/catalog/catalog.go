@@ -152,6 +152,8 @@ func All() []Image {
 		localPathHelper(),
 		// ServiceLB's forwarder: one static binary, run as nonroot
 		static("servicelb"),
+		// the bundled ingress controller
+		static("traefik"),
 		{Name: "pause", Base: Scratch, Binaries: []Binary{{"pause", "/pause"}}, Entrypoint: []string{"/pause"}, User: "65535:65535"},
 		{Name: "testapp", Base: Scratch, Binaries: []Binary{{"testapp", "/testapp"}}, Entrypoint: []string{"/testapp"}, Cmd: []string{"serve"}},
 		{
@@ -161,7 +163,7 @@ func All() []Image {
 				local("containerd-shim-runc-v2"), local("ctr"), local("kubesplit"), {"cni", "/usr/local/bin/cni"}},
 			Entrypoint: []string{"/usr/local/bin/kubesplit-node-supervisor"},
 			Volumes:    []string{"/var/lib/containerd", "/var/lib/kubelet"},
-			Preload:    []string{"pause", "coredns", "metrics-server", "local-path-provisioner", "local-path-helper", "servicelb"},
+			Preload:    []string{"pause", "coredns", "metrics-server", "local-path-provisioner", "local-path-helper", "servicelb", "traefik"},
 		},
 		postgres(),
 	}

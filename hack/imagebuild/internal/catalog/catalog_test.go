@@ -17,9 +17,9 @@ func TestSelect(t *testing.T) {
 	}{
 		{names: nil, want: Names()},
 		{names: []string{"apiserver", "datastore"}, want: []string{"datastore", "apiserver"}},
-		// the node image preloads pause, coredns, metrics-server, the local-storage addon's and servicelb's
+		// the node image preloads pause, coredns, metrics-server, the local-storage addon's, servicelb's and traefik's
 		// images, which are built first
-		{names: []string{"node"}, want: []string{"coredns", "metrics-server", "local-path-provisioner", "local-path-helper", "servicelb", "pause", "node"}},
+		{names: []string{"node"}, want: []string{"coredns", "metrics-server", "local-path-provisioner", "local-path-helper", "servicelb", "traefik", "pause", "node"}},
 		{names: []string{"postgres"}, want: []string{"postgres"}},
 		{names: []string{"etcd"}, err: true},
 	} {

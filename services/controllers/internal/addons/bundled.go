@@ -70,6 +70,10 @@ func Bundled() []string {
 // service rather than manifest files; --disable takes their names too.
 func Controllers() []string { return []string{servicelb.Name, helmchart.Name} }
 
+// helmCharts are the bundled addons written as a HelmChart of a chart in
+// charts/: with --disable helm-controller they are left out too.
+var helmCharts = []string{"traefik"}
+
 // Known is every name --disable takes.
 func Known() []string { return append(Bundled(), Controllers()...) }
 
@@ -82,6 +86,10 @@ func WriteBundled(dir string, p BundledParams, disabled []string) error {
 		if !slices.Contains(known, d) {
 			return fmt.Errorf("--disable %q: no such bundled addon (bundled: %s)", d, strings.Join(known, ", "))
 		}
+	}
+	if slices.Contains(disabled, helmchart.Name) {
+		// addons deployed as HelmCharts have no one to install them
+		disabled = append(slices.Clip(disabled), helmCharts...)
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err

@@ -38,7 +38,10 @@ type Options struct {
 	// ManifestsDir is where chart archives named by a HelmChart are found.
 	ManifestsDir string
 	Lease        component.Lease
-	// Disabled (--disable helm-controller): HelmCharts are left alone.
+	// Disabled (--disable helm-controller): HelmCharts are left alone, but
+	// for one deleted while it holds this controller's finalizer (from
+	// before it was disabled, e.g. a bundled addon disabled with it), whose
+	// release is still uninstalled: nothing is left Terminating for good.
 	Disabled bool
 }
 
@@ -48,10 +51,6 @@ const LeaseName = "kubesplit-helm-controller"
 // Run keeps the CRDs, then runs the controller on the replica that holds
 // its lease, until ctx ends.
 func Run(ctx context.Context, o Options, log *slog.Logger) error {
-	if o.Disabled {
-		log.Info("disabled: HelmCharts are not acted on")
-		return nil
-	}
 	cfg, err := clientcmd.BuildConfigFromFlags("", o.Kubeconfig)
 	if err != nil {
 		return err
@@ -68,6 +67,13 @@ func Run(ctx context.Context, o Options, log *slog.Logger) error {
 	dyn, err := dynamic.NewForConfig(cfg)
 	if err != nil {
 		return err
+	}
+	if o.Disabled {
+		log.Info("disabled: HelmCharts are not installed or upgraded; a deleted one holding this controller's finalizer is still uninstalled")
+		// no CRD, no HelmChart to finish: nothing to do
+		if _, err := ext.ApiextensionsV1().CustomResourceDefinitions().Get(ctx, CRDs()[0].Name, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+			return nil
+		}
 	}
 	// every replica keeps the CRDs, so manifests naming HelmCharts apply
 	// before a leader is chosen
@@ -87,6 +93,7 @@ func Run(ctx context.Context, o Options, log *slog.Logger) error {
 	r := releaser{kubeconfig: o.Kubeconfig, manifestsDir: o.ManifestsDir, log: log}
 	return leading.Run(ctx, client, metav1.NamespaceSystem, LeaseName, o.Lease, log, func(ctx context.Context) {
 		c := newController(dyn, r, recorder, log)
+		c.finalizeOnly = o.Disabled
 		if err := c.run(ctx, 2); err != nil && !errors.Is(err, context.Canceled) {
 			log.Error("HelmChart controller stopped", "err", err)
 		}
@@ -148,6 +155,8 @@ type controller struct {
 	r        releaser
 	recorder record.EventRecorder
 	log      *slog.Logger
+	// finalizeOnly: only deletions are acted on (--disable helm-controller)
+	finalizeOnly bool
 }
 
 func newController(dyn dynamic.Interface, r releaser, recorder record.EventRecorder, log *slog.Logger) *controller {
@@ -235,6 +244,9 @@ func (c *controller) sync(ctx context.Context, key string) error {
 		u.SetFinalizers(slices.DeleteFunc(u.GetFinalizers(), func(f string) bool { return f == Finalizer }))
 		_, err := res.Update(ctx, u, metav1.UpdateOptions{})
 		return ignoreNotFound(err)
+	}
+	if c.finalizeOnly {
+		return nil
 	}
 	if !slices.Contains(hc.Finalizers, Finalizer) {
 		u.SetFinalizers(append(u.GetFinalizers(), Finalizer))
