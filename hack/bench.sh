@@ -19,5 +19,7 @@ go run ./e2e/cmd/composebench -out results
 # the control-plane box (static pods) beside a container per role: start, idle memory, kubesplit upgrade
 (cd e2e/suite && GOWORK=off go run ./cmd/boxbench -out ../../results)
 # the helm CLI (the same Helm module as the HelmChart controller) for the addons' baseline
-go build -C services/controllers -trimpath -ldflags "-s -w" -o "$PWD/bin/helm" helm.sh/helm/v4/cmd/helm
+helm_version=$(go list -C services/controllers -m -f '{{.Version}}' helm.sh/helm/v4)
+go build -C services/controllers -trimpath -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=$helm_version" \
+  -o "$PWD/bin/helm" helm.sh/helm/v4/cmd/helm
 (cd e2e/suite && GOWORK=off go run ./cmd/addonbench -out ../../results -helm ../../bin/helm)
