@@ -104,6 +104,10 @@ func main() {
 		fail(err)
 	}
 	defer c.Terminate(ctx)
+	// the backend and the load run testapp, which nodes do not preload
+	if err := c.LoadImages(ctx, "kubesplit/testapp:"+tag); err != nil {
+		fail(err)
+	}
 	dir, err := os.MkdirTemp("", "addonbench")
 	if err != nil {
 		fail(err)
