@@ -77,20 +77,11 @@ type result struct {
 	RequestsPS int                `json:"requests_per_series"`
 }
 
-var tag = func() string {
-	if t := os.Getenv("KUBESPLIT_TAG"); t != "" {
-		return t
-	}
-	return testcluster.DefaultTag
-}()
+var tag string
 
 func main() {
 	flag.Parse()
-	for k, v := range map[string]string{"TESTCONTAINERS_RYUK_DISABLED": "true", "TESTCONTAINERS_HOST_OVERRIDE": "127.0.0.1"} {
-		if os.Getenv(k) == "" {
-			os.Setenv(k, v)
-		}
-	}
+	tag = benchstat.Setup()
 	helm, err := filepath.Abs(*helmBin)
 	if err != nil {
 		fail(err)
@@ -186,12 +177,8 @@ func main() {
 	for _, l := range r.Latency {
 		fmt.Printf("| %s | %.2f | %.2f | %.2f | %d |\n", l.Name, l.P50ms, l.P99ms, l.MaxMs, l.Errors)
 	}
-	if err := os.MkdirAll(*out, 0o755); err != nil {
-		fail(err)
-	}
-	path := filepath.Join(*out, "addons-"+time.Now().UTC().Format("20060102T150405Z")+".json")
-	b, _ := json.MarshalIndent(r, "", "  ")
-	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+	path, err := benchstat.WriteJSON(*out, "addons", r)
+	if err != nil {
 		fail(err)
 	}
 	fmt.Println("wrote", path)

@@ -12,7 +12,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -57,20 +56,11 @@ type layout struct {
 	Upgrades map[string]float64 `json:"upgrade_s,omitempty"`
 }
 
-var tag = func() string {
-	if t := os.Getenv("KUBESPLIT_TAG"); t != "" {
-		return t
-	}
-	return testcluster.DefaultTag
-}()
+var tag string
 
 func main() {
 	flag.Parse()
-	for k, v := range map[string]string{"TESTCONTAINERS_RYUK_DISABLED": "true", "TESTCONTAINERS_HOST_OVERRIDE": "127.0.0.1"} {
-		if os.Getenv(k) == "" {
-			os.Setenv(k, v)
-		}
-	}
+	tag = benchstat.Setup()
 	box := &layout{Name: "box: static pods in one node container"}
 	base := &layout{Name: "baseline: a container per role + 1 node"}
 	for n := 0; n < *runs; n++ {
@@ -110,12 +100,8 @@ func main() {
 			fmt.Printf("| %s | %.1f |\n", r, box.Upgrades[r])
 		}
 	}
-	if err := os.MkdirAll(*out, 0o755); err != nil {
-		fail(err)
-	}
-	path := filepath.Join(*out, "box-"+time.Now().UTC().Format("20060102T150405Z")+".json")
-	b, _ := json.MarshalIndent(map[string]any{"when": time.Now().UTC().Format(time.RFC3339), "tag": tag, "layouts": []*layout{box, base}}, "", "  ")
-	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+	path, err := benchstat.WriteJSON(*out, "box", map[string]any{"when": time.Now().UTC().Format(time.RFC3339), "tag": tag, "layouts": []*layout{box, base}})
+	if err != nil {
 		fail(err)
 	}
 	fmt.Println("wrote", path)

@@ -11,7 +11,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -52,16 +51,7 @@ var (
 
 func main() {
 	flag.Parse()
-	if os.Getenv("TESTCONTAINERS_RYUK_DISABLED") == "" {
-		os.Setenv("TESTCONTAINERS_RYUK_DISABLED", "true")
-	}
-	if os.Getenv("TESTCONTAINERS_HOST_OVERRIDE") == "" {
-		os.Setenv("TESTCONTAINERS_HOST_OVERRIDE", "127.0.0.1")
-	}
-	tag := os.Getenv("KUBESPLIT_TAG")
-	if tag == "" {
-		tag = testcluster.DefaultTag
-	}
+	tag := benchstat.Setup()
 	r := result{When: time.Now().UTC().Format(time.RFC3339), CPUs: runtime.NumCPU(), Tag: tag}
 	measurements := []struct {
 		name  string
@@ -100,12 +90,8 @@ func main() {
 	}
 	r.Series = all
 	printTable(&r)
-	if err := os.MkdirAll(*out, 0o755); err != nil {
-		fail(err)
-	}
-	path := filepath.Join(*out, "testcluster-"+time.Now().UTC().Format("20060102T150405Z")+".json")
-	b, _ := json.MarshalIndent(r, "", "  ")
-	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+	path, err := benchstat.WriteJSON(*out, "testcluster", r)
+	if err != nil {
 		fail(err)
 	}
 	fmt.Println("wrote", path)
