@@ -156,18 +156,15 @@ func helmCharts(t *testing.T, c *testcluster.Cluster) {
 		if err != nil {
 			return false, err
 		}
-		conds, _, _ := unstructured.NestedSlice(hc.Object, "status", "conditions")
-		for _, cond := range conds {
-			m := cond.(map[string]any)
-			if m["type"] == "Ready" && m["status"] == "False" {
-				msg := fmt.Sprint(m["message"])
-				if strings.Contains(msg, secret) {
-					t.Fatalf("the failure message quotes a value: %s", msg)
-				}
-				return strings.Contains(msg, "no value for missing"), fmt.Errorf("message %q", msg)
-			}
+		m := readyCondition(hc)
+		if m["status"] != "False" {
+			return false, fmt.Errorf("status %v", hc.Object["status"])
 		}
-		return false, fmt.Errorf("conditions %v", conds)
+		msg := fmt.Sprint(m["message"])
+		if strings.Contains(msg, secret) {
+			t.Fatalf("the failure message quotes a value: %s", msg)
+		}
+		return strings.Contains(msg, "no value for missing"), fmt.Errorf("message %q", msg)
 	})
 	events, err := cs.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=broken,reason=ApplyFailed"})
 	if err != nil || len(events.Items) == 0 {
@@ -264,4 +261,15 @@ func copyManifests(t *testing.T, container string, files map[string][]byte) {
 	}
 	tw.Close()
 	docker(t, buf.String(), "cp", "-", container+":/var/lib/kubesplit")
+}
+
+// readyCondition is the HelmChart's Ready condition (nil when it has none).
+func readyCondition(u *unstructured.Unstructured) map[string]any {
+	conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+	for _, c := range conds {
+		if m, ok := c.(map[string]any); ok && m["type"] == "Ready" {
+			return m
+		}
+	}
+	return nil
 }

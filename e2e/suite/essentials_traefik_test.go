@@ -52,7 +52,7 @@ func traefik(t *testing.T, c *testcluster.Cluster) {
 			if err != nil {
 				return false, err
 			}
-			return chartReady(u), fmt.Errorf("status %v", u.Object["status"])
+			return readyCondition(u)["status"] == "True", fmt.Errorf("status %v", u.Object["status"])
 		})
 		waitFor(t, "Deployment traefik available", 2*time.Minute, func(ctx context.Context) (bool, error) {
 			d, err := cs.AppsV1().Deployments("kube-system").Get(ctx, "traefik", metav1.GetOptions{})
@@ -229,17 +229,6 @@ func get(scheme, ip, host string) (int, string, error) {
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, strings.TrimSpace(string(b)), err
-}
-
-// chartReady: the HelmChart's Ready condition is True.
-func chartReady(u *unstructured.Unstructured) bool {
-	conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
-	for _, c := range conds {
-		if m, ok := c.(map[string]any); ok && m["type"] == "Ready" && m["status"] == "True" {
-			return true
-		}
-	}
-	return false
 }
 
 // dumpTraefik logs the HelmChart's status and Traefik's pods and logs.
