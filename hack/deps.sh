@@ -10,6 +10,7 @@ need=()
 if [ "$mode" != build ]; then
   ls -d /usr/lib/postgresql/*/bin >/dev/null 2>&1 || need+=(postgresql)
   [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)
+  command -v nft >/dev/null || need+=(nftables)  # the NetworkPolicy unit test has the kernel check its rules
 fi
 command -v runuser >/dev/null || need+=(util-linux)
 command -v gcc >/dev/null || need+=(gcc)            # the datastore links SQLite with cgo

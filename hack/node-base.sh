@@ -6,7 +6,8 @@
 #     (default: node, the host's architecture)  FORCE=1 remakes it
 # Flavours:
 #   node      the node image's base: a minimal Debian with the host tools the
-#             kubelet, runc and kube-proxy call (runc, iptables, mount, ip)
+#             kubelet, runc and kube-proxy call (runc, iptables, mount, ip) and
+#             nft, which the agent's NetworkPolicy rules are loaded with
 #   postgres  the postgres image's base: Debian's PostgreSQL 15 server and
 #             client, no cluster, the postgres user renumbered to 999:999
 #             (the conventional uid of PostgreSQL images, so a volume's owner
@@ -35,14 +36,15 @@ while [ $# -gt 0 ]; do
   esac
 done
 case $flavour in
-  node) pkgs=runc,iptables,iproute2,util-linux,mount,kmod,conntrack,ca-certificates,procps ;;
+  node) pkgs=runc,iptables,nftables,iproute2,util-linux,mount,kmod,conntrack,ca-certificates,procps ;;
   # postgresql-15 brings its client (psql, pg_isready) and tzdata
   postgres) pkgs=postgresql-15 ;;
   busybox) pkgs=busybox-static ;;
   *) echo "$usage" >&2; exit 1 ;;
 esac
 cache=${KUBESPLIT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kubesplit}
-out=$cache/$flavour-base-bookworm-$arch.tar
+# the package list is part of the name: adding a package makes a new base
+out=$cache/$flavour-base-bookworm-$(echo "$pkgs" | sha256sum | cut -c1-8)-$arch.tar
 if [ -z "${FORCE:-}" ] && [ -s "$out" ]; then echo "$out"; exit 0; fi
 command -v debootstrap >/dev/null || { echo "$flavour-base: debootstrap is missing (make deps)" >&2; exit 1; }
 mkdir -p "$cache"

@@ -34,6 +34,7 @@ var essentials = []struct {
 	{"servicelb", serviceLB},
 	{"helm-charts", helmCharts},
 	{"traefik", traefik},
+	{"network-policy", networkPolicies},
 	{"local-storage", localStorage}, // restarts a node: keep it late
 	{"disable", disabledAddons},     // removes the addons: always last
 }

@@ -6,6 +6,9 @@
 //	testapp webhook PORT DIR      HTTPS admission/conversion webhooks and an aggregated
 //	                              API, with DIR/tls.crt and DIR/tls.key (webhook.go)
 //	testapp get URL               prints the body of URL; exit 1 on failure
+//	testapp connect HOST:PORT [TIMEOUT]
+//	                              opens a TCP connection (timeout default 2s) and closes it;
+//	                              prints "connected", exit 1 when it cannot
 //	testapp echo WORDS...         prints WORDS to stdout and "to-stderr" to stderr
 //	testapp exit N                exits with status N
 //	testapp sleep                 blocks until SIGTERM
@@ -54,6 +57,25 @@ func main() {
 			fail("usage: testapp get URL")
 		}
 		get(args[1])
+	case "connect":
+		if len(args) < 2 || len(args) > 3 {
+			fail("usage: testapp connect HOST:PORT [TIMEOUT]")
+		}
+		timeout := 2 * time.Second
+		if len(args) == 3 {
+			d, err := time.ParseDuration(args[2])
+			if err != nil {
+				fail("connect: " + err.Error())
+			}
+			timeout = d
+		}
+		conn, err := net.DialTimeout("tcp", args[1], timeout)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "testapp:", err)
+			os.Exit(1)
+		}
+		_ = conn.Close()
+		fmt.Println("connected")
 	case "echo":
 		fmt.Println(strings.Join(args[1:], " "))
 		fmt.Fprintln(os.Stderr, "to-stderr")

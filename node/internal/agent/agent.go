@@ -27,6 +27,7 @@ import (
 	"k8s.io/kubernetes/pkg/kubelet/certificate/bootstrap"
 
 	"github.com/kubesplit/kubesplit/node/internal/cni"
+	"github.com/kubesplit/kubesplit/node/internal/netpol"
 	"github.com/kubesplit/kubesplit/node/tunnel"
 	"github.com/kubesplit/kubesplit/pkg/jointoken"
 	"github.com/kubesplit/kubesplit/pkg/skew"
@@ -177,6 +178,24 @@ func Run(ctx context.Context, c Config, tok jointoken.Token, log *slog.Logger) e
 			cancel(fmt.Errorf("kube-proxy: %v", err))
 		}
 	}()
+
+	if c.disabled(FeatureNetworkPolicy) {
+		// a rule of an earlier run with enforcement on must not stay behind
+		if err := netpol.Remove(ctx); err != nil {
+			return fmt.Errorf("removing the NetworkPolicy rules of an earlier run: %w", err)
+		}
+	} else {
+		nft, err := netpol.NewTable()
+		if err != nil {
+			return err
+		}
+		np := &netpol.Controller{Client: client, NodeName: c.NodeName, Log: log.With("part", "network-policy")}
+		go func() {
+			if err := np.Run(ctx, nft); err != nil && ctx.Err() == nil {
+				cancel(fmt.Errorf("network policy: %w", err))
+			}
+		}()
+	}
 
 	<-ctx.Done()
 	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {

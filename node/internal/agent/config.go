@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -45,6 +46,8 @@ type Config struct {
 	PauseImage    string
 	LogLevel      string
 	KubeletArgs   []string // extra kubelet flags, after "--"
+	// Disable lists node features turned off (Disableable).
+	Disable []string
 	// FakeKubernetesVersion replaces the kubelet's Kubernetes version in the
 	// version-skew check (tests only).
 	FakeKubernetesVersion string
@@ -81,6 +84,8 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.VXLANPort, "vxlan-port", 8472, "UDP port of the pod overlay")
 	fs.StringVar(&c.PauseImage, "pause-image", DefaultPauseImage, "pod sandbox image (preloaded from --images-dir)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringSliceVar(&c.Disable, "disable", nil, "node features to turn off: "+strings.Join(Disableable, ", ")+
+		" (network-policy: NetworkPolicies are not enforced on this node)")
 	fs.StringVar(&c.FakeKubernetesVersion, "fake-kubernetes-version", "", "pretend the kubelet and kube-proxy are this Kubernetes version in the version-skew check (testing only)")
 	fs.BoolVar(&c.ControlPlane, "control-plane", false, "also run the control plane on this box: the five roles as static pods of this node's kubelet (initialises --cluster-data-dir when empty; no --gateway or token needed)")
 	fs.StringVar(&c.ClusterDataDir, "cluster-data-dir", "/var/lib/kubesplit", "with --control-plane: the cluster's data directory (PKI, datastore, kubeconfigs), mounted into every role")
@@ -150,6 +155,11 @@ func (c *Config) Validate() (jointoken.Token, error) {
 		}
 		c.ClusterDNS = net.IPv4(ip[0], ip[1], ip[2], ip[3]+10).String()
 	}
+	for _, d := range c.Disable {
+		if !slices.Contains(Disableable, d) {
+			return tok, fmt.Errorf("--disable %q: not a node feature; the ones that can be turned off are %s", d, strings.Join(Disableable, ", "))
+		}
+	}
 	if c.VXLANID < 1 || c.VXLANID > 1<<24-1 {
 		return tok, fmt.Errorf("--vxlan-id %d is out of range (1-16777215)", c.VXLANID)
 	}
@@ -167,6 +177,14 @@ func (c *Config) Validate() (jointoken.Token, error) {
 	}
 	return tok, nil
 }
+
+// Disableable are the node features --disable turns off.
+var Disableable = []string{FeatureNetworkPolicy}
+
+// FeatureNetworkPolicy is NetworkPolicy enforcement (node/internal/netpol).
+const FeatureNetworkPolicy = "network-policy"
+
+func (c *Config) disabled(feature string) bool { return slices.Contains(c.Disable, feature) }
 
 // joined reports whether this node already has a kubelet client certificate,
 // so it can restart without a token.

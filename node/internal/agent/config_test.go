@@ -60,6 +60,7 @@ func TestValidate(t *testing.T) {
 		{[]string{"--kubelet-address", "localhost"}, "--kubelet-address"},
 		{[]string{"--cluster-cidr", "10.42/16"}, "--cluster-cidr"},
 		{[]string{"--vxlan-id", "0"}, "--vxlan-id"},
+		{[]string{"--disable", "networkpolicy"}, `--disable "networkpolicy": not a node feature; the ones that can be turned off are network-policy`},
 		{[]string{"--bin-dir", binDir(t, "cni/bridge")}, "cni/bridge is missing"},
 	}
 	for _, tc := range cases {
@@ -71,6 +72,10 @@ func TestValidate(t *testing.T) {
 		if err != nil && strings.Contains(err.Error(), "0123456789abcdef.abcdef") {
 			t.Errorf("%v: error repeats the token: %v", tc.args, err)
 		}
+	}
+	c = parse(t, append(append([]string{}, base...), "--disable", "network-policy")...)
+	if _, err := c.Validate(); err != nil || !c.disabled(FeatureNetworkPolicy) {
+		t.Fatalf("--disable network-policy: %v, disabled %v", err, c.disabled(FeatureNetworkPolicy))
 	}
 	// no token and never joined: say how to get one
 	c = parse(t, "--gateway", "https://gw:8132", "--bin-dir", bins, "--data-dir", t.TempDir(), "--token", "")

@@ -48,6 +48,11 @@ func ClusterRoles() []*rbacv1.ClusterRole {
 		Rules: []rbacv1.PolicyRule{
 			// the pod overlay follows every node's pod range and VTEP
 			readNodes,
+			// NetworkPolicy enforcement (node/internal/netpol): every pod is a
+			// possible peer of a node's rules, so it reads all of them (as
+			// kube-router does in k3s), with the namespaces' labels
+			{APIGroups: []string{""}, Resources: []string{"pods", "namespaces"}, Verbs: []string{"list", "watch"}},
+			{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies"}, Verbs: []string{"list", "watch"}},
 			// a node's own kubelet serving CSR (the approver checks this with a SubjectAccessReview)
 			{APIGroups: []string{"certificates.k8s.io"}, Resources: []string{"certificatesigningrequests/" + SelfNodeServerSubresource}, Verbs: []string{"create"}},
 		},
