@@ -4,7 +4,8 @@
 # then the compose cluster (make up to first pod and DNS, idle memory, image sizes),
 # then testcluster.Run to a ready cluster beside compose (median of 5),
 # then the control-plane box beside a container per role,
-# then the addons: a HelmChart beside the helm CLI, Traefik's memory and latency.
+# then the addons: a HelmChart beside the helm CLI, Traefik's memory and latency,
+# then NetworkPolicy enforcement: apply time, sync time and connect() at 0/100/1000 policies.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export KUBESPLIT_BIN_DIR=$PWD/bin
@@ -23,3 +24,5 @@ helm_version=$(go list -C services/controllers -m -f '{{.Version}}' helm.sh/helm
 go build -C services/controllers -trimpath -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=$helm_version" \
   -o "$PWD/bin/helm" helm.sh/helm/v4/cmd/helm
 (cd e2e/suite && GOWORK=off go run ./cmd/addonbench -out ../../results -helm ../../bin/helm)
+# NetworkPolicy: a new policy to loaded rules, and connect() through the chain, beside no policy
+(cd e2e/suite && GOWORK=off go run ./cmd/netpolbench -out ../../results)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"slices"
@@ -49,6 +50,11 @@ func latency(url string, n int, host string) {
 	for range 50 {
 		_, _ = one()
 	}
+	report(n, one)
+}
+
+// report runs one n times and prints the percentiles of the successful runs.
+func report(n int, one func() (time.Duration, error)) {
 	r := latencyResult{N: n}
 	var d []time.Duration
 	for range n {
@@ -60,7 +66,7 @@ func latency(url string, n int, host string) {
 		d = append(d, t)
 	}
 	if len(d) == 0 {
-		fail("no request succeeded")
+		fail("nothing succeeded")
 	}
 	slices.Sort(d)
 	ms := func(t time.Duration) float64 { return float64(t.Microseconds()) / 1000 }
@@ -68,14 +74,47 @@ func latency(url string, n int, host string) {
 	_ = json.NewEncoder(os.Stdout).Encode(r)
 }
 
+// dialLatency opens n TCP connections to addr one after the other (after
+// 50 unmeasured ones) and prints the percentiles of the time connect()
+// takes: the handshake, which is what a new connection pays for Service
+// translation and NetworkPolicy verdicts.
+func dialLatency(addr string, n int) {
+	one := func() (time.Duration, error) {
+		start := time.Now()
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			return 0, err
+		}
+		d := time.Since(start)
+		_ = c.Close()
+		return d, nil
+	}
+	for range 50 {
+		_, _ = one()
+	}
+	report(n, one)
+}
+
+func dialLatencyCmd(args []string) {
+	if len(args) != 3 {
+		fail("usage: testapp dial-latency HOST:PORT N")
+	}
+	dialLatency(args[1], count(args[2]))
+}
+
+func count(s string) int {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > 100000 {
+		fail("N is a count, 1 to 100000")
+	}
+	return n
+}
+
 func latencyCmd(args []string) {
 	if len(args) < 3 || len(args) > 4 {
 		fail("usage: testapp latency URL N [HOST]")
 	}
-	n, err := strconv.Atoi(args[2])
-	if err != nil || n < 1 || n > 100000 {
-		fail("latency: N is a number of requests, 1 to 100000")
-	}
+	n := count(args[2])
 	host := ""
 	if len(args) == 4 {
 		host = args[3]

@@ -14,6 +14,12 @@
 //	testapp sleep                 blocks until SIGTERM
 //	testapp burn DURATION|TIME    keeps one CPU busy that long or until then (at most
 //	                              10 minutes), then blocks until SIGTERM (burn.go)
+//	testapp latency URL N [HOST]  p50/p99 of N GETs on a kept-alive connection (latency.go)
+//	testapp dial-latency HOST:PORT N
+//	                              p50/p99 of N TCP connects, each a new connection
+//	testapp watch URL METRIC TIMEOUT
+//	                              prints "ready VALUE", then "changed UNIX-NS" when the
+//	                              Prometheus sample METRIC at URL changes (watch.go)
 //	testapp lookup NAME           prints NAME's addresses, as resolved through the pod's DNS
 //	testapp kube PATH             GET https://kubernetes.default.svc/PATH with the pod's
 //	                              service account (verifies the cluster CA); prints the body
@@ -109,6 +115,10 @@ func main() {
 		burn(args[1])
 	case "latency":
 		latencyCmd(args)
+	case "dial-latency":
+		dialLatencyCmd(args)
+	case "watch":
+		watchCmd(args)
 	case "sleep":
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 		defer stop()

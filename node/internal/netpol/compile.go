@@ -74,6 +74,12 @@ func Compile(node string, pods []*v1.Pod, namespaces []*v1.Namespace, policies [
 			peers = append(peers, p)
 		}
 	}
+	// in a fixed order (listers return their items in map order): the
+	// allowances of a pod follow its policies' names
+	policies = slices.Clone(policies)
+	slices.SortFunc(policies, func(a, b *networkingv1.NetworkPolicy) int {
+		return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)
+	})
 	c := compiler{pods: peers, nsLabels: nsLabels}
 	var rs Ruleset
 	for _, p := range peers {

@@ -2,6 +2,7 @@ package netpol
 
 import (
 	"net/netip"
+	"slices"
 	"testing"
 
 	v1 "k8s.io/api/core/v1"
@@ -291,21 +292,22 @@ func ptr[T any](v T) *T { return &v }
 
 func TestCompileIsDeterministic(t *testing.T) {
 	pods, nss := cluster()
-	pols := []*networkingv1.NetworkPolicy{
-		policy("a", nil, ingressOnly, []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{{NamespaceSelector: &metav1.LabelSelector{}}}}}, nil),
-		policy("b", nil, egressOnly, nil, []networkingv1.NetworkPolicyEgressRule{{Ports: []networkingv1.NetworkPolicyPort{port(intstr.FromString("http"), nil)}}}),
+	allow := func(name string, p int32) *networkingv1.NetworkPolicy {
+		np := policy("a", nil, ingressOnly, []networkingv1.NetworkPolicyIngressRule{{
+			From:  []networkingv1.NetworkPolicyPeer{{NamespaceSelector: &metav1.LabelSelector{}}},
+			Ports: []networkingv1.NetworkPolicyPort{port(intstr.FromInt32(p), nil)}}}, nil)
+		np.Name = name
+		return np
 	}
-	render := func(pods []*v1.Pod) string {
-		return renderString(Compile("n1", pods, nss, pols))
-	}
-	want := render(pods)
-	reversed := make([]*v1.Pod, len(pods))
-	for i, p := range pods {
-		reversed[len(pods)-1-i] = p
-	}
-	for range 5 {
-		if got := render(reversed); got != want {
-			t.Fatalf("the same cluster in another order renders other rules:\n%s\nvs\n%s", got, want)
-		}
+	// two policies for the same pods: the order of their rules must not
+	// follow the order they are listed in
+	pols := []*networkingv1.NetworkPolicy{allow("p", 80), allow("q", 443),
+		policy("b", nil, egressOnly, nil, []networkingv1.NetworkPolicyEgressRule{{Ports: []networkingv1.NetworkPolicyPort{port(intstr.FromString("http"), nil)}}})}
+	render := func() string { return renderString(Compile("n1", pods, nss, pols)) }
+	want := render()
+	slices.Reverse(pods)
+	slices.Reverse(pols)
+	if got := render(); got != want {
+		t.Fatalf("the same cluster listed in another order renders other rules:\n%s\nvs\n%s", got, want)
 	}
 }
