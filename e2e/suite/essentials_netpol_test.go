@@ -3,6 +3,7 @@ package suite
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"net/netip"
@@ -13,13 +14,13 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/remotecommand"
+	utilexec "k8s.io/client-go/util/exec"
 	"k8s.io/utils/ptr"
 
 	"github.com/kubesplit/kubesplit/testcluster"
@@ -81,8 +82,10 @@ func networkPolicies(t *testing.T, c *testcluster.Cluster) {
 		for time.Since(start) < 20*time.Second {
 			wrong = nil
 			for _, p := range probes {
-				got := connects(ctx, c.RESTConfig(), cs, p.from, ip[p.to], p.port)
-				if got != p.want {
+				got, err := connects(ctx, c.RESTConfig(), cs, p.from, ip[p.to], p.port)
+				if err != nil {
+					wrong = append(wrong, fmt.Sprintf("%s -> %s:%d (%s): %v", p.from, p.to, p.port, p.what, err))
+				} else if got != p.want {
 					wrong = append(wrong, fmt.Sprintf("%s -> %s:%d (%s): connected=%v, want %v", p.from, p.to, p.port, p.what, got, p.want))
 				}
 			}
@@ -211,19 +214,30 @@ func networkPolicies(t *testing.T, c *testcluster.Cluster) {
 		probe{from: web2, to: client1, port: 8080, want: true, what: "web's egress"})
 }
 
-// connects: whether pod (ns/name) can open a TCP connection to ip:port.
-func connects(ctx context.Context, cfg *rest.Config, cs kubernetes.Interface, pod, ip string, port int) bool {
+// connects: whether pod (ns/name) can open a TCP connection to ip:port
+// (testapp connect exits 1 when it cannot); an error is anything else going
+// wrong, such as the exec itself.
+func connects(ctx context.Context, cfg *rest.Config, cs kubernetes.Interface, pod, ip string, port int) (bool, error) {
 	_, err := podExec(ctx, cfg, cs, pod, "/testapp", "connect", fmt.Sprintf("%s:%d", ip, port), "1s")
-	return err == nil
+	var exit utilexec.ExitError
+	if errors.As(err, &exit) && exit.ExitStatus() == 1 {
+		return false, nil
+	}
+	return err == nil, err
 }
 
 // podExec runs cmd in the first container of pod (ns/name), as kubectl
 // exec does (through the apiserver and the node's tunnel), and returns its
-// stdout; an error carries its stderr.
+// stdout; an error carries its stderr (and wraps the exit status).
 func podExec(ctx context.Context, cfg *rest.Config, cs kubernetes.Interface, pod string, cmd ...string) (string, error) {
 	ns, name, _ := strings.Cut(pod, "/")
+	p, err := cs.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return "", err
+	}
+	// the API wants a container when a pod has several; kubectl picks the first
 	req := cs.CoreV1().RESTClient().Post().Resource("pods").Namespace(ns).Name(name).SubResource("exec").
-		VersionedParams(&corev1.PodExecOptions{Command: cmd, Stdout: true, Stderr: true}, scheme.ParameterCodec)
+		VersionedParams(&corev1.PodExecOptions{Container: p.Spec.Containers[0].Name, Command: cmd, Stdout: true, Stderr: true}, scheme.ParameterCodec)
 	exec, err := remotecommand.NewWebSocketExecutor(cfg, "GET", req.URL().String())
 	if err != nil {
 		return "", err
@@ -232,10 +246,7 @@ func podExec(ctx context.Context, cfg *rest.Config, cs kubernetes.Interface, pod
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if err := exec.StreamWithContext(ctx, remotecommand.StreamOptions{Stdout: &stdout, Stderr: &stderr}); err != nil {
-		if apierrors.IsNotFound(err) {
-			return "", err
-		}
-		return stdout.String(), fmt.Errorf("%v: %s", err, strings.TrimSpace(stderr.String()))
+		return stdout.String(), fmt.Errorf("%w: %s", err, strings.TrimSpace(stderr.String()))
 	}
 	return stdout.String(), nil
 }
