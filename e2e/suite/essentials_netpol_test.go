@@ -202,6 +202,48 @@ func networkPolicies(t *testing.T, c *testcluster.Cluster) {
 		}
 	}
 
+	// a node started with --disable network-policy enforces nothing and
+	// holds no table, under the same policies
+	free, err := c.AddNode(ctx, "--disable", "network-policy")
+	if free != "" {
+		defer func() {
+			if err := c.RemoveNode(ctx, free); err != nil {
+				t.Errorf("removing node %s: %v", free, err)
+			}
+		}()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.LoadImages(ctx, testapp()); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := c.Exec(ctx, free, "nft", "list", "tables"); err != nil || strings.Contains(out, "kubesplit-netpol") {
+		t.Errorf("nft list tables on %s (enforcement disabled): %q, %v", free, out, err)
+	}
+	peer3 := "np-a/peer-on-" + free
+	if _, err := cs.CoreV1().Pods("np-a").Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "peer-on-" + free, Labels: map[string]string{"app": "peer"}},
+		Spec: corev1.PodSpec{NodeName: free, TerminationGracePeriodSeconds: ptr.To[int64](1),
+			Containers: []corev1.Container{{Name: "peer", Image: testapp(), ImagePullPolicy: corev1.PullNever, Command: serve}}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a peer pod on "+free, 2*time.Minute, func(ctx context.Context) (bool, error) {
+		p, err := cs.CoreV1().Pods("np-a").Get(ctx, "peer-on-"+free, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		ip[peer3] = p.Status.PodIP
+		return p.Status.Phase == corev1.PodRunning && p.Status.PodIP != "", fmt.Errorf("phase %s", p.Status.Phase)
+	})
+	expect("np-a's default deny on a node that does not enforce",
+		probe{from: client1, to: peer3, port: 8080, want: true, what: "to the unenforcing node"},
+		probe{from: peer3, to: web1, port: 8080, want: false, what: "from it to an enforcing node"})
+	if err := cs.CoreV1().Pods("np-a").Delete(ctx, "peer-on-"+free, metav1.DeleteOptions{}); err != nil {
+		t.Error(err)
+	}
+
 	// deleting the policies lifts them
 	for _, ns := range []string{"np-a", "np-b"} {
 		if err := cs.NetworkingV1().NetworkPolicies(ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{}); err != nil {

@@ -3,6 +3,7 @@ package netpol
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 
 	v1 "k8s.io/api/core/v1"
@@ -68,10 +69,8 @@ func Render(tx *knftables.Transaction, rs Ruleset) {
 					ingress[fam] = append(ingress[fam], j)
 				}
 			}
-			for _, a := range allows {
-				for _, m := range ruleMatches(a, p.IPs, peerField) {
-					tx.Add(&knftables.Rule{Chain: chain, Rule: knftables.Concat(m, verdict)})
-				}
+			for _, m := range ruleMatches(allows, p.IPs, peerField) {
+				tx.Add(&knftables.Rule{Chain: chain, Rule: knftables.Concat(m, verdict)})
 			}
 			tx.Add(&knftables.Rule{Chain: chain, Rule: "counter drop"})
 		}
@@ -113,34 +112,71 @@ func chainName(dir, ns, name string) string {
 	return dir + "_" + ns + "/" + name
 }
 
-// ruleMatches renders an allowance as the match parts of nft rules (the verdict
-// is appended by the caller): one rule per kind of peer and protocol, only
-// for the address families of the pod's own addresses. No rule at all means
-// the allowance admits nothing for this pod.
-func ruleMatches(a Allow, podIPs []netip.Addr, field string) []string {
+// ruleMatches renders a pod's allowances as the match parts of nft rules
+// (the caller appends the verdict), for the address families of the pod's
+// own addresses. Allowances with the same peers become one rule per
+// protocol whose ports are one set (a lookup, however many policies add
+// ports), or one rule without ports when any of them admits every port. No
+// rule at all means nothing is admitted.
+func ruleMatches(allows []Allow, podIPs []netip.Addr, field string) []string {
 	var fams []int
 	for _, ip := range podIPs {
-		if f := family(ip); !containsInt(fams, f) {
+		if f := family(ip); !slices.Contains(fams, f) {
 			fams = append(fams, f)
 		}
 	}
-	var peerParts []string
+	type group struct {
+		anyPort bool
+		ports   []Port
+	}
+	var order []string // peer clauses, first seen first
+	groups := map[string]*group{}
+	for _, a := range allows {
+		for _, peer := range peerClauses(a.Peers, fams, field) {
+			g := groups[peer]
+			if g == nil {
+				g = &group{}
+				groups[peer] = g
+				order = append(order, peer)
+			}
+			g.anyPort = g.anyPort || len(a.Ports) == 0
+			g.ports = append(g.ports, a.Ports...)
+		}
+	}
+	var out []string
+	for _, peer := range order {
+		g := groups[peer]
+		if g.anyPort {
+			out = append(out, peer)
+			continue
+		}
+		for _, port := range portMatches(g.ports) {
+			out = append(out, peer+" "+port)
+		}
+	}
+	return out
+}
+
+// peerClauses: the address matches of peers, one per kind (pod addresses
+// as one set, each CIDR block with its exceptions), per address family.
+func peerClauses(p Peers, fams []int, field string) []string {
+	var out []string
 	for _, fam := range fams {
 		kw := ipKeyword[fam]
-		if a.Peers.Any {
-			peerParts = append(peerParts, "meta nfproto "+[2]string{"ipv4", "ipv6"}[fam])
+		if p.Any {
+			out = append(out, "meta nfproto "+[2]string{"ipv4", "ipv6"}[fam])
 			continue
 		}
 		var ips []string
-		for _, ip := range a.Peers.IPs {
+		for _, ip := range p.IPs {
 			if family(ip) == fam {
 				ips = append(ips, ip.String())
 			}
 		}
 		if len(ips) > 0 {
-			peerParts = append(peerParts, fmt.Sprintf("%s %s { %s }", kw, field, strings.Join(ips, ", ")))
+			out = append(out, fmt.Sprintf("%s %s { %s }", kw, field, strings.Join(ips, ", ")))
 		}
-		for _, b := range a.Peers.Blocks {
+		for _, b := range p.Blocks {
 			if family(b.CIDR.Addr()) != fam {
 				continue
 			}
@@ -154,42 +190,45 @@ func ruleMatches(a Allow, podIPs []netip.Addr, field string) []string {
 			if len(except) > 0 {
 				part += fmt.Sprintf(" %s %s != { %s }", kw, field, strings.Join(except, ", "))
 			}
-			peerParts = append(peerParts, part)
-		}
-	}
-	portParts := []string{""}
-	if len(a.Ports) > 0 {
-		portParts = portMatches(a.Ports)
-	}
-	var out []string
-	for _, peer := range peerParts {
-		for _, port := range portParts {
-			out = append(out, strings.TrimSpace(peer+" "+port))
+			out = append(out, part)
 		}
 	}
 	return out
 }
 
-// portMatches: one match per protocol, its ports as one anonymous set.
+// portMatches: one match per protocol, its ports as one anonymous set of
+// numbers and ranges, overlapping ones merged (nft refuses overlapping
+// intervals in a set), or no port match when the protocol is admitted whole.
 func portMatches(ports []Port) []string {
+	ports = sortPorts(slices.Clone(ports))
 	var out []string
 	for i := 0; i < len(ports); {
 		proto := ports[i].Protocol
-		var elems []string
+		var ranges [][2]uint16
 		whole := false
 		for ; i < len(ports) && ports[i].Protocol == proto; i++ {
 			p := ports[i]
-			switch {
-			case p.From == 0:
+			if p.From == 0 {
 				whole = true
-			case p.To > p.From:
-				elems = append(elems, fmt.Sprintf("%d-%d", p.From, p.To))
-			default:
-				elems = append(elems, fmt.Sprintf("%d", p.From))
+				continue
 			}
+			to := max(p.To, p.From)
+			if n := len(ranges); n > 0 && uint32(p.From) <= uint32(ranges[n-1][1])+1 {
+				ranges[n-1][1] = max(ranges[n-1][1], to)
+				continue
+			}
+			ranges = append(ranges, [2]uint16{p.From, to})
 		}
 		m := "meta l4proto " + l4proto(proto)
 		if !whole {
+			elems := make([]string, len(ranges))
+			for j, r := range ranges {
+				if r[0] == r[1] {
+					elems[j] = fmt.Sprintf("%d", r[0])
+				} else {
+					elems[j] = fmt.Sprintf("%d-%d", r[0], r[1])
+				}
+			}
 			m += " th dport { " + strings.Join(elems, ", ") + " }"
 		}
 		out = append(out, m)
@@ -199,13 +238,4 @@ func portMatches(ports []Port) []string {
 
 func l4proto(p v1.Protocol) string {
 	return strings.ToLower(string(p)) // tcp, udp, sctp
-}
-
-func containsInt(s []int, v int) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 
@@ -84,6 +85,47 @@ func TestRender(t *testing.T) {
 	}
 }
 
+// merged: allowances with the same peers share a rule, ports overlapping
+// or adjacent become one range
+func mergedRuleset() Ruleset {
+	tcpPort := func(from, to uint16) Port { return Port{Protocol: v1.ProtocolTCP, From: from, To: to} }
+	x := Peers{IPs: []netip.Addr{mustAddr("10.0.0.4")}}
+	return Ruleset{Pods: []PodRules{{Namespace: "a", Name: "web", IPs: []netip.Addr{mustAddr("10.0.0.2")}, IngressIsolated: true,
+		Ingress: []Allow{
+			{Peers: Peers{Any: true}, Ports: []Port{tcpPort(80, 80)}},
+			{Peers: Peers{Any: true}, Ports: []Port{tcpPort(85, 90), tcpPort(80, 86)}},
+			{Peers: Peers{Any: true}, Ports: []Port{tcpPort(91, 91), tcpPort(443, 443), {Protocol: v1.ProtocolUDP, From: 53, To: 53}}},
+			{Peers: x, Ports: []Port{tcpPort(1, 1)}},
+			{Peers: x},
+		}}}}
+}
+
+func TestRenderMergesPorts(t *testing.T) {
+	fake := knftables.NewFake(knftables.InetFamily, Table)
+	tx := fake.NewTransaction()
+	Render(tx, mergedRuleset())
+	if err := fake.Run(context.Background(), tx); err != nil {
+		t.Fatal(err)
+	}
+	rules, err := fake.ListRules(context.Background(), "ingress_a/web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range rules {
+		got = append(got, r.Rule)
+	}
+	want := []string{
+		"meta nfproto ipv4 meta l4proto tcp th dport { 80-91, 443 } accept",
+		"meta nfproto ipv4 meta l4proto udp th dport { 53 } accept",
+		"ip saddr { 10.0.0.4 } accept",
+		"counter drop",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("rules:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
 func TestRenderNothingIsolated(t *testing.T) {
 	fake := knftables.NewFake(knftables.InetFamily, Table)
 	tx := fake.NewTransaction()
@@ -110,7 +152,7 @@ func TestRenderKernelAccepts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, rs := range map[string]Ruleset{"sample": sampleRuleset(), "empty": {}, "ipv6": {Pods: []PodRules{{
+	for name, rs := range map[string]Ruleset{"sample": sampleRuleset(), "empty": {}, "merged": mergedRuleset(), "ipv6": {Pods: []PodRules{{
 		Namespace: "a", Name: "v6", IPs: []netipAddr{mustAddr("fd00::2"), mustAddr("10.0.0.2")}, IngressIsolated: true,
 		Ingress: []Allow{
 			{Peers: Peers{Blocks: []Block{{CIDR: mustPrefix("fd00::/64"), Except: []netipPrefix{mustPrefix("fd00::/96")}}}}},
