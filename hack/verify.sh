@@ -19,6 +19,15 @@ mods=$(hack/modules.sh)
 used=$(go work edit -json | sed -n 's/.*"DiskPath": "\(.*\)".*/\1/p' | sed 's#^\./##' | sort)
 [ "$mods" = "$used" ] || { echo "go.work is out of date:"; diff <(echo "$mods") <(echo "$used"); exit 1; }
 
+echo "== every module requires the workspace's versions (go work sync)"
+# so that each module's GOWORK=off build below compiles what the workspace
+# compiled (cache hits) instead of its own older versions of Kubernetes & co.
+mods_sum() { for m in $mods; do sha256sum "$m/go.mod"; done; }
+before=$(mods_sum)
+go work sync
+[ "$before" = "$(mods_sum)" ] || {
+  echo "go work sync changed go.mod files (git diff shows which): run go mod tidy in them and commit both"; exit 1; }
+
 echo "== testcluster.DefaultTag is the release in hack/versions.env"
 . hack/versions.env
 grep -q "^const DefaultTag = \"$KUBESPLIT_VERSION\"" testcluster/options.go || {
