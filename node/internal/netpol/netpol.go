@@ -30,6 +30,8 @@ import (
 	"k8s.io/component-base/metrics"
 	"k8s.io/component-base/metrics/legacyregistry"
 	"sigs.k8s.io/knftables"
+
+	"github.com/kubesplit/kubesplit/node/internal/syncloop"
 )
 
 // Controller keeps the node's table in line with the cluster's policies.
@@ -94,9 +96,6 @@ func Remove(ctx context.Context) error {
 
 // Run syncs until ctx ends. It returns an error only when it cannot start.
 func (c *Controller) Run(ctx context.Context, nft knftables.Interface) error {
-	if c.MinInterval == 0 {
-		c.MinInterval = 100 * time.Millisecond
-	}
 	factory := informers.NewSharedInformerFactory(c.Client, 0)
 	pods := factory.Core().V1().Pods()
 	// a node keeps every pod of the cluster (peers of its rules) but needs
@@ -107,20 +106,9 @@ func (c *Controller) Run(ctx context.Context, nft knftables.Interface) error {
 	namespaces := factory.Core().V1().Namespaces()
 	policies := factory.Networking().V1().NetworkPolicies()
 
-	changed := make(chan struct{}, 1)
-	kick := func() {
-		select {
-		case changed <- struct{}{}:
-		default:
-		}
-	}
-	handler := cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { kick() },
-		UpdateFunc: func(any, any) { kick() },
-		DeleteFunc: func(any) { kick() },
-	}
+	loop := syncloop.New(c.MinInterval)
 	for _, inf := range []cache.SharedIndexInformer{pods.Informer(), namespaces.Informer(), policies.Informer()} {
-		if _, err := inf.AddEventHandler(handler); err != nil {
+		if _, err := inf.AddEventHandler(loop.Handler()); err != nil {
 			return err
 		}
 	}
@@ -134,17 +122,7 @@ func (c *Controller) Run(ctx context.Context, nft knftables.Interface) error {
 	c.Log.Info("enforcing NetworkPolicies", "table", "inet "+Table)
 
 	var applied string
-	var retry time.Duration
-	var retryC <-chan time.Time // set while a failed sync waits for its retry
-	kick()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-changed:
-		case <-retryC:
-		}
-		retryC = nil
+	loop.Run(ctx, func(ctx context.Context) error {
 		start := time.Now()
 		rs := Compile(c.NodeName, list[*v1.Pod](pods.Lister().List(labels.Everything())),
 			list[*v1.Namespace](namespaces.Lister().List(labels.Everything())),
@@ -152,41 +130,33 @@ func (c *Controller) Run(ctx context.Context, nft knftables.Interface) error {
 		tx := nft.NewTransaction()
 		Render(tx, rs)
 		text := tx.String()
-		if text != applied {
-			if err := nft.Run(ctx, tx); err != nil {
-				if ctx.Err() != nil {
-					return nil
-				}
-				syncErrors.Inc()
-				retry = min(max(2*retry, time.Second), 30*time.Second)
-				retryC = time.After(retry)
-				c.Log.Error("loading the NetworkPolicy rules failed; retrying", "in", retry, "err", err)
-				continue
-			}
-			applied = text
-			syncSeconds.Observe(time.Since(start).Seconds())
-			ruleCount.Set(float64(tx.NumOperations()))
-			var in, eg int
-			for _, p := range rs.Pods {
-				if p.IngressIsolated {
-					in++
-				}
-				if p.EgressIsolated {
-					eg++
-				}
-			}
-			isolatedPods.WithLabelValues("ingress").Set(float64(in))
-			isolatedPods.WithLabelValues("egress").Set(float64(eg))
-			c.Log.Debug("NetworkPolicy rules loaded", "isolatedPods", len(rs.Pods), "took", time.Since(start).Round(time.Microsecond))
-		}
-		retry = 0
-		// coalesce: changes during the pause become the next sync
-		select {
-		case <-ctx.Done():
+		if text == applied {
 			return nil
-		case <-time.After(c.MinInterval):
 		}
-	}
+		if err := nft.Run(ctx, tx); err != nil {
+			return err
+		}
+		applied = text
+		syncSeconds.Observe(time.Since(start).Seconds())
+		ruleCount.Set(float64(tx.NumOperations()))
+		var in, eg int
+		for _, p := range rs.Pods {
+			if p.IngressIsolated {
+				in++
+			}
+			if p.EgressIsolated {
+				eg++
+			}
+		}
+		isolatedPods.WithLabelValues("ingress").Set(float64(in))
+		isolatedPods.WithLabelValues("egress").Set(float64(eg))
+		c.Log.Debug("NetworkPolicy rules loaded", "isolatedPods", len(rs.Pods), "took", time.Since(start).Round(time.Microsecond))
+		return nil
+	}, func(err error, retryIn time.Duration) {
+		syncErrors.Inc()
+		c.Log.Error("loading the NetworkPolicy rules failed; retrying", "in", retryIn, "err", err)
+	})
+	return nil
 }
 
 func list[T any, S ~[]T](s S, err error) []T { return s }

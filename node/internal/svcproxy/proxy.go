@@ -1,0 +1,205 @@
+package svcproxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"reflect"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/component-base/metrics"
+	"k8s.io/component-base/metrics/legacyregistry"
+	"sigs.k8s.io/knftables"
+
+	"github.com/kubesplit/kubesplit/node/internal/svcproxy/datapath"
+	"github.com/kubesplit/kubesplit/node/internal/syncloop"
+)
+
+// DefaultPinDir is where the node's maps and links are pinned: a bpffs the
+// agent mounts in the node container's own mount namespace.
+const DefaultPinDir = "/sys/fs/bpf/kubesplit"
+
+var (
+	syncSeconds = metrics.NewHistogram(&metrics.HistogramOpts{
+		Subsystem: "kubesplit_service_proxy", Name: "sync_duration_seconds",
+		Help:    "Time to compile Services and EndpointSlices and apply them to the eBPF maps and the NodePort table.",
+		Buckets: metrics.ExponentialBuckets(0.0001, 2, 16), StabilityLevel: metrics.ALPHA,
+	})
+	lastSync = metrics.NewGauge(&metrics.GaugeOpts{
+		Subsystem: "kubesplit_service_proxy", Name: "last_sync_timestamp_seconds",
+		Help: "When the datapath last took a change.", StabilityLevel: metrics.ALPHA,
+	})
+	mapEntries = metrics.NewGaugeVec(&metrics.GaugeOpts{
+		Subsystem: "kubesplit_service_proxy", Name: "map_entries",
+		Help: "Entries in each eBPF map (frontends, backends, affinity, reverse translation).", StabilityLevel: metrics.ALPHA,
+	}, []string{"map"})
+	programsAttached = metrics.NewGauge(&metrics.GaugeOpts{
+		Subsystem: "kubesplit_service_proxy", Name: "programs_attached",
+		Help: "Socket programs attached to the node's pod cgroup.", StabilityLevel: metrics.ALPHA,
+	})
+	nodePorts = metrics.NewGauge(&metrics.GaugeOpts{
+		Subsystem: "kubesplit_service_proxy", Name: "node_ports",
+		Help: "NodePorts with a backend in the packet path.", StabilityLevel: metrics.ALPHA,
+	})
+	syncErrors = metrics.NewCounter(&metrics.CounterOpts{
+		Subsystem: "kubesplit_service_proxy", Name: "sync_errors_total",
+		Help: "Syncs that failed (retried).", StabilityLevel: metrics.ALPHA,
+	})
+)
+
+func init() {
+	legacyregistry.MustRegister(syncSeconds, lastSync, mapEntries, programsAttached, nodePorts, syncErrors)
+}
+
+// Proxy is the eBPF Service proxy of one node.
+type Proxy struct {
+	Client   kubernetes.Interface
+	NodeName string
+	Log      *slog.Logger
+	// MinInterval is the least time between two syncs (default 100 ms).
+	MinInterval time.Duration
+
+	dp     *datapath.Datapath
+	nft    knftables.Interface
+	synced chan struct{}
+}
+
+// Start checks the host, mounts bpffs at pinDir if needed, loads the
+// programs (taking over the maps and links an earlier run pinned) and
+// attaches them to the node's pod cgroup (cgroup v2 CGROUPROOT/kubepods).
+// Its error is one line naming what is missing.
+func (p *Proxy) Start(pinDir, cgroupRoot string) error {
+	if err := datapath.Check(); err != nil {
+		return fmt.Errorf("--service-proxy=ebpf: %w; or use --service-proxy=iptables", err)
+	}
+	cg, err := datapath.PodCgroup(cgroupRoot)
+	if err != nil {
+		return fmt.Errorf("--service-proxy=ebpf: %w; or use --service-proxy=iptables", err)
+	}
+	if err := datapath.EnsureBPFFS(filepath.Dir(pinDir)); err != nil {
+		return fmt.Errorf("--service-proxy=ebpf: %w", err)
+	}
+	nft, err := NewNodePortTable()
+	if err != nil {
+		return err
+	}
+	dp, err := datapath.Open(pinDir)
+	if err != nil {
+		return fmt.Errorf("--service-proxy=ebpf: %w", err)
+	}
+	if err := dp.Attach(cg); err != nil {
+		dp.Close()
+		return fmt.Errorf("--service-proxy=ebpf: %w", err)
+	}
+	programsAttached.Set(float64(len(dp.Attached())))
+	p.dp, p.nft, p.synced = dp, nft, make(chan struct{})
+	p.Log.Info("eBPF Service proxy attached", "cgroup", cg, "programs", dp.Attached(), "pins", pinDir)
+	return nil
+}
+
+// Synced is closed once the datapaths hold the cluster's Services.
+func (p *Proxy) Synced() <-chan struct{} { return p.synced }
+
+// Run syncs until ctx ends; the programs stay attached (pinned) when it
+// returns, so that a restarting agent leaves no gap.
+func (p *Proxy) Run(ctx context.Context) error {
+	defer p.dp.Close()
+	factory := informers.NewSharedInformerFactory(p.Client, 0)
+	services := factory.Core().V1().Services()
+	slices := factory.Discovery().V1().EndpointSlices()
+	loop := syncloop.New(p.MinInterval)
+	for _, inf := range []cache.SharedIndexInformer{services.Informer(), slices.Informer()} {
+		if err := inf.SetTransform(stripManagedFields); err != nil {
+			return err
+		}
+		if _, err := inf.AddEventHandler(loop.Handler()); err != nil {
+			return err
+		}
+	}
+	factory.Start(ctx.Done())
+	defer factory.Shutdown()
+	for typ, ok := range factory.WaitForCacheSync(ctx.Done()) {
+		if !ok {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("service proxy: the %v informer did not sync", typ)
+		}
+	}
+	var appliedPorts []NodePort
+	first := true
+	loop.Run(ctx, func(ctx context.Context) error {
+		start := time.Now()
+		svcs, _ := services.Lister().List(labels.Everything())
+		eps, _ := slices.Lister().List(labels.Everything())
+		st := Compile(p.NodeName, svcs, eps)
+		stats, err := p.dp.Apply(st.Sockets)
+		if err != nil {
+			return err
+		}
+		portsChanged := first || !reflect.DeepEqual(st.NodePorts, appliedPorts)
+		if portsChanged {
+			tx := p.nft.NewTransaction()
+			RenderNodePorts(tx, st.NodePorts)
+			if err := p.nft.Run(ctx, tx); err != nil {
+				return fmt.Errorf("loading the NodePort table: %w", err)
+			}
+			appliedPorts = st.NodePorts
+			n := 0
+			for _, np := range st.NodePorts {
+				if len(np.Backends) > 0 {
+					n++
+				}
+			}
+			nodePorts.Set(float64(n))
+		}
+		if stats.Changed > 0 || portsChanged {
+			syncSeconds.Observe(time.Since(start).Seconds())
+			lastSync.Set(float64(time.Now().UnixNano()) / 1e9)
+			for name, n := range p.dp.MapSizes() {
+				mapEntries.WithLabelValues(name).Set(float64(n))
+			}
+			p.Log.Debug("Service datapath updated", "frontends", stats.Frontends, "backends", stats.Backends,
+				"changed", stats.Changed, "nodePorts", len(st.NodePorts), "took", time.Since(start).Round(time.Microsecond))
+		}
+		if first {
+			first = false
+			close(p.synced)
+			p.Log.Info("eBPF Service proxy synced", "frontends", stats.Frontends, "backends", stats.Backends,
+				"took", time.Since(start).Round(time.Microsecond))
+		}
+		return nil
+	}, func(err error, retryIn time.Duration) {
+		syncErrors.Inc()
+		p.Log.Error("updating the Service datapath failed; retrying", "in", retryIn, "err", err)
+	})
+	return nil
+}
+
+// Remove undoes an earlier run's eBPF proxy on this node (the agent now
+// runs kube-proxy instead): programs detached, maps and NodePort table gone.
+func Remove(ctx context.Context, pinDir string) error {
+	var errs []error
+	if _, err := os.Stat(pinDir); err == nil {
+		errs = append(errs, datapath.Remove(pinDir))
+	}
+	errs = append(errs, RemoveNodePorts(ctx))
+	return errors.Join(errs...)
+}
+
+// stripManagedFields drops what the proxy never reads and a node would
+// otherwise hold for every Service and EndpointSlice of the cluster.
+func stripManagedFields(obj any) (any, error) {
+	if m, ok := obj.(interface{ SetManagedFields([]metav1.ManagedFieldsEntry) }); ok {
+		m.SetManagedFields(nil)
+	}
+	return obj, nil
+}
