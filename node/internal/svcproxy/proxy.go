@@ -198,7 +198,9 @@ func Remove(ctx context.Context, pinDir string) error {
 // stripManagedFields drops what the proxy never reads and a node would
 // otherwise hold for every Service and EndpointSlice of the cluster.
 func stripManagedFields(obj any) (any, error) {
-	if m, ok := obj.(interface{ SetManagedFields([]metav1.ManagedFieldsEntry) }); ok {
+	if m, ok := obj.(interface {
+		SetManagedFields([]metav1.ManagedFieldsEntry)
+	}); ok {
 		m.SetManagedFields(nil)
 	}
 	return obj, nil
