@@ -35,6 +35,7 @@ var essentials = []struct {
 	{"helm-charts", helmCharts},
 	{"traefik", traefik},
 	{"network-policy", networkPolicies},
+	{"service-proxy-ebpf", serviceProxyEBPF}, // adds and removes a node
 	{"local-storage", localStorage}, // restarts a node: keep it late
 	{"disable", disabledAddons},     // removes the addons: always last
 }

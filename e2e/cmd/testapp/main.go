@@ -20,6 +20,9 @@
 //	testapp watch URL METRIC TIMEOUT
 //	                              prints "ready VALUE", then "changed UNIX-NS" when the
 //	                              Prometheus sample METRIC at URL changes (watch.go)
+//	testapp poll URL DURATION INTERVAL
+//	                              GETs URL every INTERVAL for DURATION, a new connection each
+//	                              time; one line per request: time, outcome, latency (poll.go)
 //	testapp lookup NAME           prints NAME's addresses, as resolved through the pod's DNS
 //	testapp kube PATH             GET https://kubernetes.default.svc/PATH with the pod's
 //	                              service account (verifies the cluster CA); prints the body
@@ -119,6 +122,8 @@ func main() {
 		dialLatencyCmd(args)
 	case "watch":
 		watchCmd(args)
+	case "poll":
+		pollCmd(args)
 	case "sleep":
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 		defer stop()

@@ -93,6 +93,10 @@ func Run(ctx context.Context, c Config, tok jointoken.Token, log *slog.Logger) e
 	if err := c.prepareHost(log); err != nil {
 		return err
 	}
+	proxy, err := c.prepareServiceProxy(ctx, log)
+	if err != nil {
+		return err
+	}
 	ctrd, err := c.startContainerd(ctx, log)
 	if err != nil {
 		return err
@@ -151,7 +155,7 @@ func Run(ctx context.Context, c Config, tok jointoken.Token, log *slog.Logger) e
 		ClusterCIDR: c.ClusterCIDR, VNI: c.VXLANID, Port: c.VXLANPort,
 		CNIConfDir: c.cniConfDir(), Log: log.With("part", "overlay"),
 		BeforeReady: func(ctx context.Context) {
-			waitProxySynced(ctx, "http://127.0.0.1:10249/metrics", time.Minute, log.With("part", "overlay"))
+			c.waitServiceProxy(ctx, proxy, time.Minute, log.With("part", "overlay"))
 		},
 	}
 	go func() {
@@ -170,12 +174,9 @@ func Run(ctx context.Context, c Config, tok jointoken.Token, log *slog.Logger) e
 		}
 	}()
 
-	if err := c.writeProxyConfig(); err != nil {
-		return err
-	}
 	go func() {
-		if err := c.runKubeProxy(ctx); ctx.Err() == nil {
-			cancel(fmt.Errorf("kube-proxy: %v", err))
+		if err := c.runServiceProxy(ctx, proxy, client, log); ctx.Err() == nil {
+			cancel(fmt.Errorf("service proxy (%s): %v", c.ServiceProxy, err))
 		}
 	}()
 

@@ -62,6 +62,7 @@ func TestValidate(t *testing.T) {
 		{[]string{"--vxlan-id", "0"}, "--vxlan-id"},
 		{[]string{"--disable", "networkpolicy"}, `--disable "networkpolicy": not a node feature; the ones that can be turned off are network-policy`},
 		{[]string{"--bin-dir", binDir(t, "cni/bridge")}, "cni/bridge is missing"},
+		{[]string{"--service-proxy", "bpf"}, `--service-proxy "bpf": not a Service proxy; use iptables or ebpf`},
 	}
 	for _, tc := range cases {
 		c := parse(t, append(append([]string{}, base...), tc.args...)...)
@@ -76,6 +77,12 @@ func TestValidate(t *testing.T) {
 	c = parse(t, append(append([]string{}, base...), "--disable", "network-policy")...)
 	if _, err := c.Validate(); err != nil || !c.disabled(FeatureNetworkPolicy) {
 		t.Fatalf("--disable network-policy: %v, disabled %v", err, c.disabled(FeatureNetworkPolicy))
+	}
+	for _, sp := range ServiceProxies {
+		c = parse(t, append(append([]string{}, base...), "--service-proxy", sp)...)
+		if _, err := c.Validate(); err != nil || c.ServiceProxy != sp {
+			t.Fatalf("--service-proxy %s: %v", sp, err)
+		}
 	}
 	// no token and never joined: say how to get one
 	c = parse(t, "--gateway", "https://gw:8132", "--bin-dir", bins, "--data-dir", t.TempDir(), "--token", "")

@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/kubesplit/kubesplit/node/internal/svcproxy"
 	"github.com/kubesplit/kubesplit/pkg/config"
 	"github.com/kubesplit/kubesplit/pkg/logging"
 	"github.com/kubesplit/kubesplit/pkg/version"
@@ -21,10 +22,11 @@ const ExitConfig = 2
 
 const exitConfig = ExitConfig
 
-const summary = `kubesplit-node: the kubesplit node agent (kubelet, containerd, kube-proxy, pod overlay, tunnel).
+const summary = `kubesplit-node: the kubesplit node agent (kubelet, containerd, Service proxy, pod overlay, tunnel).
 
 Usage:
   kubesplit-node agent [flags]   run the agent (kubesplit-node-supervisor restarts it in a node container)
+  kubesplit-node debug services  print the eBPF Service proxy's maps (--service-proxy=ebpf) as a table
   kubesplit-node version
 Arguments after "--" go to the kubelet unchanged.`
 
@@ -39,11 +41,21 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, version.Info("node"))
 		return 0
 	case "agent":
+	case "debug":
+		if len(args) < 2 || args[1] != "services" {
+			fmt.Fprintln(stderr, "kubesplit-node: debug takes one topic: services")
+			return 1
+		}
+		if err := svcproxy.PrintServices(stdout, svcproxy.DefaultPinDir); err != nil {
+			fmt.Fprintf(stderr, "kubesplit-node: %v\n", err)
+			return 1
+		}
+		return 0
 	case "-h", "--help", "help":
 		fmt.Fprintln(stdout, summary)
 		return 0
 	default:
-		fmt.Fprintf(stderr, "kubesplit-node: unknown command %q (agent or version)\n", args[0])
+		fmt.Fprintf(stderr, "kubesplit-node: unknown command %q (agent, debug or version)\n", args[0])
 		return 1
 	}
 	ours, kubeletArgs := config.SplitPassthrough(args[1:])

@@ -4,10 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
+	"sort"
+	"strings"
+	"text/tabwriter"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -80,7 +84,7 @@ func (p *Proxy) Start(pinDir, cgroupRoot string) error {
 	if err := datapath.Check(); err != nil {
 		return fmt.Errorf("--service-proxy=ebpf: %w; or use --service-proxy=iptables", err)
 	}
-	cg, err := datapath.PodCgroup(cgroupRoot)
+	cgs, err := datapath.NodeCgroups(cgroupRoot)
 	if err != nil {
 		return fmt.Errorf("--service-proxy=ebpf: %w; or use --service-proxy=iptables", err)
 	}
@@ -95,13 +99,13 @@ func (p *Proxy) Start(pinDir, cgroupRoot string) error {
 	if err != nil {
 		return fmt.Errorf("--service-proxy=ebpf: %w", err)
 	}
-	if err := dp.Attach(cg); err != nil {
+	if err := dp.Attach(cgs); err != nil {
 		dp.Close()
 		return fmt.Errorf("--service-proxy=ebpf: %w", err)
 	}
 	programsAttached.Set(float64(len(dp.Attached())))
 	p.dp, p.nft, p.synced = dp, nft, make(chan struct{})
-	p.Log.Info("eBPF Service proxy attached", "cgroup", cg, "programs", dp.Attached(), "pins", pinDir)
+	p.Log.Info("eBPF Service proxy attached", "cgroups", cgs, "programs", dp.Attached(), "pins", pinDir)
 	return nil
 }
 
@@ -204,4 +208,44 @@ func stripManagedFields(obj any) (any, error) {
 		m.SetManagedFields(nil)
 	}
 	return obj, nil
+}
+
+// PrintServices writes the maps the programs read (pinned in pinDir) as a
+// table: what `kubesplit-node debug services` shows.
+func PrintServices(w io.Writer, pinDir string) error {
+	entries, sizes, err := datapath.Dump(pinDir)
+	if err != nil {
+		return fmt.Errorf("%w (is this node's agent running with --service-proxy=ebpf?)", err)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "FRONTEND\tGENERATION\tAFFINITY\tBACKENDS")
+	for _, e := range entries {
+		aff := "-"
+		if e.Affinity > 0 {
+			aff = e.Affinity.String()
+		}
+		bs := make([]string, len(e.Backends))
+		for i, b := range e.Backends {
+			bs[i] = b.String()
+		}
+		be := strings.Join(bs, ",")
+		if be == "" {
+			be = "(none: refused)"
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", e.Frontend, e.Generation, aff, be)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	names := make([]string, 0, len(sizes))
+	for n := range sizes {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	fmt.Fprint(w, "\nmap entries:")
+	for _, n := range names {
+		fmt.Fprintf(w, " %s=%d", n, sizes[n])
+	}
+	fmt.Fprintln(w)
+	return nil
 }

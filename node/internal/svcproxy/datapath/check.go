@@ -112,24 +112,50 @@ func Cgroup2Mount() (string, error) {
 	return best, nil
 }
 
-// PodCgroup is the cgroup v2 directory of the node's pods, created if
-// missing (the container runtime creates the same path for the pods'
-// processes): MOUNT/CGROUPROOT/kubepods. It refuses a path that would also
-// hold processes that are not this node's pods: the hierarchy's root, or a
-// cgroupRoot of "/" (where kubepods may be shared by every node container
-// on the host).
-func PodCgroup(cgroupRoot string) (string, error) {
+// NodeCgroups are the cgroup v2 directories whose sockets the programs
+// translate: "pods", the node's pods (MOUNT/CGROUPROOT/kubepods, created if
+// missing: the container runtime puts the pods' processes in the same path),
+// and "node", the agent's own cgroup (in a node container: the container's,
+// which holds the kubelet, containerd and `docker exec` sessions; on a host:
+// the agent's service), so that the node itself reaches ClusterIPs as with
+// kube-proxy. It refuses a cgroupRoot of "/" (its kubepods may be shared by
+// every node container on the host) and never attaches to the hierarchy's
+// root: that would translate every socket of the host.
+func NodeCgroups(cgroupRoot string) (map[string]string, error) {
 	mnt, err := Cgroup2Mount()
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	root := filepath.Clean("/" + cgroupRoot)
 	if root == "/" {
-		return "", errors.New("the kubelet's cgroupRoot is \"/\": its kubepods cgroup is not this node's alone; give the node its own cgroupRoot")
+		return nil, errors.New("the kubelet's cgroupRoot is \"/\": its kubepods cgroup is not this node's alone; give the node its own cgroupRoot")
 	}
-	dir := filepath.Join(mnt, root, "kubepods")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", fmt.Errorf("creating the pods' cgroup %s: %w", dir, err)
+	pods := filepath.Join(mnt, root, "kubepods")
+	if err := os.MkdirAll(pods, 0o755); err != nil {
+		return nil, fmt.Errorf("creating the pods' cgroup %s: %w", pods, err)
 	}
-	return dir, nil
+	cgs := map[string]string{"pods": pods}
+	own, err := ownCgroup2()
+	if err != nil {
+		return nil, err
+	}
+	if own != "/" && !strings.HasPrefix(own+"/", root+"/") {
+		cgs["node"] = filepath.Join(mnt, own)
+	}
+	return cgs, nil
+}
+
+// ownCgroup2 is this process's cgroup v2 path (the "0::" line of
+// /proc/self/cgroup).
+func ownCgroup2() (string, error) {
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return "", err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if p, ok := strings.CutPrefix(l, "0::"); ok {
+			return filepath.Clean(p), nil
+		}
+	}
+	return "", errors.New("this process has no cgroup v2 path in /proc/self/cgroup")
 }

@@ -117,30 +117,33 @@ func Open(pinDir string) (*Datapath, error) {
 	return d, nil
 }
 
-// Attach attaches the programs to the cgroup (v2) directory cgroupPath, or
-// replaces the programs of links an earlier run pinned, so that there is no
-// moment without translation.
-func (d *Datapath) Attach(cgroupPath string) error {
-	for name, attach := range progAttach {
-		pin := filepath.Join(d.pinDir, "link_"+name)
-		prog := d.coll.Programs[name]
-		if l, err := link.LoadPinnedLink(pin, nil); err == nil {
-			if err := l.Update(prog); err != nil {
-				l.Close()
-				return fmt.Errorf("updating the pinned %s link: %w", name, err)
+// Attach attaches the programs to each cgroup (v2) directory of cgroups (a
+// short name for pins: "pods", "node"), or replaces the programs of links
+// an earlier run pinned, so that there is no moment without translation.
+func (d *Datapath) Attach(cgroups map[string]string) error {
+	for cgName, cgroupPath := range cgroups {
+		for name, attach := range progAttach {
+			key := cgName + "_" + name
+			pin := filepath.Join(d.pinDir, "link_"+key)
+			prog := d.coll.Programs[name]
+			if l, err := link.LoadPinnedLink(pin, nil); err == nil {
+				if err := l.Update(prog); err != nil {
+					l.Close()
+					return fmt.Errorf("updating the pinned %s link: %w", key, err)
+				}
+				d.links[key] = l
+				continue
 			}
-			d.links[name] = l
-			continue
+			l, err := link.AttachCgroup(link.CgroupOptions{Path: cgroupPath, Attach: attach, Program: prog})
+			if err != nil {
+				return fmt.Errorf("attaching %s to %s: %w", name, cgroupPath, explain(err))
+			}
+			if err := l.Pin(pin); err != nil {
+				l.Close()
+				return fmt.Errorf("pinning the %s link: %w", key, err)
+			}
+			d.links[key] = l
 		}
-		l, err := link.AttachCgroup(link.CgroupOptions{Path: cgroupPath, Attach: attach, Program: prog})
-		if err != nil {
-			return fmt.Errorf("attaching %s to %s: %w", name, cgroupPath, explain(err))
-		}
-		if err := l.Pin(pin); err != nil {
-			l.Close()
-			return fmt.Errorf("pinning the %s link: %w", name, err)
-		}
-		d.links[name] = l
 	}
 	return nil
 }
@@ -170,14 +173,14 @@ func (d *Datapath) Close() {
 // node's sockets are no longer translated.
 func Remove(pinDir string) error {
 	var errs []error
-	for name := range progAttach {
-		pin := filepath.Join(pinDir, "link_"+name)
+	links, _ := filepath.Glob(filepath.Join(pinDir, "link_*"))
+	for _, pin := range links {
 		l, err := link.LoadPinnedLink(pin, nil)
-		if err == nil {
-			errs = append(errs, l.Unpin(), l.Close())
-		} else if !errors.Is(err, os.ErrNotExist) {
+		if err != nil {
 			errs = append(errs, err)
+			continue
 		}
+		errs = append(errs, l.Unpin(), l.Close())
 	}
 	for name := range mapSpecs() {
 		if err := os.Remove(filepath.Join(pinDir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {

@@ -267,7 +267,7 @@ func open(t *testing.T, e *env) *Datapath {
 		t.Fatal(err)
 	}
 	t.Cleanup(d.Close)
-	if err := d.Attach(e.cgroup); err != nil {
+	if err := d.Attach(map[string]string{"pods": e.cgroup}); err != nil {
 		t.Fatal(err)
 	}
 	return d
