@@ -5,7 +5,8 @@
 //	                              "/stream?n=N&ms=M" N lines, one every M ms, each flushed
 //	testapp webhook PORT DIR      HTTPS admission/conversion webhooks and an aggregated
 //	                              API, with DIR/tls.crt and DIR/tls.key (webhook.go)
-//	testapp get URL               prints the body of URL; exit 1 on failure
+//	testapp get URL [TIMEOUT]     prints the body of URL (whole request within TIMEOUT,
+//	                              default 5s); exit 1 on failure
 //	testapp connect HOST:PORT [TIMEOUT]
 //	                              opens a TCP connection (timeout default 2s) and closes it;
 //	                              prints "connected", exit 1 when it cannot
@@ -62,10 +63,18 @@ func main() {
 		}
 		webhook(args[1], args[2])
 	case "get":
-		if len(args) != 2 {
-			fail("usage: testapp get URL")
+		if len(args) < 2 || len(args) > 3 {
+			fail("usage: testapp get URL [TIMEOUT]")
 		}
-		get(args[1])
+		timeout := 5 * time.Second
+		if len(args) == 3 {
+			d, err := time.ParseDuration(args[2])
+			if err != nil {
+				fail("get: " + err.Error())
+			}
+			timeout = d
+		}
+		get(args[1], timeout)
 	case "connect":
 		if len(args) < 2 || len(args) > 3 {
 			fail("usage: testapp connect HOST:PORT [TIMEOUT]")
@@ -204,12 +213,12 @@ func kube(path string) {
 	do(c, req)
 }
 
-func get(url string) {
+func get(url string, timeout time.Duration) {
 	req, err := http.NewRequest(http.MethodGet, url, nil)
 	if err != nil {
 		fail(err.Error())
 	}
-	do(&http.Client{Timeout: 5 * time.Second}, req)
+	do(&http.Client{Timeout: timeout}, req)
 }
 
 func do(c *http.Client, req *http.Request) {
@@ -218,8 +227,11 @@ func do(c *http.Client, req *http.Request) {
 		fail(err.Error())
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
+	body, err := io.ReadAll(resp.Body)
 	fmt.Print(string(body))
+	if err != nil {
+		fail("reading the body: " + err.Error())
+	}
 	if resp.StatusCode != http.StatusOK {
 		os.Exit(1)
 	}
