@@ -36,6 +36,6 @@ var essentials = []struct {
 	{"traefik", traefik},
 	{"network-policy", networkPolicies},
 	{"service-proxy-ebpf", serviceProxyEBPF}, // adds and removes a node
-	{"local-storage", localStorage}, // restarts a node: keep it late
-	{"disable", disabledAddons},     // removes the addons: always last
+	{"local-storage", localStorage},          // restarts a node: keep it late
+	{"disable", disabledAddons},              // removes the addons: always last
 }
