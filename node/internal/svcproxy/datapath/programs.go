@@ -148,6 +148,38 @@ const (
 	econnrefus = 111
 )
 
+// lookup calls bpf_map_lookup_elem(map, FP+key): R0 is the value or 0.
+func lookup(m string, key int16) []asm.Instruction {
+	return []asm.Instruction{
+		asm.LoadMapPtr(asm.R1, 0).WithReference(m),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, int32(key)),
+		asm.FnMapLookupElem.Call(),
+	}
+}
+
+// update calls bpf_map_update_elem(map, FP+key, FP+value, BPF_ANY).
+func update(m string, key, value int16) []asm.Instruction {
+	return []asm.Instruction{
+		asm.LoadMapPtr(asm.R1, 0).WithReference(m),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, int32(key)),
+		asm.Mov.Reg(asm.R3, asm.RFP),
+		asm.Add.Imm(asm.R3, int32(value)),
+		asm.Mov.Imm(asm.R4, 0),
+		asm.FnMapUpdateElem.Call(),
+	}
+}
+
+// seq joins instruction runs.
+func seq(runs ...[]asm.Instruction) asm.Instructions {
+	var out asm.Instructions
+	for _, r := range runs {
+		out = append(out, r...)
+	}
+	return out
+}
+
 // translate is connect4 and sendmsg4: a destination that is a Service
 // frontend becomes one of its backends (the client's affinity entry's when
 // the Service has ClientIP affinity and the entry is fresh, else a random
@@ -158,7 +190,7 @@ const (
 //
 // Registers kept across helper calls: R6 ctx, R7 service value, R8 backend count.
 func translate() asm.Instructions {
-	return asm.Instructions{
+	return seq([]asm.Instruction{
 		asm.Mov.Reg(asm.R6, asm.R1),
 		// service key from the destination
 		asm.LoadMem(asm.R2, asm.R6, offUserIP4, asm.Word),
@@ -168,10 +200,7 @@ func translate() asm.Instructions {
 		asm.LoadMem(asm.R2, asm.R6, offProtocol, asm.Word),
 		asm.StoreMem(asm.RFP, stSvcKey+6, asm.R2, asm.Byte),
 		asm.StoreImm(asm.RFP, stSvcKey+7, 0, asm.Byte),
-		asm.LoadMapPtr(asm.R1, 0).WithReference(mapServices),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, stSvcKey),
-		asm.FnMapLookupElem.Call(),
+	}, lookup(mapServices, stSvcKey), []asm.Instruction{
 		asm.JEq.Imm(asm.R0, 0, "pass"),
 		asm.Mov.Reg(asm.R7, asm.R0),
 		asm.LoadMem(asm.R8, asm.R7, 4, asm.Word), // count
@@ -185,10 +214,7 @@ func translate() asm.Instructions {
 		asm.StoreMem(asm.RFP, stAffKey, asm.R0, asm.DWord),
 		asm.LoadMem(asm.R2, asm.RFP, stSvcKey, asm.DWord),
 		asm.StoreMem(asm.RFP, stAffKey+8, asm.R2, asm.DWord),
-		asm.LoadMapPtr(asm.R1, 0).WithReference(mapAffinity),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, stAffKey),
-		asm.FnMapLookupElem.Call(),
+	}, lookup(mapAffinity, stAffKey), []asm.Instruction{
 		asm.JEq.Imm(asm.R0, 0, "pick"),
 		asm.Mov.Reg(asm.R9, asm.R0),
 		asm.FnKtimeGetNs.Call(),
@@ -209,10 +235,7 @@ func translate() asm.Instructions {
 		asm.LoadMem(asm.R2, asm.R7, 0, asm.Word), // id
 		asm.StoreMem(asm.RFP, stBackKey, asm.R2, asm.Word),
 		asm.StoreMem(asm.RFP, stBackKey+4, asm.R0, asm.Word),
-		asm.LoadMapPtr(asm.R1, 0).WithReference(mapBackends),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, stBackKey),
-		asm.FnMapLookupElem.Call(),
+	}, lookup(mapBackends, stBackKey), []asm.Instruction{
 		asm.JEq.Imm(asm.R0, 0, "refuse"),
 		asm.LoadMem(asm.R2, asm.R0, 0, asm.DWord),
 		asm.StoreMem(asm.RFP, stRevKey+8, asm.R2, asm.DWord),
@@ -228,13 +251,7 @@ func translate() asm.Instructions {
 		asm.StoreMem(asm.RFP, stAffKey, asm.R0, asm.DWord),
 		asm.LoadMem(asm.R2, asm.RFP, stSvcKey, asm.DWord),
 		asm.StoreMem(asm.RFP, stAffKey+8, asm.R2, asm.DWord),
-		asm.LoadMapPtr(asm.R1, 0).WithReference(mapAffinity),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, stAffKey),
-		asm.Mov.Reg(asm.R3, asm.RFP),
-		asm.Add.Imm(asm.R3, stAffVal),
-		asm.Mov.Imm(asm.R4, 0),
-		asm.FnMapUpdateElem.Call(),
+	}, update(mapAffinity, stAffKey, stAffVal), []asm.Instruction{
 
 		// destination := backend; socket cookie + backend -> service
 		asm.LoadMem(asm.R2, asm.RFP, stRevKey+8, asm.Word).WithSymbol("rewrite"),
@@ -244,14 +261,7 @@ func translate() asm.Instructions {
 		asm.Mov.Reg(asm.R1, asm.R6),
 		asm.FnGetSocketCookie.Call(),
 		asm.StoreMem(asm.RFP, stRevKey, asm.R0, asm.DWord),
-		asm.LoadMapPtr(asm.R1, 0).WithReference(mapRevNAT),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, stRevKey),
-		asm.Mov.Reg(asm.R3, asm.RFP),
-		asm.Add.Imm(asm.R3, stSvcKey),
-		asm.Mov.Imm(asm.R4, 0),
-		asm.FnMapUpdateElem.Call(),
-
+	}, update(mapRevNAT, stRevKey, stSvcKey), []asm.Instruction{
 		asm.Mov.Imm(asm.R0, 1).WithSymbol("pass"),
 		asm.Return(),
 
@@ -259,13 +269,13 @@ func translate() asm.Instructions {
 		asm.FnSetRetval.Call(),
 		asm.Mov.Imm(asm.R0, 0),
 		asm.Return(),
-	}
+	})
 }
 
 // reverse is recvmsg4 and getpeername4: a peer address that this socket
 // reached through a Service is shown as the Service's address.
 func reverse() asm.Instructions {
-	return asm.Instructions{
+	return seq([]asm.Instruction{
 		asm.Mov.Reg(asm.R6, asm.R1),
 		asm.FnGetSocketCookie.Call(),
 		asm.StoreMem(asm.RFP, -16, asm.R0, asm.DWord),
@@ -273,10 +283,7 @@ func reverse() asm.Instructions {
 		asm.StoreMem(asm.RFP, -8, asm.R2, asm.Word),
 		asm.LoadMem(asm.R2, asm.R6, offUserPort, asm.Word),
 		asm.StoreMem(asm.RFP, -4, asm.R2, asm.Word), // port and two zero pad bytes
-		asm.LoadMapPtr(asm.R1, 0).WithReference(mapRevNAT),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, -16),
-		asm.FnMapLookupElem.Call(),
+	}, lookup(mapRevNAT, -16), []asm.Instruction{
 		asm.JEq.Imm(asm.R0, 0, "out"),
 		asm.LoadMem(asm.R2, asm.R0, 0, asm.Word),
 		asm.StoreMem(asm.R6, offUserIP4, asm.R2, asm.Word),
@@ -284,5 +291,5 @@ func reverse() asm.Instructions {
 		asm.StoreMem(asm.R6, offUserPort, asm.R2, asm.Word),
 		asm.Mov.Imm(asm.R0, 1).WithSymbol("out"),
 		asm.Return(),
-	}
+	})
 }
