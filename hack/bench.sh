@@ -26,3 +26,5 @@ go build -C services/controllers -trimpath -ldflags "-s -w -X helm.sh/helm/v4/in
 (cd e2e/suite && GOWORK=off go run ./cmd/addonbench -out ../../results -helm ../../bin/helm)
 # NetworkPolicy: a new policy to loaded rules, and connect() through the chain, beside no policy
 (cd e2e/suite && GOWORK=off go run ./cmd/netpolbench -out ../../results)
+# Service proxies side by side: kube-proxy iptables (node-1) and the eBPF proxy (node-2)
+(cd e2e/suite && GOWORK=off go run ./cmd/svcbench -out ../../results)

@@ -17,12 +17,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/remotecommand"
 	utilexec "k8s.io/client-go/util/exec"
 	"k8s.io/utils/ptr"
 
+	"github.com/kubesplit/kubesplit/e2e/suite/internal/kexec"
 	"github.com/kubesplit/kubesplit/testcluster"
 )
 
@@ -273,22 +272,9 @@ func connects(ctx context.Context, cfg *rest.Config, cs kubernetes.Interface, po
 // stdout; an error carries its stderr (and wraps the exit status).
 func podExec(ctx context.Context, cfg *rest.Config, cs kubernetes.Interface, pod string, cmd ...string) (string, error) {
 	ns, name, _ := strings.Cut(pod, "/")
-	p, err := cs.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
-	if err != nil {
-		return "", err
-	}
-	// the API wants a container when a pod has several; kubectl picks the first
-	req := cs.CoreV1().RESTClient().Post().Resource("pods").Namespace(ns).Name(name).SubResource("exec").
-		VersionedParams(&corev1.PodExecOptions{Container: p.Spec.Containers[0].Name, Command: cmd, Stdout: true, Stderr: true}, scheme.ParameterCodec)
-	exec, err := remotecommand.NewWebSocketExecutor(cfg, "GET", req.URL().String())
-	if err != nil {
-		return "", err
-	}
-	var stdout, stderr bytes.Buffer
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if err := exec.StreamWithContext(ctx, remotecommand.StreamOptions{Stdout: &stdout, Stderr: &stderr}); err != nil {
-		return stdout.String(), fmt.Errorf("%w: %s", err, strings.TrimSpace(stderr.String()))
-	}
-	return stdout.String(), nil
+	var stdout bytes.Buffer
+	err := kexec.Exec(ctx, cfg, cs, ns, name, &stdout, cmd...)
+	return stdout.String(), err
 }

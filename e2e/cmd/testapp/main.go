@@ -24,6 +24,9 @@
 //	testapp poll URL DURATION INTERVAL
 //	                              GETs URL every INTERVAL for DURATION, a new connection each
 //	                              time; one line per request: time, outcome, latency (poll.go)
+//	testapp wait-connect HOST:PORT TIMEOUT
+//	                              prints "ready", then "connected UNIX-NS" at the first TCP
+//	                              connection that succeeds, trying every ms (waitconnect.go)
 //	testapp lookup NAME           prints NAME's addresses, as resolved through the pod's DNS
 //	testapp kube PATH             GET https://kubernetes.default.svc/PATH with the pod's
 //	                              service account (verifies the cluster CA); prints the body
@@ -133,6 +136,8 @@ func main() {
 		watchCmd(args)
 	case "poll":
 		pollCmd(args)
+	case "wait-connect":
+		waitConnectCmd(args)
 	case "sleep":
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 		defer stop()

@@ -17,7 +17,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -32,12 +31,11 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/remotecommand"
 	"k8s.io/utils/ptr"
 
 	"github.com/kubesplit/kubesplit/e2e/suite/internal/benchstat"
+	"github.com/kubesplit/kubesplit/e2e/suite/internal/kexec"
 	"github.com/kubesplit/kubesplit/testcluster"
 )
 
@@ -267,35 +265,13 @@ func syncTotals(ctx context.Context) (count, sum float64, err error) {
 	return count, sum, nil
 }
 
-type latency struct {
-	N      int     `json:"n"`
-	Errors int     `json:"errors"`
-	P50ms  float64 `json:"p50_ms"`
-	P99ms  float64 `json:"p99_ms"`
+func dialLatency(ctx context.Context, addr string) (kexec.Latency, error) {
+	return kexec.DialLatency(ctx, cfg, cs, ns, "client", addr, *connects)
 }
 
-func dialLatency(ctx context.Context, addr string) (latency, error) {
-	var b strings.Builder
-	var l latency
-	if err := execIn(ctx, "client", &b, "/testapp", "dial-latency", addr, strconv.Itoa(*connects)); err != nil {
-		return l, fmt.Errorf("dial-latency: %w: %s", err, b.String())
-	}
-	return l, json.Unmarshal([]byte(b.String()), &l)
-}
-
-// execIn runs cmd in pod, as kubectl exec does, writing its stdout to w.
+// execIn runs cmd in pod (namespace netpolbench), writing its stdout to w.
 func execIn(ctx context.Context, pod string, w io.Writer, cmd ...string) error {
-	req := cs.CoreV1().RESTClient().Post().Resource("pods").Namespace(ns).Name(pod).SubResource("exec").
-		VersionedParams(&corev1.PodExecOptions{Command: cmd, Stdout: true, Stderr: true}, scheme.ParameterCodec)
-	ex, err := remotecommand.NewWebSocketExecutor(cfg, "GET", req.URL().String())
-	if err != nil {
-		return err
-	}
-	var stderr strings.Builder
-	if err := ex.StreamWithContext(ctx, remotecommand.StreamOptions{Stdout: w, Stderr: &stderr}); err != nil {
-		return fmt.Errorf("%v: %s", err, strings.TrimSpace(stderr.String()))
-	}
-	return nil
+	return kexec.Exec(ctx, cfg, cs, ns, pod, w, cmd...)
 }
 
 func fail(err error) {
