@@ -139,6 +139,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		}
 	}
 	var appliedPorts []NodePort
+	var lruCounted time.Time
 	first := true
 	loop.Run(ctx, func(ctx context.Context) error {
 		start := time.Now()
@@ -168,8 +169,17 @@ func (p *Proxy) Run(ctx context.Context) error {
 		if stats.Changed > 0 || portsChanged {
 			syncSeconds.Observe(time.Since(start).Seconds())
 			lastSync.Set(float64(time.Now().UnixNano()) / 1e9)
-			for name, n := range p.dp.MapSizes() {
-				mapEntries.WithLabelValues(name).Set(float64(n))
+			// the hash maps' sizes are known; counting the LRU maps walks
+			// them entry by entry (a syscall each), so that is done at
+			// most every 10 s
+			mapEntries.WithLabelValues("ks_svc").Set(float64(stats.Frontends))
+			mapEntries.WithLabelValues("ks_backend").Set(float64(stats.Backends))
+			if time.Since(lruCounted) > 10*time.Second {
+				lruCounted = time.Now()
+				sizes := p.dp.MapSizes("ks_affinity", "ks_revnat")
+				for name, n := range sizes {
+					mapEntries.WithLabelValues(name).Set(float64(n))
+				}
 			}
 			p.Log.Debug("Service datapath updated", "frontends", stats.Frontends, "backends", stats.Backends,
 				"changed", stats.Changed, "nodePorts", len(st.NodePorts), "took", time.Since(start).Round(time.Microsecond))

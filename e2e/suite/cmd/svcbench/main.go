@@ -132,21 +132,26 @@ func main() {
 	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 		fail(err)
 	}
-	server, err := startPod(ctx, "server", nodes["iptables"], "/testapp", "serve")
-	if err != nil {
-		fail(err)
-	}
+	// per node a server, a client and a Service of that server: each
+	// client's connections stay on its own node, so the two rows differ
+	// only by the proxy
+	servers, webs := map[string]string{}, map[string]string{}
 	for _, p := range proxies {
+		server, err := startPod(ctx, "server-"+p, nodes[p], "/testapp", "serve")
+		if err != nil {
+			fail(err)
+		}
 		if _, err := startPod(ctx, "client-"+p, nodes[p], "/testapp", "sleep"); err != nil {
 			fail(err)
 		}
-	}
-	web, err := createService(ctx, "web", server.Status.PodIP)
-	if err != nil {
-		fail(err)
+		web, err := createService(ctx, "web-"+p, server.Status.PodIP)
+		if err != nil {
+			fail(err)
+		}
+		servers[p], webs[p] = server.Status.PodIP, web.Spec.ClusterIP
 	}
 	r := result{When: time.Now().UTC().Format(time.RFC3339), Tag: tag, Trials: *trials, Connects: *connects}
-	have := 1 // web
+	have := len(proxies) // the web Services
 	for _, n := range want {
 		for ; have < n; have++ {
 			if _, err := createService(ctx, fmt.Sprintf("fake-%05d", have), fakeAddr(have, 0), fakeAddr(have, 1)); err != nil {
@@ -157,14 +162,14 @@ func main() {
 		for _, p := range proxies {
 			row := row{Proxy: p, Services: n}
 			for i := range *trials {
-				ms, err := updateTime(ctx, p, fmt.Sprintf("probe-%s-%d-%d", p, n, i), server.Status.PodIP)
+				ms, err := updateTime(ctx, p, fmt.Sprintf("probe-%s-%d-%d", p, n, i), servers[p])
 				if err != nil {
 					fail(fmt.Errorf("%s, %d Services, trial %d: %w", p, n, i, err))
 				}
 				row.UpdateMs = append(row.UpdateMs, ms)
 			}
 			row.MedianUpdateMs = benchstat.Round2(benchstat.Median(row.UpdateMs))
-			lat, err := kexec.DialLatency(ctx, cfg, cs, ns, "client-"+p, web.Spec.ClusterIP+":80", *connects)
+			lat, err := kexec.DialLatency(ctx, cfg, cs, ns, "client-"+p, webs[p]+":80", *connects)
 			if err != nil {
 				fail(err)
 			}
@@ -309,12 +314,18 @@ func churnRun(ctx context.Context, services int) ([]churn, error) {
 		if err != nil {
 			return s, err
 		}
+		// samples may carry labels (kube-proxy's have ip_family): sum them
 		for _, l := range strings.Split(m, "\n") {
-			if v, ok := strings.CutPrefix(l, metric+"_count "); ok {
-				s.syncCount, _ = strconv.ParseFloat(strings.TrimSpace(v), 64)
-			}
-			if v, ok := strings.CutPrefix(l, metric+"_sum "); ok {
-				s.syncSum, _ = strconv.ParseFloat(strings.TrimSpace(v), 64)
+			for suffix, dst := range map[string]*float64{"_count": &s.syncCount, "_sum": &s.syncSum} {
+				rest, ok := strings.CutPrefix(l, metric+suffix)
+				if !ok || rest == "" || (rest[0] != ' ' && rest[0] != '{') {
+					continue
+				}
+				f := strings.Fields(rest[strings.LastIndexByte(rest, '}')+1:])
+				if len(f) > 0 {
+					v, _ := strconv.ParseFloat(f[0], 64)
+					*dst += v
+				}
 			}
 		}
 		return s, nil
@@ -333,8 +344,9 @@ func churnRun(ctx context.Context, services int) ([]churn, error) {
 	updates := 0
 	for time.Since(start) < *churnFor {
 		<-tick.C
-		i := 1 + updates%(services-1)
-		s := slice(fmt.Sprintf("fake-%05d", i), fakeAddr(i, 0), fakeAddr(i+updates/(services-1)+1, 1))
+		first := len(proxies) // fake Services are numbered from here
+		i := first + updates%(services-first)
+		s := slice(fmt.Sprintf("fake-%05d", i), fakeAddr(i, 0), fakeAddr(i+updates/(services-first)+1, 1))
 		if _, err := cs.DiscoveryV1().EndpointSlices(ns).Update(ctx, s, metav1.UpdateOptions{}); err != nil {
 			return nil, fmt.Errorf("churn update %d: %w", updates, err)
 		}

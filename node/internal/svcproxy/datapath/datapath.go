@@ -394,11 +394,14 @@ func Dump(pinDir string) ([]Entry, map[string]int, error) {
 	return out, sizes, nil
 }
 
-// MapSizes counts the entries of each map.
-func (d *Datapath) MapSizes() map[string]int {
+// MapSizes counts the entries of the named maps (all when none is named),
+// walking each: a syscall per entry.
+func (d *Datapath) MapSizes(names ...string) map[string]int {
 	sizes := map[string]int{}
 	for name, m := range d.coll.Maps {
-		sizes[name] = countEntries(m)
+		if len(names) == 0 || slices.Contains(names, name) {
+			sizes[name] = countEntries(m)
+		}
 	}
 	return sizes
 }
