@@ -3,8 +3,6 @@ package suite
 import (
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -84,7 +82,7 @@ func serviceProxyEBPF(t *testing.T, c *testcluster.Cluster) {
 	}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitPodRunning(t, cs, ns, "client")
+	waitPodReady(t, cs, ns, "client")
 	cfg := c.RESTConfig()
 	get := func(url string) (string, error) {
 		out, err := podExec(ctx, cfg, cs, client, "/testapp", "get", url)
@@ -152,6 +150,7 @@ func serviceProxyEBPF(t *testing.T, c *testcluster.Cluster) {
 	nodeIP := nodeAddress(t, cs, node)
 	t.Run("NodePort from another node and from the host", func(t *testing.T) {
 		url := fmt.Sprintf("http://%s:%d/", nodeIP, np.Spec.Ports[0].NodePort)
+		port := int(np.Spec.Ports[0].NodePort)
 		other := c.Nodes()[0]
 		if _, err := cs.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: "elsewhere"},
@@ -160,23 +159,16 @@ func serviceProxyEBPF(t *testing.T, c *testcluster.Cluster) {
 		}, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		waitPodRunning(t, cs, ns, "elsewhere")
+		waitPodReady(t, cs, ns, "elsewhere")
 		if out, err := podExec(ctx, cfg, cs, ns+"/elsewhere", "/testapp", "get", url); err != nil || !strings.HasPrefix(strings.TrimSpace(out), "web-") {
 			t.Errorf("NodePort of the eBPF node from a pod on %s: %v %q", other, err, out)
 		}
-		if body, err := hostGet(url); err != nil || !strings.HasPrefix(body, "web-") {
+		if body, err := fetch(nodeIP, port); err != nil || !strings.HasPrefix(body, "web-") {
 			t.Errorf("NodePort of the eBPF node from the host: %v %q", err, body)
 		}
 	})
 	t.Run("ServiceLB from the host", func(t *testing.T) {
-		url := fmt.Sprintf("http://%s:%d/", nodeIP, lb.Spec.Ports[0].Port)
-		var body string
-		waitFor(t, "ServiceLB's forwarder on the eBPF node", 2*time.Minute, func(ctx context.Context) (bool, error) {
-			b, err := hostGet(url)
-			body = b
-			return err == nil && strings.HasPrefix(b, "web-"), err
-		})
-		_ = body
+		waitServes(t, nodeIP, int(lb.Spec.Ports[0].Port), "web-")
 	})
 	t.Run("scaling 3 -> 0 -> 3 under a polling client: no connection to a removed backend", func(t *testing.T) {
 		scaleUnderPoll(t, cs, ns, node)
@@ -194,7 +186,7 @@ func serviceProxyEBPF(t *testing.T, c *testcluster.Cluster) {
 		}, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		waitPodRunning(t, cs, ns, "streamer")
+		waitPodReady(t, cs, ns, "streamer")
 		time.Sleep(2 * time.Second)
 		if _, err := c.Exec(ctx, node, "pkill", "-f", "kubesplit-node agent"); err != nil {
 			t.Fatalf("stopping the agent: %v", err)
@@ -281,17 +273,6 @@ func grep(s, substr string) string {
 	return strings.Join(out, "\n")
 }
 
-func hostGet(url string) (string, error) {
-	client := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	resp, err := client.Get(url)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return strings.TrimSpace(string(b)), err
-}
-
 func nodeAddress(t *testing.T, cs kubernetes.Interface, node string) string {
 	t.Helper()
 	n, err := cs.CoreV1().Nodes().Get(context.Background(), node, metav1.GetOptions{})
@@ -305,17 +286,6 @@ func nodeAddress(t *testing.T, cs kubernetes.Interface, node string) string {
 	}
 	t.Fatalf("node %s has no InternalIP", node)
 	return ""
-}
-
-func waitPodRunning(t *testing.T, cs kubernetes.Interface, ns, name string) {
-	t.Helper()
-	waitFor(t, "pod "+ns+"/"+name, 2*time.Minute, func(ctx context.Context) (bool, error) {
-		p, err := cs.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			return false, err
-		}
-		return p.Status.Phase == corev1.PodRunning, fmt.Errorf("phase %s", p.Status.Phase)
-	})
 }
 
 // deployTestapp runs n testapp servers (:8080, ready on /healthz) labelled
@@ -372,7 +342,7 @@ func scaleUnderPoll(t *testing.T, cs kubernetes.Interface, ns, node string) {
 	}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitPodRunning(t, cs, ns, "poller")
+	waitPodReady(t, cs, ns, "poller")
 	scale := func(n int32) {
 		s, err := cs.AppsV1().Deployments(ns).GetScale(ctx, "web", metav1.GetOptions{})
 		if err != nil {
