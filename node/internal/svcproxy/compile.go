@@ -18,6 +18,7 @@ package svcproxy
 
 import (
 	"cmp"
+	"maps"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -55,79 +56,99 @@ const defaultAffinity = 10800 * time.Second
 func Compile(node string, services []*corev1.Service, endpointSlices []*discoveryv1.EndpointSlice) State {
 	bySvc := map[string][]*discoveryv1.EndpointSlice{}
 	for _, s := range endpointSlices {
-		if s.AddressType != discoveryv1.AddressTypeIPv4 {
-			continue
+		if key := ServiceKeyOf(s); key != "" {
+			bySvc[key] = append(bySvc[key], s)
 		}
-		name := s.Labels[discoveryv1.LabelServiceName]
-		if name == "" {
-			continue
-		}
-		key := s.Namespace + "/" + name
-		bySvc[key] = append(bySvc[key], s)
 	}
 	st := State{Sockets: datapath.Table{}}
 	for _, svc := range services {
-		if svc.Spec.Type == corev1.ServiceTypeExternalName || svc.Spec.ClusterIP == "" || svc.Spec.ClusterIP == corev1.ClusterIPNone {
-			continue
-		}
-		key := svc.Namespace + "/" + svc.Name
-		var addrs []netip.Addr
-		for _, s := range append(append([]string{}, svc.Spec.ClusterIPs...), svc.Spec.ExternalIPs...) {
-			if a, err := netip.ParseAddr(s); err == nil && a.Is4() {
-				addrs = append(addrs, a)
-			}
-		}
-		if len(svc.Spec.ClusterIPs) == 0 {
-			if a, err := netip.ParseAddr(svc.Spec.ClusterIP); err == nil && a.Is4() {
-				addrs = append(addrs, a)
-			}
-		}
-		for _, ing := range svc.Status.LoadBalancer.Ingress {
-			if ing.IPMode != nil && *ing.IPMode == corev1.LoadBalancerIPModeProxy {
-				continue
-			}
-			if a, err := netip.ParseAddr(ing.IP); err == nil && a.Is4() {
-				addrs = append(addrs, a)
-			}
-		}
-		var affinity time.Duration
-		if svc.Spec.SessionAffinity == corev1.ServiceAffinityClientIP {
-			affinity = defaultAffinity
-			if c := svc.Spec.SessionAffinityConfig; c != nil && c.ClientIP != nil && c.ClientIP.TimeoutSeconds != nil {
-				affinity = time.Duration(*c.ClientIP.TimeoutSeconds) * time.Second
-			}
-		}
-		internalLocal := svc.Spec.InternalTrafficPolicy != nil && *svc.Spec.InternalTrafficPolicy == corev1.ServiceInternalTrafficPolicyLocal
-		externalLocal := svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal &&
-			(svc.Spec.Type == corev1.ServiceTypeNodePort || svc.Spec.Type == corev1.ServiceTypeLoadBalancer)
-		for _, p := range svc.Spec.Ports {
-			proto, ok := protoNumber(p.Protocol)
-			if !ok {
-				continue
-			}
-			all := endpointsFor(bySvc[key], p, node, false)
-			backends := all
-			if internalLocal {
-				backends = endpointsFor(bySvc[key], p, node, true)
-			}
-			for _, a := range addrs {
-				st.Sockets[datapath.Frontend{Addr: a, Port: uint16(p.Port), Proto: proto}] =
-					datapath.Service{Backends: backends, Affinity: affinity}
-			}
-			if p.NodePort != 0 {
-				np := NodePort{Port: uint16(p.NodePort), Proto: proto, Backends: all, Local: externalLocal,
-					Service: key + ":" + portName(p)}
-				if externalLocal {
-					np.Backends = endpointsFor(bySvc[key], p, node, true)
-				}
-				st.NodePorts = append(st.NodePorts, np)
-			}
-		}
+		sockets, ports := CompileService(node, svc, bySvc[svc.Namespace+"/"+svc.Name])
+		maps.Copy(st.Sockets, sockets)
+		st.NodePorts = append(st.NodePorts, ports...)
 	}
-	slices.SortFunc(st.NodePorts, func(a, b NodePort) int {
+	SortNodePorts(st.NodePorts)
+	return st
+}
+
+// ServiceKeyOf is the namespace/name of the Service an EndpointSlice
+// belongs to, or "" for a slice the proxy ignores (not IPv4, no owner).
+func ServiceKeyOf(s *discoveryv1.EndpointSlice) string {
+	name := s.Labels[discoveryv1.LabelServiceName]
+	if s.AddressType != discoveryv1.AddressTypeIPv4 || name == "" {
+		return ""
+	}
+	return s.Namespace + "/" + name
+}
+
+// SortNodePorts orders NodePorts by protocol and port.
+func SortNodePorts(nps []NodePort) {
+	slices.SortFunc(nps, func(a, b NodePort) int {
 		return cmp.Or(cmp.Compare(a.Proto, b.Proto), cmp.Compare(a.Port, b.Port))
 	})
-	return st
+}
+
+// CompileService is one Service's frontends and NodePorts, from its
+// EndpointSlices (those ServiceKeyOf gives its key).
+func CompileService(node string, svc *corev1.Service, eps []*discoveryv1.EndpointSlice) (datapath.Table, []NodePort) {
+	if svc.Spec.Type == corev1.ServiceTypeExternalName || svc.Spec.ClusterIP == "" || svc.Spec.ClusterIP == corev1.ClusterIPNone {
+		return nil, nil
+	}
+	key := svc.Namespace + "/" + svc.Name
+	var addrs []netip.Addr
+	for _, s := range append(append([]string{}, svc.Spec.ClusterIPs...), svc.Spec.ExternalIPs...) {
+		if a, err := netip.ParseAddr(s); err == nil && a.Is4() {
+			addrs = append(addrs, a)
+		}
+	}
+	if len(svc.Spec.ClusterIPs) == 0 {
+		if a, err := netip.ParseAddr(svc.Spec.ClusterIP); err == nil && a.Is4() {
+			addrs = append(addrs, a)
+		}
+	}
+	for _, ing := range svc.Status.LoadBalancer.Ingress {
+		if ing.IPMode != nil && *ing.IPMode == corev1.LoadBalancerIPModeProxy {
+			continue
+		}
+		if a, err := netip.ParseAddr(ing.IP); err == nil && a.Is4() {
+			addrs = append(addrs, a)
+		}
+	}
+	var affinity time.Duration
+	if svc.Spec.SessionAffinity == corev1.ServiceAffinityClientIP {
+		affinity = defaultAffinity
+		if c := svc.Spec.SessionAffinityConfig; c != nil && c.ClientIP != nil && c.ClientIP.TimeoutSeconds != nil {
+			affinity = time.Duration(*c.ClientIP.TimeoutSeconds) * time.Second
+		}
+	}
+	internalLocal := svc.Spec.InternalTrafficPolicy != nil && *svc.Spec.InternalTrafficPolicy == corev1.ServiceInternalTrafficPolicyLocal
+	externalLocal := svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal &&
+		(svc.Spec.Type == corev1.ServiceTypeNodePort || svc.Spec.Type == corev1.ServiceTypeLoadBalancer)
+	sockets := datapath.Table{}
+	var ports []NodePort
+	for _, p := range svc.Spec.Ports {
+		proto, ok := protoNumber(p.Protocol)
+		if !ok {
+			continue
+		}
+		all := endpointsFor(eps, p, node, false)
+		backends := all
+		if internalLocal {
+			backends = endpointsFor(eps, p, node, true)
+		}
+		for _, a := range addrs {
+			sockets[datapath.Frontend{Addr: a, Port: uint16(p.Port), Proto: proto}] =
+				datapath.Service{Backends: backends, Affinity: affinity}
+		}
+		if p.NodePort != 0 {
+			np := NodePort{Port: uint16(p.NodePort), Proto: proto, Backends: all, Local: externalLocal,
+				Service: key + ":" + portName(p)}
+			if externalLocal {
+				np.Backends = endpointsFor(eps, p, node, true)
+			}
+			ports = append(ports, np)
+		}
+	}
+	return sockets, ports
 }
 
 func portName(p corev1.ServicePort) string {

@@ -73,6 +73,10 @@ type Datapath struct {
 	// are stored under, and the service as applied
 	applied map[Frontend]appliedService
 	nextID  uint32
+	// generation ids in use (so that a new one is found without a walk
+	// over every frontend) and the backend entries the maps hold
+	usedIDs  map[uint32]bool
+	backends int
 }
 
 type appliedService struct {
@@ -80,10 +84,10 @@ type appliedService struct {
 	svc Service
 }
 
-// ApplyStats says what one Apply changed.
+// ApplyStats says what one Apply or Patch changed.
 type ApplyStats struct {
-	Frontends int // frontends in the map after the apply
-	Backends  int // backend entries in the map after the apply
+	Frontends int // frontends in the map afterwards
+	Backends  int // backend entries in the map afterwards
 	Changed   int // frontends added, changed or removed
 }
 
@@ -109,7 +113,8 @@ func Open(pinDir string) (*Datapath, error) {
 	if err != nil {
 		return nil, explain(err)
 	}
-	d := &Datapath{pinDir: pinDir, coll: coll, links: map[string]link.Link{}, applied: map[Frontend]appliedService{}}
+	d := &Datapath{pinDir: pinDir, coll: coll, links: map[string]link.Link{}, applied: map[Frontend]appliedService{},
+		usedIDs: map[uint32]bool{}}
 	if err := d.readBack(); err != nil {
 		d.Close()
 		return nil, err
@@ -208,55 +213,45 @@ func (d *Datapath) readBack() error {
 			}
 			svc.Backends = append(svc.Backends, backendOf(b))
 		}
-		d.applied[f] = appliedService{id: v.ID, svc: svc}
+		d.record(f, appliedService{id: v.ID, svc: svc})
 		d.nextID = max(d.nextID, v.ID+1)
 	}
 	return it.Err()
 }
 
-// Apply makes the maps hold t. A frontend whose backends change gets them
-// under a new generation id, then its map entry points at that id in one
-// write, then the old generation is deleted: a connect() sees either the old
-// set or the new one, never a mix or a hole.
+// Apply makes the maps hold t and nothing else (the first sync, and the
+// read-back state reconciled after a restart).
 func (d *Datapath) Apply(t Table) (ApplyStats, error) {
+	var del []Frontend
+	for f := range d.applied {
+		if _, ok := t[f]; !ok {
+			del = append(del, f)
+		}
+	}
+	return d.Patch(t, del)
+}
+
+// Patch sets the frontends of set and deletes those of del, leaving every
+// other one as it is: an update costs what changed, not what the node holds.
+// A frontend whose backends change gets them under a new generation id,
+// then its map entry points at that id in one write, then the old
+// generation is deleted: a connect() sees either the old set or the new
+// one, never a mix or a hole.
+func (d *Datapath) Patch(set Table, del []Frontend) (ApplyStats, error) {
 	var st ApplyStats
 	var errs []error
-	for f, svc := range t {
-		cur, ok := d.applied[f]
-		if ok && equalService(cur.svc, svc) {
-			continue
+	for f, svc := range set {
+		changed, err := d.set(f, svc)
+		if changed {
+			st.Changed++
 		}
-		st.Changed++
-		id := cur.id
-		if !ok || !slices.Equal(cur.svc.Backends, svc.Backends) {
-			id = d.newID()
-			if err := d.writeBackends(id, svc.Backends); err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", f, err))
-				d.deleteBackends(id, len(svc.Backends))
-				continue
-			}
-		}
-		v := serviceValue{ID: id, Count: uint32(len(svc.Backends)), AffinitySeconds: uint32(svc.Affinity / time.Second)}
-		if svc.Affinity > 0 && v.AffinitySeconds == 0 {
-			v.AffinitySeconds = 1
-		}
-		if err := d.m(mapServices).Put(keyOf(f), v); err != nil {
+		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", f, err))
-			if id != cur.id {
-				d.deleteBackends(id, len(svc.Backends))
-			}
-			continue
 		}
-		if ok && id != cur.id {
-			d.deleteBackends(cur.id, len(cur.svc.Backends))
-		}
-		if ok && cur.svc.Affinity > 0 {
-			d.purgeAffinity(f, svc)
-		}
-		d.applied[f] = appliedService{id: id, svc: svc}
 	}
-	for f, cur := range d.applied {
-		if _, ok := t[f]; ok {
+	for _, f := range del {
+		cur, ok := d.applied[f]
+		if !ok {
 			continue
 		}
 		st.Changed++
@@ -268,13 +263,59 @@ func (d *Datapath) Apply(t Table) (ApplyStats, error) {
 		if cur.svc.Affinity > 0 {
 			d.purgeAffinity(f, Service{})
 		}
-		delete(d.applied, f)
+		d.forget(f)
 	}
-	st.Frontends = len(d.applied)
-	for _, a := range d.applied {
-		st.Backends += len(a.svc.Backends)
-	}
+	st.Frontends, st.Backends = len(d.applied), d.backends
 	return st, errors.Join(errs...)
+}
+
+// set writes one frontend; changed is false when the maps held it already.
+func (d *Datapath) set(f Frontend, svc Service) (changed bool, err error) {
+	cur, ok := d.applied[f]
+	if ok && equalService(cur.svc, svc) {
+		return false, nil
+	}
+	id := cur.id
+	if !ok || !slices.Equal(cur.svc.Backends, svc.Backends) {
+		id = d.newID()
+		if err := d.writeBackends(id, svc.Backends); err != nil {
+			d.deleteBackends(id, len(svc.Backends))
+			return true, err
+		}
+	}
+	v := serviceValue{ID: id, Count: uint32(len(svc.Backends)), AffinitySeconds: uint32(svc.Affinity / time.Second)}
+	if svc.Affinity > 0 && v.AffinitySeconds == 0 {
+		v.AffinitySeconds = 1
+	}
+	if err := d.m(mapServices).Put(keyOf(f), v); err != nil {
+		if id != cur.id {
+			d.deleteBackends(id, len(svc.Backends))
+		}
+		return true, err
+	}
+	if ok && id != cur.id {
+		d.deleteBackends(cur.id, len(cur.svc.Backends))
+	}
+	if ok && cur.svc.Affinity > 0 {
+		d.purgeAffinity(f, svc)
+	}
+	d.forget(f)
+	d.record(f, appliedService{id: id, svc: svc})
+	return true, nil
+}
+
+func (d *Datapath) record(f Frontend, a appliedService) {
+	d.applied[f] = a
+	d.usedIDs[a.id] = true
+	d.backends += len(a.svc.Backends)
+}
+
+func (d *Datapath) forget(f Frontend) {
+	if a, ok := d.applied[f]; ok {
+		delete(d.applied, f)
+		delete(d.usedIDs, a.id)
+		d.backends -= len(a.svc.Backends)
+	}
 }
 
 func equalService(a, b Service) bool {
@@ -283,11 +324,7 @@ func equalService(a, b Service) bool {
 
 // newID is a generation id no frontend uses now.
 func (d *Datapath) newID() uint32 {
-	used := make(map[uint32]bool, len(d.applied))
-	for _, a := range d.applied {
-		used[a.id] = true
-	}
-	for used[d.nextID] {
+	for d.usedIDs[d.nextID] {
 		d.nextID++
 	}
 	id := d.nextID

@@ -384,6 +384,39 @@ func TestUpdatesAndAffinity(t *testing.T) {
 		t.Fatalf("re-applying the same table changed %d", st.Changed)
 	}
 
+	// Patch writes what it is given and leaves every other frontend
+	// alone: same generation, still translated
+	gen := func(fr Frontend) uint32 {
+		entries, _, err := Dump(e.pins)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, en := range entries {
+			if en.Frontend == fr {
+				return en.Generation
+			}
+		}
+		t.Fatalf("%s not in the maps", fr)
+		return 0
+	}
+	before := gen(f)
+	f2 := frontend("127.100.0.21:80", TCP)
+	if st, err := d.Patch(Table{f2: {Backends: both}}, nil); err != nil || st.Changed != 1 || st.Frontends != 2 || st.Backends != 3 {
+		t.Fatalf("patch: %+v %v", st, err)
+	}
+	if gen(f) != before {
+		t.Fatalf("patching %s rewrote %s", f2, f)
+	}
+	if got := replies(e.dial(true, "tcp", "127.100.0.21:80", 4)); got["a"]+got["b"] != 4 {
+		t.Fatalf("patched frontend: %v", got)
+	}
+	if st, err := d.Patch(nil, []Frontend{f2, frontend("127.100.0.99:1", UDP)}); err != nil || st.Changed != 1 || st.Frontends != 1 || st.Backends != 1 {
+		t.Fatalf("patch deleting one frontend (and one that is not there): %+v %v", st, err)
+	}
+	if got := replies(e.dial(true, "tcp", vip, 2)); got[other] != 2 {
+		t.Fatalf("after another frontend was deleted: %v", got)
+	}
+
 	// removed frontend: no longer translated
 	apply(t, d, Table{})
 	if got := replies(e.dial(true, "tcp", vip, 2)); got["err:refused"] != 2 {
