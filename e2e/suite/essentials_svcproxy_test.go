@@ -19,22 +19,25 @@ import (
 	"github.com/kubesplit/kubesplit/testcluster"
 )
 
-// serviceProxyEBPF: a node joined with --service-proxy=ebpf serves Services
-// with its socket programs (and NodePorts with its nftables table): the
-// Service checks every cluster gets, then what the eBPF proxy promises on
-// top: ClientIP affinity, refusal without endpoints, no connection to a
-// removed backend while a Deployment scales 3 -> 0 -> 3, established
-// connections kept across an agent restart, and programs that act on this
-// node alone (not on the host's sockets nor on processes of the node
-// container outside its cgroups).
+// serviceProxyEBPF: the cluster's nodes run the default eBPF Service proxy
+// (socket programs, and an nftables table for NodePorts); a node joined
+// with --service-proxy=iptables runs kube-proxy beside them. The Service
+// checks every cluster gets, across the two proxies, then what the eBPF
+// proxy promises on top: ClientIP affinity, refusal without endpoints, no
+// connection to a removed backend while a Deployment scales 3 -> 0 -> 3,
+// established connections kept across an agent restart, and programs that
+// act on this node alone (not on the host's sockets, nor on another node
+// container, nor on processes of the node container outside its cgroups).
 func serviceProxyEBPF(t *testing.T, c *testcluster.Cluster) {
 	ctx := context.Background()
 	cs := c.Client()
-	node, err := c.AddNode(ctx, "--service-proxy", "ebpf")
-	if node != "" {
+	nodes := c.Nodes()
+	node := nodes[len(nodes)-1] // the eBPF node the checks run on
+	kubeProxyNode, err := c.AddNode(ctx, "--service-proxy", "iptables")
+	if kubeProxyNode != "" {
 		defer func() {
-			if err := c.RemoveNode(ctx, node); err != nil {
-				t.Errorf("removing node %s: %v", node, err)
+			if err := c.RemoveNode(ctx, kubeProxyNode); err != nil {
+				t.Errorf("removing node %s: %v", kubeProxyNode, err)
 			}
 		}()
 	}
@@ -148,20 +151,25 @@ func serviceProxyEBPF(t *testing.T, c *testcluster.Cluster) {
 		}
 	})
 	nodeIP := nodeAddress(t, cs, node)
-	t.Run("NodePort from another node and from the host", func(t *testing.T) {
+	t.Run("NodePort and ClusterIP from a kube-proxy node, NodePort from the host", func(t *testing.T) {
 		url := fmt.Sprintf("http://%s:%d/", nodeIP, np.Spec.Ports[0].NodePort)
 		port := int(np.Spec.Ports[0].NodePort)
-		other := c.Nodes()[0]
 		if _, err := cs.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: "elsewhere"},
-			Spec: corev1.PodSpec{NodeName: other, TerminationGracePeriodSeconds: ptr.To[int64](1),
+			Spec: corev1.PodSpec{NodeName: kubeProxyNode, TerminationGracePeriodSeconds: ptr.To[int64](1),
 				Containers: []corev1.Container{{Name: "c", Image: testapp(), ImagePullPolicy: corev1.PullNever, Command: []string{"/testapp", "sleep"}}}},
 		}, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		waitPodReady(t, cs, ns, "elsewhere")
 		if out, err := podExec(ctx, cfg, cs, ns+"/elsewhere", "/testapp", "get", url); err != nil || !strings.HasPrefix(strings.TrimSpace(out), "web-") {
-			t.Errorf("NodePort of the eBPF node from a pod on %s: %v %q", other, err, out)
+			t.Errorf("NodePort of the eBPF node from a pod on the kube-proxy node: %v %q", err, out)
+		}
+		if out, err := podExec(ctx, cfg, cs, ns+"/elsewhere", "/testapp", "get", "http://web."+ns+".svc.cluster.local/"); err != nil || !strings.HasPrefix(strings.TrimSpace(out), "web-") {
+			t.Errorf("ClusterIP by DNS name from a pod on the kube-proxy node: %v %q", err, out)
+		}
+		if out, err := c.Exec(ctx, kubeProxyNode, "iptables", "-w", "-t", "nat", "-S", "KUBE-SERVICES"); err != nil || !strings.Contains(out, web.Spec.ClusterIP) {
+			t.Errorf("the kube-proxy node has no iptables rule for web: %v\n%s", err, out)
 		}
 		if body, err := fetch(nodeIP, port); err != nil || !strings.HasPrefix(body, "web-") {
 			t.Errorf("NodePort of the eBPF node from the host: %v %q", err, body)
@@ -239,6 +247,11 @@ func serviceProxyEBPF(t *testing.T, c *testcluster.Cluster) {
 		out, _ := exec.Command("unshare", "-n", "bash", "-c", probe).CombinedOutput()
 		if !strings.Contains(string(out), refused) {
 			t.Errorf("from the host: %q; want %q (not translated)", out, refused)
+		}
+		// another node container (kube-proxy's: its iptables rules are in
+		// its own network namespace, not in the probe's)
+		if out, _ := c.Exec(ctx, kubeProxyNode, "unshare", "-n", "bash", "-c", probe); !strings.Contains(out, refused) {
+			t.Errorf("from another node container: %q; want %q (not translated)", out, refused)
 		}
 		// the node container: its own cgroup is translated, as kube-proxy
 		// would; a process in a cgroup outside the node's is not

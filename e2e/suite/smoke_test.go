@@ -13,11 +13,19 @@ import (
 // TestSmokeOnEveryBackend runs the same scenario on each datastore backend:
 // start-up manifests applied, a Deployment served through its Service by
 // DNS name, logs through the tunnel, and acknowledged writes that survive a
-// restart of the datastore.
+// restart of the datastore. The PostgreSQL cluster's node runs kube-proxy
+// (--service-proxy iptables), the others the default eBPF proxy, so that
+// both serve the Service by DNS name (UDP to CoreDNS, then TCP).
 func TestSmokeOnEveryBackend(t *testing.T) {
 	for _, b := range []testcluster.Backend{testcluster.BackendSQLite, testcluster.BackendEtcd, testcluster.BackendPostgres} {
 		t.Run(string(b), func(t *testing.T) {
-			c := run(t, testcluster.WithBackend(b), testcluster.WithManifests("testdata/team.yaml"))
+			opts := []testcluster.Option{testcluster.WithBackend(b), testcluster.WithManifests("testdata/team.yaml")}
+			proxy := "ebpf"
+			if b == testcluster.BackendPostgres {
+				proxy = "iptables"
+				opts = append(opts, testcluster.WithNodeArgs("--service-proxy", proxy))
+			}
+			c := run(t, opts...)
 			ctx := context.Background()
 			cs := c.Client()
 
@@ -50,6 +58,18 @@ func TestSmokeOnEveryBackend(t *testing.T) {
 			deployWeb(t, cs, 1, 300)
 			if got := fetchWeb(t, cs, "client", ""); !strings.HasPrefix(got, "web-") {
 				t.Fatalf("served by %q", got)
+			}
+			// and by the proxy the node was meant to run
+			svc, err := cs.CoreV1().Services("default").Get(ctx, "web", metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			cmd := []string{"kubesplit-node", "debug", "services"}
+			if proxy == "iptables" {
+				cmd = []string{"iptables", "-w", "-t", "nat", "-S", "KUBE-SERVICES"}
+			}
+			if out, err := c.Exec(ctx, "node-1", cmd...); err != nil || !strings.Contains(out, svc.Spec.ClusterIP) {
+				t.Fatalf("%s proxy: %v has no rule for web's ClusterIP %s: %v\n%s", proxy, cmd, svc.Spec.ClusterIP, err, out)
 			}
 			writeConfigMaps(t, cs, "smoke", 10)
 			if err := c.Restart(ctx, testcluster.Datastore); err != nil {

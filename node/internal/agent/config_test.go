@@ -62,7 +62,7 @@ func TestValidate(t *testing.T) {
 		{[]string{"--vxlan-id", "0"}, "--vxlan-id"},
 		{[]string{"--disable", "networkpolicy"}, `--disable "networkpolicy": not a node feature; the ones that can be turned off are network-policy`},
 		{[]string{"--bin-dir", binDir(t, "cni/bridge")}, "cni/bridge is missing"},
-		{[]string{"--service-proxy", "bpf"}, `--service-proxy "bpf": not a Service proxy; use iptables or ebpf`},
+		{[]string{"--service-proxy", "bpf"}, `--service-proxy "bpf": not a Service proxy; use ebpf, iptables, auto`},
 	}
 	for _, tc := range cases {
 		c := parse(t, append(append([]string{}, base...), tc.args...)...)

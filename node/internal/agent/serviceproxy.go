@@ -23,19 +23,40 @@ const proxyMetricsAddress = "127.0.0.1:10249"
 // prepareServiceProxy runs before containerd starts any pod. With ebpf, it
 // attaches the socket programs to the node's pod cgroup, so that no pod ever
 // runs untranslated, and fails with one line when the host cannot; with
-// iptables, it removes what an earlier ebpf run left.
+// iptables, it removes what an earlier ebpf run left; auto is ebpf unless
+// the host cannot, then iptables with a warning naming why.
 func (c *Config) prepareServiceProxy(ctx context.Context, log *slog.Logger) (*svcproxy.Proxy, error) {
-	if c.ServiceProxy != ServiceProxyEBPF {
-		if err := svcproxy.Remove(ctx, svcproxy.DefaultPinDir); err != nil {
-			log.Warn("removing the eBPF Service proxy of an earlier run", "err", err)
-		}
-		return nil, nil
-	}
 	p := &svcproxy.Proxy{NodeName: c.NodeName, Log: log.With("part", "service-proxy")}
-	if err := p.Start(svcproxy.DefaultPinDir, c.CgroupRoot); err != nil {
+	chosen, err := chooseServiceProxy(c.ServiceProxy, func() error { return p.Start(svcproxy.DefaultPinDir, c.CgroupRoot) }, log)
+	if err != nil {
 		return nil, configError{err}
 	}
-	return p, nil
+	c.ServiceProxy = chosen
+	if chosen == ServiceProxyEBPF {
+		return p, nil
+	}
+	if err := svcproxy.Remove(ctx, svcproxy.DefaultPinDir); err != nil {
+		log.Warn("removing the eBPF Service proxy of an earlier run", "err", err)
+	}
+	return nil, nil
+}
+
+// chooseServiceProxy resolves --service-proxy: startEBPF is tried unless
+// iptables was asked for; its error is fatal when ebpf was asked for, and a
+// warning naming why when auto falls back to iptables.
+func chooseServiceProxy(mode string, startEBPF func() error, log *slog.Logger) (string, error) {
+	if mode == ServiceProxyIPTables {
+		return mode, nil
+	}
+	err := startEBPF()
+	switch {
+	case err == nil:
+		return ServiceProxyEBPF, nil
+	case mode == ServiceProxyEBPF:
+		return "", err
+	}
+	log.Warn("the eBPF Service proxy cannot run on this host; using kube-proxy (iptables) instead", "why", err)
+	return ServiceProxyIPTables, nil
 }
 
 // runServiceProxy runs the chosen proxy until ctx ends.

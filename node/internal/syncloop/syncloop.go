@@ -1,8 +1,9 @@
 // Package syncloop is the loop the node's datapath controllers (NetworkPolicy,
-// Service proxy) share: informer events only say "something changed"; the
-// loop recomputes the whole desired state and applies it, at most once per
-// interval (changes during the pause coalesce into the next sync), and
-// retries a failed apply with backoff.
+// Service proxy) share: informer events kick it; it calls the sync at most
+// once per interval (kicks during the pause coalesce into the next sync),
+// and retries a failed sync with backoff. What a sync recomputes is the
+// caller's: NetworkPolicy all of it, the Service proxy the Services its
+// events marked.
 package syncloop
 
 import (

@@ -112,7 +112,7 @@ func main() {
 	}
 	ctx := context.Background()
 	var err error
-	c, err = testcluster.Run(ctx, testcluster.WithNodes(1))
+	c, err = testcluster.Run(ctx, testcluster.WithNodes(1), testcluster.WithNodeArgs("--service-proxy", "iptables"))
 	if err != nil {
 		fail(err)
 	}
