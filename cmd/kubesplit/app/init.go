@@ -15,7 +15,7 @@ import (
 
 func initCommand() *cobra.Command {
 	var o bootstrap.Options
-	var dataDir, owner, copyAdmin, copyToken string
+	var dataDir, owner, copyAdmin, copyToken, secret, kubeconfig string
 	cmd := &cobra.Command{
 		Use:   "init",
 		Short: "Write the PKI, keys, configs and kubeconfigs a cluster needs into a data directory",
@@ -26,7 +26,8 @@ renewing leaf certificates with less than --cert-renew-before left; a corrupt or
 mismatched file is reported and left alone.`,
 		Example: `  kubesplit init                                   # ./.kubesplit, for kubesplit run
   kubesplit init --data-dir /var/lib/kubesplit --owner 65532:65532 --server https://10.0.0.5:6443
-  kubesplit init --data-dir /tmp/k --cert-renew-before 720h`,
+  kubesplit init --data-dir /tmp/k --cert-renew-before 720h
+  kubesplit init --secret kubesplit/pki --server https://203.0.113.7:6443   # in a Job (hosted control plane)`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			uid, gid, err := parseOwner(owner)
@@ -35,6 +36,14 @@ mismatched file is reported and left alone.`,
 			}
 			if copyToken != "" {
 				o.NodeToken = true
+			}
+			if secret != "" {
+				for _, f := range []string{"data-dir", "owner", "copy-admin-kubeconfig", "copy-node-token"} {
+					if cmd.Flags().Changed(f) {
+						return fmt.Errorf("--secret keeps the files in a Secret; --%s does not apply with it", f)
+					}
+				}
+				return initSecret(cmd, secret, kubeconfig, o)
 			}
 			o.DataDir = layout.Dir(dataDir)
 			rep, err := bootstrap.Run(o)
@@ -77,6 +86,8 @@ mismatched file is reported and left alone.`,
 	f.StringVar(&owner, "owner", "", "UID:GID to own the data directory's files (the user the roles run as, e.g. 65532:65532 for the images)")
 	f.StringVar(&copyAdmin, "copy-admin-kubeconfig", "", "also copy the admin kubeconfig to this path, owned like its directory (e.g. a host bind mount)")
 	f.StringVar(&copyToken, "copy-node-token", "", "write the default join token (implies --node-token) to this path too, owned like its directory")
+	f.StringVar(&secret, "secret", "", "NAMESPACE/NAME: keep the PKI, configs and kubeconfigs in this Secret instead of a data directory (created, or read, completed and renewed, and written back; a CA is never regenerated)")
+	f.StringVar(&kubeconfig, "kubeconfig", "", "with --secret: the cluster that holds the Secret (default: in-cluster, else $KUBECONFIG)")
 	return cmd
 }
 

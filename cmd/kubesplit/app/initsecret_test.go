@@ -1,0 +1,61 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/kubesplit/kubesplit/pkg/bootstrap"
+)
+
+// TestSyncSecret: init into a Secret creates the PKI once; run again (a
+// re-install, an upgrade's hook) it keeps every CA and key and writes
+// nothing.
+func TestSyncSecret(t *testing.T) {
+	ctx := context.Background()
+	cs := fake.NewClientset()
+	o := bootstrap.Options{Server: "https://203.0.113.7:6443", NodeToken: true}
+	rep, changed, err := syncSecret(ctx, cs, "ks", "pki", o)
+	if err != nil || !changed || len(rep.Created) == 0 {
+		t.Fatalf("first run: %+v %v %v", rep, changed, err)
+	}
+	first, err := cs.CoreV1().Secrets("ks").Get(ctx, "pki", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"pki__ca.crt", "pki__ca.key", "pki__sa.key", "admin.kubeconfig", "config__node-token", "config__encryption-config.yaml"} {
+		if len(first.Data[k]) == 0 {
+			t.Errorf("Secret has no %s (keys: %d)", k, len(first.Data))
+		}
+	}
+	if !bytes.Contains(first.Data["admin.kubeconfig"], []byte("https://203.0.113.7:6443")) {
+		t.Errorf("admin kubeconfig does not point at --server")
+	}
+	rep, changed, err = syncSecret(ctx, cs, "ks", "pki", o)
+	if err != nil || changed || len(rep.Created) != 0 {
+		t.Fatalf("second run: created %v, changed %v, %v", rep.Created, changed, err)
+	}
+	again, _ := cs.CoreV1().Secrets("ks").Get(ctx, "pki", metav1.GetOptions{})
+	for k, v := range first.Data {
+		if !bytes.Equal(again.Data[k], v) {
+			t.Errorf("%s changed on a second run", k)
+		}
+	}
+}
+
+func TestInitSecretFlags(t *testing.T) {
+	for args, want := range map[string]string{
+		"init --secret pki":                      `want NAMESPACE/NAME`,
+		"init --secret ks/pki --data-dir /tmp/x": "--data-dir does not apply",
+		"init --secret ks/pki --owner 1:1":       "--owner does not apply",
+	} {
+		var out, errb bytes.Buffer
+		if code := Main(strings.Fields(args), &out, &errb); code == 0 || !strings.Contains(errb.String(), want) {
+			t.Errorf("%s: exit %d, %q; want %q", args, code, errb.String(), want)
+		}
+	}
+}
