@@ -32,6 +32,13 @@ func TestSyncSecret(t *testing.T) {
 			t.Errorf("Secret has no %s (keys: %d)", k, len(first.Data))
 		}
 	}
+	for k, v := range first.Data {
+		// kubeconfigs name their certificate files relative to themselves:
+		// nothing points into init's scratch directory
+		if bytes.Contains(v, []byte("kubesplit-init-")) {
+			t.Errorf("%s refers to init's scratch directory", k)
+		}
+	}
 	if !bytes.Contains(first.Data["admin.kubeconfig"], []byte("https://203.0.113.7:6443")) {
 		t.Errorf("admin kubeconfig does not point at --server")
 	}
