@@ -174,6 +174,11 @@ type Role struct {
 	// relays) for liveness and readiness; Live answers once the process
 	// works, Ready once it can serve (the apiserver: its /readyz).
 	Live, Ready HTTPCheck
+	// Reads are the data-directory files the role reads (paths relative to
+	// DataDir, as `kubesplit init` writes them): a wiring that cannot
+	// mount the whole directory (the Helm chart: a Secret) gives the role
+	// exactly these.
+	Reads []string
 	// User is UID:UID.
 	User string
 	// DataDir is where the data directory is mounted.
@@ -226,6 +231,7 @@ func (w Wiring) Role(name string) Role {
 			"--etcd-peer-address", hp(w.Bind, p.DatastorePeer),
 			"--health-address", hp("127.0.0.1", p.DatastoreHealth))
 		r.Serves = []Port{{Name: "etcd", Port: p.Datastore}, {Name: "etcd-peer", Port: p.DatastorePeer}}
+		r.Reads = append(pairs("datastore-server", "datastore-peer", "datastore-client"), "pki/datastore-ca.crt")
 		r.Live = HTTPCheck{p.DatastoreHealth, "/healthz"}
 		r.Ready = HTTPCheck{p.DatastoreHealth, "/readyz"}
 		r.Requests = Resources{MilliCPU: 100, MemoryMiB: 64}
@@ -238,6 +244,9 @@ func (w Wiring) Role(name string) Role {
 			r.Args = append(r.Args, "--advertise-address", w.Advertise)
 		}
 		r.Serves = []Port{{Name: "https", Port: p.APIServer, Public: true}}
+		r.Reads = append(pairs("apiserver", "apiserver-kubelet-client", "apiserver-egress-client", "front-proxy-client", "datastore-client"),
+			"pki/ca.crt", "pki/front-proxy-ca.crt", "pki/datastore-ca.crt", "pki/sa.key", "pki/sa.pub",
+			"config/encryption-config.yaml", "config/authentication-config.yaml", "config/audit-policy.yaml")
 		r.Live = HTTPCheck{p.APIServerHealth, "/livez"}
 		r.Ready = HTTPCheck{p.APIServerHealth, "/readyz"}
 		r.Requests = Resources{MilliCPU: 250, MemoryMiB: 256}
@@ -246,6 +255,7 @@ func (w Wiring) Role(name string) Role {
 		r.Args = append(r.Args, "--bind-address", w.Bind, "--secure-port", strconv.Itoa(p.Scheduler),
 			"--health-address", hp("127.0.0.1", p.SchedulerHealth))
 		r.Serves = []Port{{Name: "metrics", Port: p.Scheduler}}
+		r.Reads = append(pairs("scheduler-kubeconfig", "scheduler-serving"), "scheduler.kubeconfig")
 		r.Live = HTTPCheck{p.SchedulerHealth, "/healthz"}
 		r.Ready = r.Live
 		r.Requests = Resources{MilliCPU: 50, MemoryMiB: 48}
@@ -260,6 +270,9 @@ func (w Wiring) Role(name string) Role {
 			r.Args = append(r.Args, "--addon-image", n+"="+w.AddonImages[n])
 		}
 		r.Serves = []Port{{Name: "metrics", Port: p.Controllers}}
+		// the cluster CA's key signs nodes' certificates; sa.key signs tokens
+		r.Reads = append(pairs("controllers-kubeconfig", "addons-kubeconfig", "controllers-serving", "ca"),
+			"controllers.kubeconfig", "addons.kubeconfig", "pki/sa.key", "config/node-token")
 		r.Live = HTTPCheck{p.ControllersHealth, "/healthz"}
 		r.Ready = r.Live
 		r.Requests = Resources{MilliCPU: 100, MemoryMiB: 96}
@@ -277,6 +290,7 @@ func (w Wiring) Role(name string) Role {
 			}
 			r.Args = append(r.Args, "--apiserver-relay-address", hp(host, p.APIServer))
 		}
+		r.Reads = append(pairs("tunnel-gateway", "tunnel-gateway-kubeconfig"), "pki/ca.crt", "tunnel-gateway.kubeconfig")
 		r.Serves = []Port{{Name: "nodes", Port: p.GatewayNodes, Public: true}, {Name: "egress", Port: p.GatewayEgress},
 			{Name: "health", Port: p.GatewayHealth, Public: true}}
 		r.Live = HTTPCheck{p.GatewayHealth, "/healthz"}
@@ -287,6 +301,15 @@ func (w Wiring) Role(name string) Role {
 	}
 	r.Args = append(r.Args, w.Extra[name]...)
 	return r
+}
+
+// pairs are the certificate and key files of identities (pki/NAME.crt, .key).
+func pairs(names ...string) []string {
+	var out []string
+	for _, n := range names {
+		out = append(out, "pki/"+n+".crt", "pki/"+n+".key")
+	}
+	return out
 }
 
 // hp is host:port; unlike net.JoinHostPort it leaves a host that is not an
