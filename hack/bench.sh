@@ -20,10 +20,8 @@ go run ./e2e/cmd/composebench -out results
 # the control-plane box (static pods) beside a container per role: start, idle memory, kubesplit upgrade
 (cd e2e/suite && GOWORK=off go run ./cmd/boxbench -out ../../results)
 # the helm CLI (the same Helm module as the HelmChart controller) for the addons' baseline
-helm_version=$(go list -C services/controllers -m -f '{{.Version}}' helm.sh/helm/v4)
-go build -C services/controllers -trimpath -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=$helm_version" \
-  -o "$PWD/bin/helm" helm.sh/helm/v4/cmd/helm
-(cd e2e/suite && GOWORK=off go run ./cmd/addonbench -out ../../results -helm ../../bin/helm)
+helm=$(hack/helm.sh)
+(cd e2e/suite && GOWORK=off go run ./cmd/addonbench -out ../../results -helm "$helm")
 # NetworkPolicy: a new policy to loaded rules, and connect() through the chain, beside no policy
 (cd e2e/suite && GOWORK=off go run ./cmd/netpolbench -out ../../results)
 # Service proxies side by side: kube-proxy iptables (node-1) and the eBPF proxy (node-2)

@@ -11,7 +11,8 @@ check=false
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 (cd roles && GOWORK=off go run ./cmd/kubesplit-render compose "$KUBESPLIT_VERSION") >"$tmp/docker-compose.yml"
-for pair in "$tmp/docker-compose.yml:deploy/compose/docker-compose.yml"; do
+(cd roles && GOWORK=off go run ./cmd/kubesplit-render helm "$KUBESPLIT_VERSION") >"$tmp/roles.json"
+for pair in "$tmp/docker-compose.yml:deploy/compose/docker-compose.yml" "$tmp/roles.json:deploy/helm/files/roles.json"; do
   new=${pair%%:*} dst=${pair#*:}
   if $check; then
     diff -u "$dst" "$new" >&2 || { echo "$dst is stale: run hack/gen.sh (it is generated from roles/)" >&2; exit 1; }

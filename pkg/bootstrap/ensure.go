@@ -70,7 +70,16 @@ func ensureLeaf(ca *pki.KeyPair, p layout.Pair, spec pki.Spec, r Renewal) (outco
 			}
 			return renewed, nil
 		}
-		if err := pki.VerifyLeaf(kp.Cert, ca.Cert, spec); err != nil {
+		err = pki.VerifyLeaf(kp.Cert, ca.Cert, spec)
+		if errors.Is(err, pki.ErrMissingName) {
+			// a SAN asked for since (--apiserver-san, a hosted control
+			// plane's new public address): reissue with the old names and the new
+			if _, err := leafIdentity(leafSpec{pair: p}).renew(ca, withNamesOf(spec, kp.Cert)); err != nil {
+				return kept, fmt.Errorf("reissuing %s with new names: %w", p.Cert, err)
+			}
+			return renewed, nil
+		}
+		if err != nil {
 			return kept, corrupt(p.Cert, err)
 		}
 		return kept, nil

@@ -2,6 +2,7 @@ package bootstrap
 
 import (
 	"errors"
+	"net"
 	"os"
 	"slices"
 	"strings"
@@ -228,5 +229,33 @@ func TestRenewSkipsWhatIsNotThere(t *testing.T) {
 	}
 	if len(got) != len(identities(d))-4 { // addons.kubeconfig and the three datastore leaves
 		t.Errorf("renewed %d, want %d", len(got), len(identities(d))-4)
+	}
+}
+
+// TestInitAddsNewSANs: an init asked for a name the apiserver's or the
+// gateway's certificate lacks (a hosted control plane's public address, a
+// new --apiserver-san) reissues just those, keeping their old names and
+// every CA.
+func TestInitAddsNewSANs(t *testing.T) {
+	t.Parallel()
+	d := layout.Dir(t.TempDir())
+	if _, err := Run(Options{DataDir: d, APIServerSANs: []string{"box.example"}}); err != nil {
+		t.Fatal(err)
+	}
+	caBefore, _ := os.ReadFile(d.ClusterCA().Cert)
+	rep, err := Run(Options{DataDir: d, APIServerSANs: []string{"203.0.113.9"}, GatewaySANs: []string{"203.0.113.9"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(rep.Renewed, d.APIServerServing().Cert) || !slices.Contains(rep.Renewed, d.TunnelGateway().Cert) || len(rep.Created) != 0 {
+		t.Fatalf("renewed %v, created %v; want the apiserver's and gateway's certificates reissued", rep.Renewed, rep.Created)
+	}
+	ca, _ := pki.LoadCert(d.ClusterCA().Cert)
+	api, _ := pki.LoadCert(d.APIServerServing().Cert)
+	if err := pki.VerifyLeaf(api, ca, pki.Spec{CommonName: "kube-apiserver", DNSNames: []string{"box.example"}, IPs: []net.IP{net.ParseIP("203.0.113.9")}}); err != nil {
+		t.Fatalf("reissued apiserver certificate: %v", err)
+	}
+	if caAfter, _ := os.ReadFile(d.ClusterCA().Cert); string(caAfter) != string(caBefore) {
+		t.Fatal("the CA changed")
 	}
 }

@@ -345,6 +345,10 @@ func publicKeysEqual(a, b crypto.PublicKey) bool {
 	return ok && ea.Equal(b)
 }
 
+// ErrMissingName: a certificate that is otherwise sound lacks a name asked
+// for now (a SAN added since it was issued); it wants reissuing, not repair.
+var ErrMissingName = errors.New("certificate lacks a requested name")
+
 // VerifyLeaf checks that leaf was signed by ca, is valid now and carries the
 // wanted usages and names.
 func VerifyLeaf(leaf *x509.Certificate, ca *x509.Certificate, spec Spec) error {
@@ -360,12 +364,12 @@ func VerifyLeaf(leaf *x509.Certificate, ca *x509.Certificate, spec Spec) error {
 	}
 	for _, d := range spec.DNSNames {
 		if !slices.Contains(leaf.DNSNames, d) {
-			return fmt.Errorf("lacks DNS name %q: %w", d, ErrCorrupt)
+			return fmt.Errorf("lacks DNS name %q: %w", d, ErrMissingName)
 		}
 	}
 	for _, ip := range spec.IPs {
 		if !slices.ContainsFunc(leaf.IPAddresses, ip.Equal) {
-			return fmt.Errorf("lacks IP address %s: %w", ip, ErrCorrupt)
+			return fmt.Errorf("lacks IP address %s: %w", ip, ErrMissingName)
 		}
 	}
 	return nil

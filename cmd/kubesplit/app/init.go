@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -16,6 +17,7 @@ import (
 func initCommand() *cobra.Command {
 	var o bootstrap.Options
 	var dataDir, owner, copyAdmin, copyToken, secret, kubeconfig string
+	var pub publicAddress
 	cmd := &cobra.Command{
 		Use:   "init",
 		Short: "Write the PKI, keys, configs and kubeconfigs a cluster needs into a data directory",
@@ -43,7 +45,12 @@ mismatched file is reported and left alone.`,
 						return fmt.Errorf("--secret keeps the files in a Secret; --%s does not apply with it", f)
 					}
 				}
-				return initSecret(cmd, secret, kubeconfig, o)
+				return initSecret(cmd, secret, kubeconfig, o, pub)
+			}
+			for _, f := range []string{"public-address", "public-address-from-service"} {
+				if cmd.Flags().Changed(f) {
+					return fmt.Errorf("--%s is for --secret (a hosted control plane); in a data directory use --apiserver-san, --gateway-san and --server", f)
+				}
 			}
 			o.DataDir = layout.Dir(dataDir)
 			rep, err := bootstrap.Run(o)
@@ -88,6 +95,10 @@ mismatched file is reported and left alone.`,
 	f.StringVar(&copyToken, "copy-node-token", "", "write the default join token (implies --node-token) to this path too, owned like its directory")
 	f.StringVar(&secret, "secret", "", "NAMESPACE/NAME: keep the PKI, configs and kubeconfigs in this Secret instead of a data directory (created, or read, completed and renewed, and written back; a CA is never regenerated)")
 	f.StringVar(&kubeconfig, "kubeconfig", "", "with --secret: the cluster that holds the Secret (default: in-cluster, else $KUBECONFIG)")
+	f.StringVar(&pub.address, "public-address", "", "with --secret: the IP or name nodes and users reach the control plane at (the gateway's Service); it joins the apiserver and gateway certificates, is the admin kubeconfig's server (port --public-api-port) unless --server is given, and is kept in the Secret as config/public-address")
+	f.StringVar(&pub.service, "public-address-from-service", "", "with --secret: wait for this Service (in the Secret's namespace) to have an address, a LoadBalancer's ingress or else an external IP, and use it as --public-address")
+	f.IntVar(&pub.apiPort, "public-api-port", 6443, "with --public-address: the port of the apiserver at that address")
+	f.DurationVar(&pub.timeout, "public-address-timeout", 5*time.Minute, "how long --public-address-from-service waits")
 	return cmd
 }
 

@@ -4,10 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -18,10 +25,13 @@ import (
 )
 
 // initSecret is `init --secret NS/NAME`.
-func initSecret(cmd *cobra.Command, secret, kubeconfig string, o bootstrap.Options) error {
+func initSecret(cmd *cobra.Command, secret, kubeconfig string, o bootstrap.Options, pub publicAddress) error {
 	ns, name, ok := strings.Cut(secret, "/")
 	if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
 		return fmt.Errorf("--secret %q: want NAMESPACE/NAME", secret)
+	}
+	if pub.address != "" && pub.service != "" {
+		return errors.New("--public-address and --public-address-from-service both name the address; give one")
 	}
 	cfg, err := clusterConfig(kubeconfig)
 	if err != nil {
@@ -31,7 +41,23 @@ func initSecret(cmd *cobra.Command, secret, kubeconfig string, o bootstrap.Optio
 	if err != nil {
 		return err
 	}
-	rep, changed, err := syncSecret(cmd.Context(), cs, ns, name, o)
+	if pub.service != "" {
+		ctx, cancel := context.WithTimeout(ctxOf(cmd), pub.timeout)
+		pub.address, err = serviceAddress(ctx, cs, ns, pub.service)
+		cancel()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "public address %s (Service %s/%s)\n", pub.address, ns, pub.service)
+	}
+	if pub.address != "" {
+		o.APIServerSANs = append(o.APIServerSANs, pub.address)
+		o.GatewaySANs = append(o.GatewaySANs, pub.address)
+		if !cmd.Flags().Changed("server") {
+			o.Server = "https://" + net.JoinHostPort(pub.address, strconv.Itoa(pub.apiPort))
+		}
+	}
+	rep, changed, err := syncSecret(ctxOf(cmd), cs, ns, name, o, pub.address)
 	if err != nil {
 		return err
 	}
@@ -62,12 +88,12 @@ func clusterConfig(kubeconfig string) (*rest.Config, error) {
 // syncSecret pulls the Secret into a scratch directory, runs init there and
 // writes the result back, starting over if someone else wrote the Secret
 // meanwhile. changed says whether the Secret was created or updated.
-func syncSecret(ctx context.Context, cs kubernetes.Interface, ns, name string, o bootstrap.Options) (*bootstrap.Report, bool, error) {
-	if ctx == nil {
-		ctx = context.Background()
-	}
+// publicAddress, when set, is kept as config/public-address: the chart's
+// apiserver advertises it (the kubernetes Service's endpoint for pods on
+// nodes, which reach it through the gateway's relay).
+func syncSecret(ctx context.Context, cs kubernetes.Interface, ns, name string, o bootstrap.Options, publicAddress string) (*bootstrap.Report, bool, error) {
 	for attempt := 0; ; attempt++ {
-		rep, changed, err := syncSecretOnce(ctx, cs, ns, name, o)
+		rep, changed, err := syncSecretOnce(ctx, cs, ns, name, o, publicAddress)
 		if errors.Is(err, pkisecret.ErrChanged) && attempt < 5 {
 			continue
 		}
@@ -78,7 +104,7 @@ func syncSecret(ctx context.Context, cs kubernetes.Interface, ns, name string, o
 	}
 }
 
-func syncSecretOnce(ctx context.Context, cs kubernetes.Interface, ns, name string, o bootstrap.Options) (*bootstrap.Report, bool, error) {
+func syncSecretOnce(ctx context.Context, cs kubernetes.Interface, ns, name string, o bootstrap.Options, publicAddress string) (*bootstrap.Report, bool, error) {
 	snap, err := pkisecret.Get(ctx, cs, ns, name)
 	if err != nil {
 		return nil, false, err
@@ -99,10 +125,72 @@ func syncSecretOnce(ctx context.Context, cs kubernetes.Interface, ns, name strin
 	if err != nil {
 		return nil, false, err
 	}
+	if publicAddress != "" {
+		if err := os.WriteFile(filepath.Join(dir, PublicAddressFile), []byte(publicAddress), 0o600); err != nil {
+			return nil, false, err
+		}
+	}
 	files, err := pkisecret.ReadDir(dir)
 	if err != nil {
 		return nil, false, err
 	}
 	changed, err := pkisecret.Put(ctx, cs, ns, name, map[string]string{"app.kubernetes.io/managed-by": "kubesplit"}, snap, files)
 	return rep, changed, err
+}
+
+// PublicAddressFile is where init --secret keeps the public address, relative
+// to the data directory (so in the Secret as config__public-address).
+const PublicAddressFile = "config/public-address"
+
+type publicAddress struct {
+	address, service string
+	apiPort          int
+	timeout          time.Duration
+}
+
+func ctxOf(cmd *cobra.Command) context.Context {
+	if ctx := cmd.Context(); ctx != nil {
+		return ctx
+	}
+	return context.Background()
+}
+
+// serviceAddress waits until Service ns/name has an address outside the
+// cluster: its first LoadBalancer ingress (IP, else host name), else its
+// first external IP.
+func serviceAddress(ctx context.Context, cs kubernetes.Interface, ns, name string) (string, error) {
+	var addr string
+	var last error
+	err := wait.PollUntilContextCancel(ctx, time.Second, true, func(ctx context.Context) (bool, error) {
+		svc, err := cs.CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			last = err
+			return false, nil
+		}
+		addr = addressOf(svc)
+		return addr != "", nil
+	})
+	if err != nil {
+		why := "it has no LoadBalancer ingress or external IP yet (is a load-balancer controller running? else set the address yourself)"
+		if last != nil {
+			why = last.Error()
+		}
+		return "", fmt.Errorf("--public-address-from-service %s/%s: no address after waiting: %s", ns, name, why)
+	}
+	return addr, nil
+}
+
+func addressOf(svc *corev1.Service) string {
+	for _, in := range svc.Status.LoadBalancer.Ingress {
+		if in.IP != "" {
+			return in.IP
+		}
+		if in.Hostname != "" {
+			return in.Hostname
+		}
+	}
+	if len(svc.Spec.ExternalIPs) > 0 {
+		return svc.Spec.ExternalIPs[0]
+	}
+	return ""
 }

@@ -5,7 +5,9 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 
@@ -19,7 +21,7 @@ func TestSyncSecret(t *testing.T) {
 	ctx := context.Background()
 	cs := fake.NewClientset()
 	o := bootstrap.Options{Server: "https://203.0.113.7:6443", NodeToken: true}
-	rep, changed, err := syncSecret(ctx, cs, "ks", "pki", o)
+	rep, changed, err := syncSecret(ctx, cs, "ks", "pki", o, "")
 	if err != nil || !changed || len(rep.Created) == 0 {
 		t.Fatalf("first run: %+v %v %v", rep, changed, err)
 	}
@@ -42,7 +44,7 @@ func TestSyncSecret(t *testing.T) {
 	if !bytes.Contains(first.Data["admin.kubeconfig"], []byte("https://203.0.113.7:6443")) {
 		t.Errorf("admin kubeconfig does not point at --server")
 	}
-	rep, changed, err = syncSecret(ctx, cs, "ks", "pki", o)
+	rep, changed, err = syncSecret(ctx, cs, "ks", "pki", o, "")
 	if err != nil || changed || len(rep.Created) != 0 {
 		t.Fatalf("second run: created %v, changed %v, %v", rep.Created, changed, err)
 	}
@@ -59,10 +61,43 @@ func TestInitSecretFlags(t *testing.T) {
 		"init --secret pki":                      `want NAMESPACE/NAME`,
 		"init --secret ks/pki --data-dir /tmp/x": "--data-dir does not apply",
 		"init --secret ks/pki --owner 1:1":       "--owner does not apply",
+		"init --public-address 203.0.113.9":      "--public-address is for --secret",
+		"init --secret ks/pki --public-address 1.2.3.4 --public-address-from-service gw --kubeconfig /dev/null": "give one",
 	} {
 		var out, errb bytes.Buffer
 		if code := Main(strings.Fields(args), &out, &errb); code == 0 || !strings.Contains(errb.String(), want) {
 			t.Errorf("%s: exit %d, %q; want %q", args, code, errb.String(), want)
 		}
+	}
+}
+
+// TestPublicAddress: the gateway Service's LoadBalancer address, once it
+// has one, is kept in the Secret (the apiserver advertises it).
+func TestPublicAddress(t *testing.T) {
+	ctx := context.Background()
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "ks", Name: "gw"}}
+	cs := fake.NewClientset(svc)
+	short, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
+	defer cancel()
+	if _, err := serviceAddress(short, cs, "ks", "gw"); err == nil || !strings.Contains(err.Error(), "no LoadBalancer ingress") {
+		t.Fatalf("Service without an address: %v", err)
+	}
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		svc.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: "203.0.113.9"}}
+		_, _ = cs.CoreV1().Services("ks").UpdateStatus(ctx, svc, metav1.UpdateOptions{})
+	}()
+	wait, cancel2 := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel2()
+	addr, err := serviceAddress(wait, cs, "ks", "gw")
+	if err != nil || addr != "203.0.113.9" {
+		t.Fatalf("address %q, %v", addr, err)
+	}
+	if _, _, err := syncSecret(ctx, cs, "ks", "pki", bootstrap.Options{Server: "https://" + addr + ":6443", APIServerSANs: []string{addr}}, addr); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := cs.CoreV1().Secrets("ks").Get(ctx, "pki", metav1.GetOptions{})
+	if got := string(s.Data["config__public-address"]); got != addr {
+		t.Fatalf("config__public-address = %q", got)
 	}
 }

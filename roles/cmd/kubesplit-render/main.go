@@ -1,6 +1,7 @@
 // kubesplit-render writes the files generated from the role descriptions.
 //
 //	kubesplit-render compose TAG    the compose file, on stdout
+//	kubesplit-render helm TAG       the Helm chart's files/roles.json, on stdout
 package main
 
 import (
@@ -8,14 +9,16 @@ import (
 	"os"
 
 	"github.com/kubesplit/kubesplit/roles/compose"
+	"github.com/kubesplit/kubesplit/roles/helm"
 )
 
 func main() {
-	if len(os.Args) != 3 || os.Args[1] != "compose" {
-		fmt.Fprintln(os.Stderr, "usage: kubesplit-render compose DEFAULT_TAG")
+	render := map[string]func(string) ([]byte, error){"compose": compose.Render, "helm": helm.Render}
+	if len(os.Args) != 3 || render[os.Args[1]] == nil {
+		fmt.Fprintln(os.Stderr, "usage: kubesplit-render compose|helm DEFAULT_TAG")
 		os.Exit(2)
 	}
-	b, err := compose.Render(os.Args[2])
+	b, err := render[os.Args[1]](os.Args[2])
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "kubesplit-render:", err)
 		os.Exit(1)

@@ -9,6 +9,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -52,7 +54,7 @@ type options struct {
 func flags(o *options) *pflag.FlagSet {
 	fs := config.NewFlagSet("datastore")
 	fs.StringVar(&o.dataDir, "data-dir", "", "data directory written by 'kubesplit init' (required)")
-	fs.StringVar(&o.backendFlag, "backend", "sqlite", "storage: sqlite (a file in the data dir), etcd (embedded), or a postgres:// or mysql:// DSN")
+	fs.StringVar(&o.backendFlag, "backend", "sqlite", "storage: sqlite (a file in the data dir), etcd (embedded), a postgres:// or mysql:// DSN, or env:NAME to read the DSN from environment variable NAME (keeps its password off the command line)")
 	fs.StringVar(&o.listen, "listen-address", "0.0.0.0:2379", "host:port of the etcd client API (mutual TLS)")
 	fs.StringVar(&o.advertiseClient, "advertise-client-url", "", "etcd backend: client URL other members and clients use (default from --listen-address)")
 	fs.StringVar(&o.health, "health-address", "0.0.0.0:2381", "host:port of the plain-HTTP /healthz and /readyz endpoints")
@@ -81,9 +83,13 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stdout, version.Info("datastore"))
 		return nil
 	}
+	var err error
 	level, ok := logging.ParseLevel(o.logLevel)
 	if !ok {
 		return fmt.Errorf("--log-level %q is not one of debug, info, warn, error", o.logLevel)
+	}
+	if o.backendFlag, err = backendFromEnv(o.backendFlag, os.Getenv); err != nil {
+		return err
 	}
 	kind, err := backend.ParseBackend(o.backendFlag)
 	if err != nil {
@@ -206,4 +212,23 @@ func etcdLevel(l slog.Level) string {
 	default:
 		return "error"
 	}
+}
+
+// backendFromEnv resolves --backend env:NAME to the value of NAME, so that a
+// DSN with a password can come from a Secret through the environment
+// instead of the process's command line (which every user of the host can
+// read). Anything else is returned as it is.
+func backendFromEnv(flag string, getenv func(string) string) (string, error) {
+	name, ok := strings.CutPrefix(flag, "env:")
+	if !ok {
+		return flag, nil
+	}
+	if name == "" {
+		return "", errors.New("--backend env: names no variable; use env:NAME, e.g. env:KUBESPLIT_DATASTORE_DSN")
+	}
+	v := getenv(name)
+	if v == "" {
+		return "", fmt.Errorf("--backend env:%s: the environment variable %s is empty or unset; set it to the DSN (e.g. from a Secret)", name, name)
+	}
+	return v, nil
 }
