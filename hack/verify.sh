@@ -36,6 +36,22 @@ grep -q "^const DefaultTag = \"$KUBESPLIT_VERSION\"" testcluster/options.go || {
 echo "== generated files are up to date (hack/gen.sh)"
 hack/gen.sh --check
 
+echo "== the Helm chart (deploy/helm): its version, helm lint in each datastore mode, a bad value refused"
+grep -q "^appVersion: $KUBESPLIT_VERSION\$" deploy/helm/Chart.yaml && grep -q "^version: ${KUBESPLIT_VERSION#v}\$" deploy/helm/Chart.yaml || {
+  echo "deploy/helm/Chart.yaml: version/appVersion are not $KUBESPLIT_VERSION (hack/versions.env)"; exit 1; }
+helm=$(hack/helm.sh)
+for set in datastore.mode=sqlite datastore.mode=etcd datastore.mode=external,datastore.external.secretName=pg \
+  gateway.service.type=NodePort,gateway.address=192.0.2.10,gateway.service.nodePorts.api=30443; do
+  "$helm" lint --strict --quiet deploy/helm --set "$set" >/dev/null || { "$helm" lint --strict deploy/helm --set "$set"; exit 1; }
+done
+for bad in "datastore.mode=mysql:value must be one of" "apiserver.replica=3:additional properties 'replica' not allowed" \
+  "datastore.mode=external:/datastore/external/secretName" "gateway.service.type=NodePort:set gateway.address"; do
+  if out=$("$helm" template deploy/helm --set "${bad%%:*}" 2>&1); then
+    echo "helm template --set ${bad%%:*} was accepted; the chart must refuse it"; exit 1
+  fi
+  grep -qF -- "${bad#*:}" <<<"$out" || { echo "helm template --set ${bad%%:*}: error does not say '${bad#*:}':"; echo "$out"; exit 1; }
+done
+
 echo "== workspace vet (every module)"
 patterns=()
 for m in $mods; do patterns+=("./$m/..."); done

@@ -1,0 +1,199 @@
+{{/*
+The role descriptions (files/roles.json, generated from roles/ by hack/gen.sh):
+each role's flags, ports, health checks, the data-directory files it reads
+and its requests. The templates here add only the Kubernetes wiring.
+*/}}
+{{- define "kubesplit.roles" -}}
+{{- .Files.Get "files/roles.json" -}}
+{{- end -}}
+
+{{/* The values key of a role. */}}
+{{- define "kubesplit.valuesKey" -}}
+{{- if eq . "tunnel-gateway" -}}gateway{{- else -}}{{ . }}{{- end -}}
+{{- end -}}
+
+{{- define "kubesplit.labels" -}}
+app.kubernetes.io/name: kubesplit
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+helm.sh/chart: {{ .root.Chart.Name }}-{{ .root.Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{- define "kubesplit.selector" -}}
+app.kubernetes.io/name: kubesplit
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* image: dict root, repository, tag (the role's own, may be empty) */}}
+{{- define "kubesplit.image" -}}
+{{- $tag := .tag | default .root.Values.image.tag | default .root.Chart.AppVersion -}}
+{{- printf "%s%s:%s" .root.Values.image.registry .repository $tag -}}
+{{- end -}}
+
+{{/* The public address the init Job is given: gateway.address, or the public Service's. */}}
+{{- define "kubesplit.publicAddressArgs" -}}
+{{- if .Values.gateway.address -}}
+- --public-address
+- {{ .Values.gateway.address | quote }}
+{{- else if or (eq .Values.gateway.service.type "LoadBalancer") .Values.gateway.service.externalIPs -}}
+- --public-address-from-service
+- tunnel-gateway-public
+{{- else -}}
+{{- fail (printf "gateway.service.type %s has no address of its own: set gateway.address to the IP or name nodes reach it at (a node's address for NodePort), or use type LoadBalancer" .Values.gateway.service.type) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The etcd members' peer URLs, NAME=URL,... */}}
+{{- define "kubesplit.etcdInitialCluster" -}}
+{{- $roles := include "kubesplit.roles" . | fromJson -}}
+{{- $peers := list -}}
+{{- range $i := until (int .Values.datastore.members) -}}
+{{- $peers = append $peers (printf "datastore-%d=https://datastore-%d.datastore-peers:%d" $i $i (int $roles.ports.DatastorePeer)) -}}
+{{- end -}}
+{{- join "," $peers -}}
+{{- end -}}
+
+{{/*
+A role's pod template: dict root, name (the role), persistent (mount the
+datastore's PVC). The data directory is an emptyDir (roles keep scratch state
+there); the files the role reads come from the PKI Secret, read-only: pki/
+and config/ as directories, the top-level kubeconfigs one by one.
+*/}}
+{{- define "kubesplit.podTemplate" -}}
+{{- $root := .root -}}
+{{- $all := include "kubesplit.roles" $root | fromJson -}}
+{{- $r := index $all.roles .name -}}
+{{- $v := index $root.Values (include "kubesplit.valuesKey" .name) -}}
+{{- $mode := $root.Values.datastore.mode -}}
+{{- $args := $r.args -}}
+{{- if and $r.modeArgs (hasKey $r.modeArgs $mode) -}}{{- $args = index $r.modeArgs $mode -}}{{- end -}}
+{{- $env := list -}}
+{{- if and $r.env (hasKey $r.env $mode) -}}{{- $env = index $r.env $mode -}}{{- end -}}
+{{- $pki := list -}}{{- $config := list -}}{{- $top := list -}}
+{{- range $r.reads -}}
+{{- if hasPrefix "pki/" . -}}{{- $pki = append $pki . -}}
+{{- else if hasPrefix "config/" . -}}{{- $config = append $config . -}}
+{{- else -}}{{- $top = append $top . -}}{{- end -}}
+{{- end -}}
+metadata:
+  labels:
+    {{- include "kubesplit.labels" (dict "root" $root "component" .name) | nindent 4 }}
+spec:
+  automountServiceAccountToken: false
+  enableServiceLinks: false
+  {{- with $root.Values.priorityClassName }}
+  priorityClassName: {{ . }}
+  {{- end }}
+  {{- with $root.Values.imagePullSecrets }}
+  imagePullSecrets: {{ toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $root.Values.nodeSelector }}
+  nodeSelector: {{ toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $root.Values.tolerations }}
+  tolerations: {{ toYaml . | nindent 4 }}
+  {{- end }}
+  affinity:
+    podAntiAffinity:
+      preferredDuringSchedulingIgnoredDuringExecution:
+      - weight: 100
+        podAffinityTerm:
+          topologyKey: kubernetes.io/hostname
+          labelSelector:
+            matchLabels:
+              {{- include "kubesplit.selector" (dict "root" $root "component" .name) | nindent 14 }}
+  securityContext:
+    runAsNonRoot: true
+    runAsUser: {{ $all.uid }}
+    runAsGroup: {{ $all.uid }}
+    fsGroup: {{ $all.uid }}
+    seccompProfile: {type: RuntimeDefault}
+  terminationGracePeriodSeconds: 30
+  containers:
+  - name: {{ .name }}
+    image: {{ include "kubesplit.image" (dict "root" $root "repository" $r.repository "tag" $v.image.tag) }}
+    imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+    args: {{ toJson $args }}
+    {{- if $env }}
+    env:
+    {{- range $env }}
+    - name: {{ . }}
+      {{- if eq . "POD_NAME" }}
+      valueFrom: {fieldRef: {fieldPath: metadata.name}}
+      {{- else if eq . "KUBESPLIT_ADVERTISE_ADDRESS" }}
+      {{- if $root.Values.gateway.advertiseAddress }}
+      value: {{ $root.Values.gateway.advertiseAddress | quote }}
+      {{- else }}
+      valueFrom: {secretKeyRef: {name: {{ $root.Values.pki.secretName }}, key: config__public-address}}
+      {{- end }}
+      {{- else if eq . "KUBESPLIT_ETCD_INITIAL_CLUSTER" }}
+      value: {{ include "kubesplit.etcdInitialCluster" $root | quote }}
+      {{- else if eq . "KUBESPLIT_DATASTORE_DSN" }}
+      valueFrom: {secretKeyRef: {name: {{ required "datastore.external.secretName: name the Secret that holds the DSN" $root.Values.datastore.external.secretName }}, key: {{ $root.Values.datastore.external.secretKey }}}}
+      {{- else }}
+      {{- fail (printf "files/roles.json: the chart does not know environment variable %s" .) }}
+      {{- end }}
+    {{- end }}
+    {{- end }}
+    {{- with $r.ports }}
+    ports:
+    {{- range . }}
+    - {name: {{ .name }}, containerPort: {{ .port }}}
+    {{- end }}
+    {{- end }}
+    # the images have no shell: kubesplit-probe GETs the role's plain-HTTP
+    # health relay on loopback
+    startupProbe:
+      exec: {command: {{ toJson $r.live }}}
+      periodSeconds: 2
+      failureThreshold: 150
+    livenessProbe:
+      exec: {command: {{ toJson $r.live }}}
+      periodSeconds: 10
+      timeoutSeconds: 5
+      failureThreshold: 6
+    readinessProbe:
+      exec: {command: {{ toJson $r.ready }}}
+      periodSeconds: 3
+      timeoutSeconds: 3
+    resources:
+      {{- $res := deepCopy (dict "requests" $r.requests) -}}
+      {{- $res = mergeOverwrite $res ($v.resources | default dict) }}
+      {{- toYaml $res | nindent 6 }}
+    securityContext:
+      allowPrivilegeEscalation: false
+      readOnlyRootFilesystem: true
+      capabilities: {drop: [ALL]}
+    volumeMounts:
+    - {name: data, mountPath: {{ $all.dataDir }}}
+    - {name: tmp, mountPath: /tmp}
+    {{- if $pki }}
+    - {name: pki, mountPath: {{ $all.dataDir }}/pki, readOnly: true}
+    {{- end }}
+    {{- if $config }}
+    - {name: config, mountPath: {{ $all.dataDir }}/config, readOnly: true}
+    {{- end }}
+    {{- range $top }}
+    - {name: top, mountPath: {{ $all.dataDir }}/{{ . }}, subPath: {{ . }}, readOnly: true}
+    {{- end }}
+    {{- if .persistent }}
+    - {name: store, mountPath: {{ $all.dataDir }}/datastore}
+    {{- end }}
+  volumes:
+  - {name: data, emptyDir: {}}
+  - {name: tmp, emptyDir: {}}
+  {{- range $vol := list (list "pki" $pki) (list "config" $config) (list "top" $top) }}
+  {{- if index $vol 1 }}
+  - name: {{ index $vol 0 }}
+    secret:
+      secretName: {{ $root.Values.pki.secretName }}
+      defaultMode: 0440
+      items:
+      {{- range index $vol 1 }}
+      - {key: {{ replace "/" "__" . }}, path: {{ trimPrefix (printf "%s/" (index $vol 0)) . }}}
+      {{- end }}
+  {{- end }}
+  {{- end }}
+{{- end -}}
