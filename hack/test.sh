@@ -72,7 +72,8 @@ if [ "$what" = all ] || [ "$what" = suite ]; then
   . hack/versions.env
   # testcontainers-go on this machine: no reaper image to pull, no host guessing
   export KUBESPLIT_TAG=$KUBESPLIT_VERSION TESTCONTAINERS_RYUK_DISABLED=true TESTCONTAINERS_HOST_OVERRIDE=127.0.0.1
-  echo "== e2e suite on testcluster (every backend, role upgrades, partition, version skew)"
+  echo "== e2e suite on testcluster (every backend, role upgrades, partition, version skew, the hosted chart)"
+  hack/helm.sh >/dev/null # bin/helm: the hosted-control-plane scenario installs deploy/helm with it
   (cd e2e/suite && GOWORK=off go test -count=1 -timeout 40m -v .) 2>&1 | tee /tmp/kubesplit-suite.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+_test.go)'
   test "${PIPESTATUS[0]}" -eq 0
 fi

@@ -127,6 +127,7 @@ type spec struct {
 	env      map[string]string
 	publish  bool // the apiserver: 6443 on 127.0.0.1:hostPort
 	node     bool
+	foreign  bool // a node of another control plane (JoinNode): not in Nodes()
 	cgroup   string
 	waitFor  wait.Strategy
 }
@@ -513,8 +514,11 @@ func (c *Cluster) create(ctx context.Context, s spec) error {
 	if dc != nil {
 		c.mu.Lock()
 		c.members[s.name] = &member{spec: s, ctr: dc}
-		if s.node && !slices.Contains(c.nodes, s.name) {
+		if s.node && !s.foreign && !slices.Contains(c.nodes, s.name) {
 			c.nodes = append(c.nodes, s.name)
+			c.cgroups = append(c.cgroups, s.cgroup)
+		}
+		if s.foreign {
 			c.cgroups = append(c.cgroups, s.cgroup)
 		}
 		c.mu.Unlock()

@@ -150,10 +150,40 @@ func (c *Cluster) AddNode(ctx context.Context, extraArgs ...string) (string, err
 	return name, nil
 }
 
+// JoinNode starts a node container on this cluster's node network that
+// joins another control plane, one hosted on this cluster (deploy/helm),
+// through its gateway at gatewayURL with a join token, the way a node
+// outside the host cluster would. The node gets the images LoadImages
+// loaded. It is not one of Nodes(); Exec, Logs and Container reach it by
+// the name returned, and Terminate removes it. The caller waits for it to
+// be Ready in the other cluster.
+func (c *Cluster) JoinNode(ctx context.Context, gatewayURL, token string, extraArgs ...string) (string, error) {
+	name := c.newNodeName()
+	s := c.nodeSpec(name)
+	s.foreign = true
+	args := []string{"--gateway", gatewayURL, "--token-file", nodeTokenPath, "--node-name", name, "--cgroup-root", s.cgroup}
+	s.cmd = append(args, c.opts.nodeArgs...)
+	s.extra = extraArgs
+	s.files = []testcontainers.ContainerFile{{Reader: strings.NewReader(token), ContainerFilePath: nodeTokenPath, FileMode: 0o600}}
+	if err := c.create(ctx, s); err != nil {
+		return name, fmt.Errorf("testcluster: %w", err)
+	}
+	return name, nil
+}
+
 // RemoveNode deletes a node's container and its Node object (as
 // `kubectl delete node` does after a machine is gone), so its pods are
 // replaced elsewhere at once.
 func (c *Cluster) RemoveNode(ctx context.Context, name string) error {
+	if m := c.member(name); m != nil && m.spec.foreign {
+		// a JoinNode node: its Node object is the other cluster's to delete
+		c.opts.logf("testcluster %s: removing node %s (of another control plane)", c.ID, name)
+		if err := c.remove(ctx, name); err != nil {
+			return fmt.Errorf("testcluster: %w", err)
+		}
+		removeCgroups(c.name(name))
+		return nil
+	}
 	if !c.isNode(name) {
 		return fmt.Errorf("testcluster: RemoveNode(%q): no such node; nodes are %s", name, strings.Join(c.Nodes(), ", "))
 	}

@@ -141,6 +141,16 @@ func topPods(t *testing.T, c *testcluster.Cluster) {
 // sees. Without that binary it says so and reports false.
 func kubectl(t *testing.T, c *testcluster.Cluster, args ...string) (string, bool) {
 	t.Helper()
+	kc := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := c.WriteKubeconfig(kc); err != nil {
+		t.Fatal(err)
+	}
+	return kubectlWith(t, kc, args...)
+}
+
+// kubectlWith runs bin/kubectl against the cluster of a kubeconfig file.
+func kubectlWith(t *testing.T, kc string, args ...string) (string, bool) {
+	t.Helper()
 	bin, err := filepath.Abs("../../bin/kubectl")
 	if err == nil {
 		_, err = os.Stat(bin)
@@ -148,10 +158,6 @@ func kubectl(t *testing.T, c *testcluster.Cluster, args ...string) (string, bool
 	if err != nil {
 		t.Logf("no bin/kubectl (hack/build.sh builds it when IMAGES is empty): checked through the API only")
 		return "", false
-	}
-	kc := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := c.WriteKubeconfig(kc); err != nil {
-		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -35,7 +35,8 @@ var essentials = []struct {
 	{"helm-charts", helmCharts},
 	{"traefik", traefik},
 	{"network-policy", networkPolicies},
-	{"service-proxy-ebpf", serviceProxyEBPF}, // adds and removes a node
-	{"local-storage", localStorage},          // restarts a node: keep it late
-	{"disable", disabledAddons},              // removes the addons: always last
+	{"service-proxy-ebpf", serviceProxyEBPF},     // adds and removes a node
+	{"hosted-control-plane", hostedControlPlane}, // a control plane on this one (deploy/helm), a node joining it
+	{"local-storage", localStorage},              // restarts a node: keep it late
+	{"disable", disabledAddons},                  // removes the addons: always last
 }
