@@ -2,66 +2,118 @@ package suite
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/utils/ptr"
 
 	"github.com/kubesplit/kubesplit/roles"
 	"github.com/kubesplit/kubesplit/testcluster"
 )
 
-// hostedNamespace holds the hosted control plane the scenario installs.
-const hostedNamespace = "hosted"
-
-// hostedControlPlane: the Helm chart (deploy/helm) installs a kubesplit
-// control plane on this cluster, the host, with the real helm CLI: the init
-// Job keeps its PKI in a Secret, ServiceLB gives the gateway's public
-// Service an address, and a node container outside the host cluster joins
-// the hosted control plane through that address with the token from the
-// Secret. On it a Deployment is served by DNS name, and logs and exec go
-// through the hosted gateway's tunnel. Then the release is uninstalled
-// and installed again: the kept Secret and PVC bring the same cluster back
-// (same CA, same objects).
+// hostedControlPlane: the Helm chart (deploy/helm) installs kubesplit
+// control planes on this cluster, the host, with the real helm CLI, once
+// per datastore mode, one after the other (they share ServiceLB's ports on
+// the host's nodes). Each time the init Job keeps the PKI in a Secret,
+// ServiceLB gives the gateway's public Service an address, and a node
+// container outside the host cluster joins the hosted control plane through
+// that address with the token from the Secret; on it a Deployment is served
+// by DNS name, and logs and exec go through the hosted gateway's tunnel.
+//
+//   - sqlite: `helm upgrade` of one role changes that role's Deployment
+//     alone and keeps the workload's containers; uninstall and install
+//     again bring the same cluster back (kept Secret and PVC).
+//   - etcd (3 members): one member's pod and one apiserver's pod are
+//     deleted under a writer: no acknowledged write is lost and the API
+//     keeps answering.
+//   - external: PostgreSQL in a pod of the host, its DSN in a Secret.
 func hostedControlPlane(t *testing.T, c *testcluster.Cluster) {
 	ctx := context.Background()
-	helm := helmCLI(t)
 	var images []string
 	for _, r := range append(roles.Names(), "kubesplit") {
-		images = append(images, "kubesplit/"+r+":"+tag())
+		// the second tag is the same image: `helm upgrade` to it changes a Deployment
+		images = append(images, "kubesplit/"+r+":"+tag(), "kubesplit/"+r+":"+upgradeTag(t))
 	}
+	// and PostgreSQL, for the external datastore
+	images = append(images, "kubesplit/postgres:"+tag())
 	if err := c.LoadImages(ctx, images...); err != nil {
 		t.Fatal(err)
 	}
-	hostKC := filepath.Join(t.TempDir(), "host.kubeconfig")
-	if err := c.WriteKubeconfig(hostKC); err != nil {
+	h := &hostHelm{helm: helmCLI(t), c: c, kubeconfig: filepath.Join(t.TempDir(), "host.kubeconfig")}
+	if err := c.WriteKubeconfig(h.kubeconfig); err != nil {
 		t.Fatal(err)
 	}
-	host := c.Client()
-	install := func() {
-		t.Helper()
-		start := time.Now()
-		helmRun(t, helm, "install", "hosted", "../../deploy/helm", "--kubeconfig", hostKC, "-n", hostedNamespace,
-			"--create-namespace", "--set", "image.tag="+tag(), "--wait", "--timeout", "6m")
-		t.Logf("helm install --wait: %.1fs", time.Since(start).Seconds())
-	}
-	install()
-	t.Cleanup(func() {
-		helmRun(t, helm, "uninstall", "hosted", "--kubeconfig", hostKC, "-n", hostedNamespace, "--wait")
-		_ = host.CoreV1().Namespaces().Delete(context.Background(), hostedNamespace, metav1.DeleteOptions{})
-	})
+	t.Run("sqlite", func(t *testing.T) { hostedSQLite(t, h) })
+	t.Run("etcd", func(t *testing.T) { hostedEtcd(t, h) })
+	t.Run("external", func(t *testing.T) { hostedExternal(t, h) })
+}
 
-	sec, err := host.CoreV1().Secrets(hostedNamespace).Get(ctx, "kubesplit-pki", metav1.GetOptions{})
+// upgradeTag is another tag of the same images: hack/images.sh tags each
+// TAG and TAG-k8sKUBERNETES_VERSION (hack/versions.env).
+func upgradeTag(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile("../../hack/versions.env")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "KUBERNETES_VERSION="); ok {
+			return tag() + "-k8s" + strings.TrimPrefix(strings.TrimSpace(v), "v")
+		}
+	}
+	t.Fatal("hack/versions.env sets no KUBERNETES_VERSION")
+	return ""
+}
+
+type hostHelm struct {
+	helm, kubeconfig string
+	c                *testcluster.Cluster
+}
+
+func (h *hostHelm) run(t *testing.T, args ...string) string {
+	t.Helper()
+	return helmRun(t, h.helm, append(args, "--kubeconfig", h.kubeconfig)...)
+}
+
+// hosted is one installed release and its cluster.
+type hosted struct {
+	ns, adminKC, node string
+	client            kubernetes.Interface
+}
+
+// install installs release "cp" into ns and checks what every mode must
+// give: the Secret, the public address, the admin kubeconfig, a node that
+// joins, DNS, logs and exec.
+func (h *hostHelm) install(t *testing.T, ns string, set ...string) *hosted {
+	t.Helper()
+	ctx := context.Background()
+	host := h.c.Client()
+	h.installOnly(t, ns, set...)
+	t.Cleanup(func() {
+		helmRun(t, h.helm, "uninstall", "cp", "-n", ns, "--wait", "--kubeconfig", h.kubeconfig)
+		_ = host.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{})
+		waitFor(t, "namespace "+ns+" gone", 3*time.Minute, func(ctx context.Context) (bool, error) {
+			_, err := host.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+			return err != nil, fmt.Errorf("still there")
+		})
+	})
+	sec, err := host.CoreV1().Secrets(ns).Get(ctx, "kubesplit-pki", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,15 +122,15 @@ func hostedControlPlane(t *testing.T, c *testcluster.Cluster) {
 		t.Fatalf("Secret kubesplit-pki: public address %q, token set %v, admin kubeconfig %d bytes", addr, token != "", len(admin))
 	}
 	// the public address is the gateway Service's ServiceLB address: a host node's
-	gw, err := host.CoreV1().Services(hostedNamespace).Get(ctx, "tunnel-gateway-public", metav1.GetOptions{})
+	gw, err := host.CoreV1().Services(ns).Get(ctx, "tunnel-gateway-public", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !slices.ContainsFunc(gw.Status.LoadBalancer.Ingress, func(in corev1.LoadBalancerIngress) bool { return in.IP == addr }) {
 		t.Fatalf("public address %s is not among the gateway Service's %v", addr, gw.Status.LoadBalancer.Ingress)
 	}
-	adminKC := filepath.Join(t.TempDir(), "admin.kubeconfig")
-	if err := os.WriteFile(adminKC, admin, 0o600); err != nil {
+	hc := &hosted{ns: ns, adminKC: filepath.Join(t.TempDir(), "admin.kubeconfig")}
+	if err := os.WriteFile(hc.adminKC, admin, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cfg, err := clientcmd.RESTConfigFromKubeConfig(admin)
@@ -88,75 +140,315 @@ func hostedControlPlane(t *testing.T, c *testcluster.Cluster) {
 	if cfg.Host != "https://"+net.JoinHostPort(addr, "6443") {
 		t.Errorf("admin kubeconfig server %s, want the public address", cfg.Host)
 	}
-	hosted, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
+	if hc.client, err = kubernetes.NewForConfig(cfg); err != nil {
 		t.Fatal(err)
 	}
 
-	node, err := c.JoinNode(ctx, "https://"+net.JoinHostPort(addr, "8132"), token)
+	hc.node, err = h.c.JoinNode(ctx, "https://"+net.JoinHostPort(addr, "8132"), token)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = c.RemoveNode(context.Background(), node) })
-	waitFor(t, "node "+node+" Ready in the hosted cluster", 3*time.Minute, func(ctx context.Context) (bool, error) {
-		n, err := hosted.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+	t.Cleanup(func() { _ = h.c.RemoveNode(context.Background(), hc.node) })
+	waitFor(t, "node "+hc.node+" Ready in the hosted cluster", 3*time.Minute, func(ctx context.Context) (bool, error) {
+		n, err := hc.client.CoreV1().Nodes().Get(ctx, hc.node, metav1.GetOptions{})
 		if err != nil {
 			return false, err
 		}
-		for _, cond := range n.Status.Conditions {
-			if cond.Type == corev1.NodeReady {
-				return cond.Status == corev1.ConditionTrue, fmt.Errorf("Ready %s: %s", cond.Status, cond.Message)
-			}
-		}
-		return false, fmt.Errorf("no Ready condition")
+		return nodeIsReady(n), fmt.Errorf("not Ready")
 	})
 	// the node is the hosted cluster's, not the host's
-	if _, err := host.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{}); err == nil {
-		t.Fatalf("node %s registered with the host cluster", node)
+	if _, err := host.CoreV1().Nodes().Get(ctx, hc.node, metav1.GetOptions{}); err == nil {
+		t.Fatalf("node %s registered with the host cluster", hc.node)
 	}
 	waitFor(t, "CoreDNS in the hosted cluster", 3*time.Minute, func(ctx context.Context) (bool, error) {
-		d, err := hosted.AppsV1().Deployments("kube-system").Get(ctx, "coredns", metav1.GetOptions{})
+		d, err := hc.client.AppsV1().Deployments("kube-system").Get(ctx, "coredns", metav1.GetOptions{})
 		if err != nil {
 			return false, err
 		}
 		return d.Status.AvailableReplicas > 0, fmt.Errorf("%d available", d.Status.AvailableReplicas)
 	})
-	deployWeb(t, hosted, 1, 30)
-	if got := fetchWeb(t, hosted, "hosted-client", node); !strings.HasPrefix(got, "web-") {
+	deployWeb(t, hc.client, 1, 30)
+	if got := fetchWeb(t, hc.client, "hosted-client", hc.node); !strings.HasPrefix(got, "web-") {
 		t.Fatalf("web by DNS name in the hosted cluster: %q", got)
 	}
 	// logs and exec: the hosted apiserver reaches the node's kubelet only
 	// through the hosted gateway's tunnel
-	pods := webPods(t, hosted)
 	var web string
-	for name := range pods {
+	for name := range webPods(t, hc.client) {
 		web = name
 	}
-	if out, ok := kubectlWith(t, adminKC, "exec", web, "--", "/testapp", "echo", "hosted-exec"); ok && !strings.Contains(out, "hosted-exec") {
+	if out, ok := kubectlWith(t, hc.adminKC, "exec", web, "--", "/testapp", "echo", "hosted-exec"); ok && !strings.Contains(out, "hosted-exec") {
 		t.Errorf("kubectl exec in the hosted cluster: %q", out)
 	}
-	if out, ok := kubectlWith(t, adminKC, "logs", web); ok && out == "" {
+	if out, ok := kubectlWith(t, hc.adminKC, "logs", web); ok && out == "" {
 		t.Errorf("kubectl logs in the hosted cluster: empty")
+	}
+	return hc
+}
+
+func (h *hostHelm) installOnly(t *testing.T, ns string, set ...string) {
+	t.Helper()
+	start := time.Now()
+	args := []string{"install", "cp", "../../deploy/helm", "-n", ns, "--create-namespace", "--set", "image.tag=" + tag(),
+		"--wait", "--timeout", "6m"}
+	for _, s := range set {
+		args = append(args, "--set", s)
+	}
+	h.run(t, args...)
+	t.Logf("helm install %s --wait: %.1fs", strings.Join(set, " "), time.Since(start).Seconds())
+}
+
+func nodeIsReady(n *corev1.Node) bool {
+	for _, cond := range n.Status.Conditions {
+		if cond.Type == corev1.NodeReady {
+			return cond.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+func hostedSQLite(t *testing.T, h *hostHelm) {
+	ctx := context.Background()
+	host := h.c.Client()
+	const ns = "hosted-sqlite"
+	hc := h.install(t, ns)
+
+	// helm upgrade of one role: only its Deployment changes; the workload's
+	// containers and every object stay
+	gens := map[string]int64{}
+	for _, d := range []string{"apiserver", "controllers", "tunnel-gateway", "scheduler"} {
+		dep, err := host.AppsV1().Deployments(ns).Get(ctx, d, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		gens[d] = dep.Generation
+	}
+	before := webPods(t, hc.client)
+	h.run(t, "upgrade", "cp", "../../deploy/helm", "-n", ns, "--reuse-values", "--set", "scheduler.image.tag="+upgradeTag(t), "--wait", "--timeout", "5m")
+	for d, g := range gens {
+		dep, err := host.AppsV1().Deployments(ns).Get(ctx, d, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		changed := dep.Generation != g
+		if changed != (d == "scheduler") {
+			t.Errorf("after upgrading the scheduler, Deployment %s changed: %v (generation %d → %d)", d, changed, g, dep.Generation)
+		}
+		if d == "scheduler" && !strings.HasSuffix(dep.Spec.Template.Spec.Containers[0].Image, ":"+upgradeTag(t)) {
+			t.Errorf("scheduler image %s", dep.Spec.Template.Spec.Containers[0].Image)
+		}
+	}
+	if after := webPods(t, hc.client); !maps.Equal(before, after) {
+		t.Errorf("the workload's pods changed across a role upgrade: %v → %v", before, after)
+	}
+
+	// an upgrade the version-skew policy forbids (a scheduler newer than the
+	// apiserver) is refused by the pre-upgrade check, with its reason, and
+	// changes nothing
+	gen := func(name string) int64 {
+		dep, err := host.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return dep.Generation
+	}
+	schedGen := gen("scheduler")
+	out, err := helmTry(h.helm, "upgrade", "cp", "../../deploy/helm", "-n", ns, "--reuse-values", "--kubeconfig", h.kubeconfig,
+		"--set", "scheduler.extraArgs={--fake-kubernetes-version=v1.38.0}", "--wait", "--timeout", "3m")
+	if err == nil || !strings.Contains(out, "upgrade refused") || !strings.Contains(out, "v1.38.0") || !strings.Contains(out, "newer than apiserver") {
+		t.Errorf("a scheduler newer than the apiserver: want the upgrade refused with the reason, got %v:\n%s", err, out)
+	} else {
+		t.Logf("refused: %s", firstLineWith(out, "upgrade refused"))
+	}
+	if g := gen("scheduler"); g != schedGen {
+		t.Errorf("the refused upgrade changed the scheduler's Deployment (generation %d → %d)", schedGen, g)
 	}
 
 	// uninstall keeps the Secret and the datastore's PVC; a new install is the same cluster
-	caBefore := string(sec.Data["pki__ca.crt"])
-	helmRun(t, helm, "uninstall", "hosted", "--kubeconfig", hostKC, "-n", hostedNamespace, "--wait")
-	if _, err := host.CoreV1().Secrets(hostedNamespace).Get(ctx, "kubesplit-pki", metav1.GetOptions{}); err != nil {
+	sec, _ := host.CoreV1().Secrets(ns).Get(ctx, "kubesplit-pki", metav1.GetOptions{})
+	h.run(t, "uninstall", "cp", "-n", ns, "--wait")
+	if _, err := host.CoreV1().Secrets(ns).Get(ctx, "kubesplit-pki", metav1.GetOptions{}); err != nil {
 		t.Fatalf("helm uninstall removed the PKI Secret: %v", err)
 	}
-	install()
-	again, err := host.CoreV1().Secrets(hostedNamespace).Get(ctx, "kubesplit-pki", metav1.GetOptions{})
-	if err != nil || string(again.Data["pki__ca.crt"]) != caBefore {
+	h.installOnly(t, ns)
+	again, err := host.CoreV1().Secrets(ns).Get(ctx, "kubesplit-pki", metav1.GetOptions{})
+	if err != nil || string(again.Data["pki__ca.crt"]) != string(sec.Data["pki__ca.crt"]) {
 		t.Fatalf("reinstall changed the cluster CA (%v)", err)
 	}
 	waitFor(t, "the web Deployment back in the reinstalled control plane", 2*time.Minute, func(ctx context.Context) (bool, error) {
-		d, err := hosted.AppsV1().Deployments("default").Get(ctx, "web", metav1.GetOptions{})
+		d, err := hc.client.AppsV1().Deployments("default").Get(ctx, "web", metav1.GetOptions{})
 		if err != nil {
 			return false, err
 		}
 		return d.Status.ReadyReplicas == 1, fmt.Errorf("%d ready", d.Status.ReadyReplicas)
 	})
+}
+
+func hostedEtcd(t *testing.T, h *hostHelm) {
+	ctx := context.Background()
+	host := h.c.Client()
+	const ns = "hosted-etcd"
+	hc := h.install(t, ns, "datastore.mode=etcd")
+	sts, err := host.AppsV1().StatefulSets(ns).Get(ctx, "datastore", metav1.GetOptions{})
+	if err != nil || sts.Status.ReadyReplicas != 3 {
+		t.Fatalf("datastore StatefulSet: not 3 members ready (%v)", err)
+	}
+
+	// a writer through the public address while an etcd member and an apiserver go away
+	var (
+		mu       sync.Mutex
+		acked    []string
+		failures int
+		lastOK   = time.Now()
+		maxGap   time.Duration
+	)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			name := fmt.Sprintf("w-%04d", i)
+			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_, err := hc.client.CoreV1().ConfigMaps("default").Create(rctx, &corev1.ConfigMap{
+				ObjectMeta: metav1.ObjectMeta{Name: name}, Data: map[string]string{"i": name}}, metav1.CreateOptions{})
+			cancel()
+			mu.Lock()
+			if err == nil {
+				acked = append(acked, name)
+				maxGap = max(maxGap, time.Since(lastOK))
+				lastOK = time.Now()
+			} else {
+				failures++
+			}
+			mu.Unlock()
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	time.Sleep(3 * time.Second)
+	if err := host.CoreV1().Pods(ns).Delete(ctx, "datastore-1", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	apis, err := host.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=apiserver"})
+	if err != nil || len(apis.Items) != 2 {
+		t.Fatalf("apiserver pods: %d (%v)", len(apis.Items), err)
+	}
+	if err := host.CoreV1().Pods(ns).Delete(ctx, apis.Items[0].Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the deleted member and apiserver replaced and ready", 3*time.Minute, func(ctx context.Context) (bool, error) {
+		s, err := host.AppsV1().StatefulSets(ns).Get(ctx, "datastore", metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		d, err := host.AppsV1().Deployments(ns).Get(ctx, "apiserver", metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		return s.Status.ReadyReplicas == 3 && d.Status.ReadyReplicas == 2,
+			fmt.Errorf("%d/3 members, %d/2 apiservers ready", s.Status.ReadyReplicas, d.Status.ReadyReplicas)
+	})
+	time.Sleep(3 * time.Second)
+	close(stop)
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	t.Logf("writer: %d writes acknowledged, %d failed, longest time without an acknowledged write %v", len(acked), failures, maxGap.Round(time.Millisecond))
+	if len(acked) < 20 {
+		t.Fatalf("only %d writes acknowledged", len(acked))
+	}
+	if maxGap > 15*time.Second {
+		t.Errorf("the API did not acknowledge a write for %v while a member and an apiserver were replaced", maxGap)
+	}
+	list, err := hc.client.CoreV1().ConfigMaps("default").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]bool{}
+	for _, cm := range list.Items {
+		have[cm.Name] = true
+	}
+	for _, n := range acked {
+		if !have[n] {
+			t.Errorf("acknowledged write %s lost", n)
+		}
+	}
+}
+
+func hostedExternal(t *testing.T, h *hostHelm) {
+	ctx := context.Background()
+	host := h.c.Client()
+	const ns = "hosted-external"
+	if _, err := host.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pw := make([]byte, 12)
+	_, _ = rand.Read(pw)
+	password := hex.EncodeToString(pw)
+	labels := map[string]string{"app": "postgres"}
+	pg := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "postgres"},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To[int32](1),
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{
+					SecurityContext: &corev1.PodSecurityContext{FSGroup: ptr.To[int64](999)},
+					Containers: []corev1.Container{{Name: "postgres", Image: "kubesplit/postgres:" + tag(), ImagePullPolicy: corev1.PullNever,
+						// initdb wants a PGDATA it creates itself (owned by it, 0700), not the volume's root
+						Env: []corev1.EnvVar{{Name: "POSTGRES_USER", Value: "kubesplit"}, {Name: "POSTGRES_PASSWORD", Value: password},
+							{Name: "PGDATA", Value: "/var/lib/postgresql/data/pg"}},
+						Ports:        []corev1.ContainerPort{{ContainerPort: 5432}},
+						VolumeMounts: []corev1.VolumeMount{{Name: "data", MountPath: "/var/lib/postgresql/data"}}}},
+					Volumes: []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}},
+				},
+			},
+		},
+	}
+	if _, err := host.AppsV1().Deployments(ns).Create(ctx, pg, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := host.CoreV1().Services(ns).Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "postgres"},
+		Spec: corev1.ServiceSpec{Selector: labels, Ports: []corev1.ServicePort{{Port: 5432}}}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	dsn := "postgres://kubesplit:" + password + "@postgres:5432/kubesplit?sslmode=disable"
+	if _, err := host.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "pg"},
+		StringData: map[string]string{"dsn": dsn}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	hc := h.install(t, ns, "datastore.mode=external", "datastore.external.secretName=pg")
+	_ = hc
+	// the password is in the Secret alone: not in the datastore's pod spec or its log
+	pods, err := host.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=datastore"})
+	if err != nil || len(pods.Items) == 0 {
+		t.Fatalf("datastore pods: %v", err)
+	}
+	for _, p := range pods.Items {
+		if spec := fmt.Sprint(p.Spec); strings.Contains(spec, password) {
+			t.Errorf("the DSN's password is in pod %s's spec", p.Name)
+		}
+		rc, err := host.CoreV1().Pods(ns).GetLogs(p.Name, &corev1.PodLogOptions{}).DoRaw(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(rc), password) {
+			t.Errorf("the DSN's password is in pod %s's log", p.Name)
+		}
+		if !strings.Contains(string(rc), "postgres") {
+			t.Errorf("datastore %s does not say it runs on postgres:\n%s", p.Name, tail(string(rc), 5))
+		}
+	}
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
 // helmCLI is bin/helm, which hack/helm.sh builds from the Helm module the
@@ -175,11 +467,26 @@ func helmCLI(t *testing.T) string {
 
 func helmRun(t *testing.T, helm string, args ...string) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, helm, args...).CombinedOutput()
+	out, err := helmTry(helm, args...)
 	if err != nil {
 		t.Fatalf("helm %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
-	return string(out)
+	return out
+}
+
+// helmTry runs helm and returns its output and error.
+func helmTry(helm string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, helm, args...).CombinedOutput()
+	return string(out), err
+}
+
+func firstLineWith(s, sub string) string {
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			return strings.TrimSpace(l)
+		}
+	}
+	return s
 }

@@ -8,15 +8,14 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"slices"
 	"strings"
 	"time"
 
 	"github.com/pmezard/go-difflib/difflib"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/kubesplit/kubesplit/pkg/skew"
 	"github.com/kubesplit/kubesplit/pkg/staticpod"
-	"github.com/kubesplit/kubesplit/pkg/version"
 	"github.com/kubesplit/kubesplit/roles"
 )
 
@@ -188,50 +187,10 @@ func (b Box) checkUpgrade(ctx context.Context, u Upgrade) error {
 	return skewAfter(u.Role, info.Kubernetes, running, kubelets)
 }
 
-// skewAfter applies the version-skew policy to the cluster as it would be
-// with role at v: the apiserver one minor at a time, scheduler,
-// controllers and the gateway (a client of the API) at most one minor
-// older than the apiserver and never newer, kubelets at most three.
+// skewAfter is skew.After for one role, as a Refusal.
 func skewAfter(role, v string, running, kubelets map[string]string) error {
-	after := map[string]string{}
-	for r, rv := range running {
-		after[r] = rv
-	}
-	after[role] = v
-	api := after[roles.APIServer]
-	if role == roles.APIServer {
-		cur, err1 := version.ParseMinor(running[roles.APIServer])
-		next, err2 := version.ParseMinor(v)
-		if err := errors.Join(err1, err2); err != nil {
-			return Refusal{err.Error()}
-		}
-		if next.Major == cur.Major && next.Minor > cur.Minor+1 {
-			return Refusal{fmt.Sprintf("apiserver %s would skip minors from %s: the apiserver is upgraded one minor at a time", v, running[roles.APIServer])}
-		}
-	}
-	checks := []struct {
-		r    version.Role
-		name string
-		v    string
-	}{
-		{version.RoleScheduler, roles.Scheduler, after[roles.Scheduler]},
-		{version.RoleControllers, roles.Controllers, after[roles.Controllers]},
-		{version.RoleScheduler, roles.TunnelGateway, after[roles.TunnelGateway]},
-	}
-	for _, c := range checks {
-		if err := version.CheckSkew(c.r, c.v, api); err != nil {
-			return Refusal{fmt.Sprintf("%s %s with apiserver %s: %v", c.name, c.v, api, err)}
-		}
-	}
-	names := make([]string, 0, len(kubelets))
-	for n := range kubelets {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	for _, n := range names {
-		if err := version.CheckSkew(version.RoleKubelet, kubelets[n], api); err != nil {
-			return Refusal{fmt.Sprintf("the kubelet of %s: %v", n, err)}
-		}
+	if err := skew.After(map[string]string{role: v}, running, kubelets); err != nil {
+		return Refusal{err.Error()}
 	}
 	return nil
 }

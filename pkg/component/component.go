@@ -48,7 +48,7 @@ func (c *Common) AddFlags(fs *pflag.FlagSet, defaultPort int) {
 	fs.StringVar(&c.HealthAddress, "health-address", "", "loopback host:port serving /healthz, /livez and /readyz in plain HTTP for container health checks (empty: off)")
 	fs.BoolVar(&c.LeaderElect, "leader-elect", true, "take a lease so only one instance is active")
 	fs.BoolVar(&c.ShowVersion, "version", false, "print the version and exit")
-	fs.StringVar(&c.FakeVersion, "fake-kubernetes-version", "", "pretend to be this Kubernetes version in the skew check (testing only)")
+	fs.StringVar(&c.FakeVersion, "fake-kubernetes-version", "", "pretend to be this Kubernetes version in the skew check and --version (testing only)")
 	_ = fs.MarkHidden("fake-kubernetes-version")
 }
 
@@ -108,6 +108,16 @@ func (c *Common) CheckSkew(ctx context.Context, log io.Writer) error {
 		fmt.Fprintf(log, "%s: waiting for the apiserver to check version skew: %v\n", c.Role, err)
 	})
 	return err
+}
+
+// VersionInfo is what --version prints: version.Info, with the Kubernetes
+// version --fake-kubernetes-version claims (so a test can give a chart's
+// upgrade check a role of another version without building one).
+func (c *Common) VersionInfo() string {
+	if c.FakeVersion != "" {
+		return version.InfoOf(c.Role, c.FakeVersion)
+	}
+	return version.Info(c.Role)
 }
 
 // Lease holds the leader-election timings (upstream defaults: 15s/10s/2s).

@@ -4,6 +4,7 @@ package version
 
 import (
 	"fmt"
+	"regexp"
 	"strconv"
 	"strings"
 )
@@ -18,8 +19,24 @@ var (
 )
 
 // Info is what `<role> --version` prints and what `kubesplit status` shows.
-func Info(role string) string {
-	return fmt.Sprintf("kubesplit %s %s (kubernetes %s)", role, Version, Kubernetes)
+func Info(role string) string { return InfoOf(role, Kubernetes) }
+
+// InfoOf is Info for a binary that embeds Kubernetes kubernetes.
+func InfoOf(role, kubernetes string) string {
+	return fmt.Sprintf("kubesplit %s %s (kubernetes %s)", role, Version, kubernetes)
+}
+
+// infoRE reads Info's output back.
+var infoRE = regexp.MustCompile(`^kubesplit (\S+) (\S+) \(kubernetes (v[^)\s]+)\)$`)
+
+// ParseInfo reads a line Info printed: the role, its kubesplit version and
+// its Kubernetes version.
+func ParseInfo(line string) (role, kubesplit, kubernetes string, err error) {
+	m := infoRE.FindStringSubmatch(strings.TrimSpace(line))
+	if m == nil {
+		return "", "", "", fmt.Errorf("%q is not what a kubesplit role's --version prints (kubesplit ROLE VERSION (kubernetes VERSION))", line)
+	}
+	return m[1], m[2], m[3], nil
 }
 
 // Minor is a Kubernetes major.minor pair.

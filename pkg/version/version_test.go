@@ -97,3 +97,13 @@ func TestCheckSkewMessages(t *testing.T) {
 		}
 	}
 }
+
+func TestParseInfo(t *testing.T) {
+	role, ks, k8s, err := ParseInfo(InfoOf("scheduler", "v1.38.0") + "\n")
+	if err != nil || role != "scheduler" || ks != Version || k8s != "v1.38.0" {
+		t.Fatalf("ParseInfo(InfoOf) = %q %q %q %v", role, ks, k8s, err)
+	}
+	if _, _, _, err := ParseInfo("scheduler: unknown flag --x"); err == nil {
+		t.Fatal("a line that is not --version's output was read")
+	}
+}

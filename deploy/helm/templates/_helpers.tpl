@@ -69,6 +69,7 @@ and config/ as directories, the top-level kubeconfigs one by one.
 {{- $mode := $root.Values.datastore.mode -}}
 {{- $args := $r.args -}}
 {{- if and $r.modeArgs (hasKey $r.modeArgs $mode) -}}{{- $args = index $r.modeArgs $mode -}}{{- end -}}
+{{- $args = concat $args ($v.extraArgs | default list) -}}
 {{- $env := list -}}
 {{- if and $r.env (hasKey $r.env $mode) -}}{{- $env = index $r.env $mode -}}{{- end -}}
 {{- $pki := list -}}{{- $config := list -}}{{- $top := list -}}

@@ -67,7 +67,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	if c.ShowVersion {
-		fmt.Fprintln(stdout, version.Info("controllers"))
+		fmt.Fprintln(stdout, c.VersionInfo())
 		return 0
 	}
 	fail := func(err error) int { fmt.Fprintf(stderr, "controllers: %v\n", err); return 1 }

@@ -34,7 +34,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	if c.ShowVersion {
-		fmt.Fprintln(stdout, version.Info("scheduler"))
+		fmt.Fprintln(stdout, c.VersionInfo())
 		return 0
 	}
 	d, err := c.Validate()
