@@ -11,12 +11,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -100,18 +102,17 @@ type hosted struct {
 // install installs release "cp" into ns and checks what every mode must
 // give: the Secret, the public address, the admin kubeconfig, a node that
 // joins, DNS, logs and exec.
-func (h *hostHelm) install(t *testing.T, ns string, set ...string) *hosted {
+// Each release gets public ports of its own (ServiceLB serves them all on
+// the host's node addresses), so one need not be gone before the next.
+func (h *hostHelm) install(t *testing.T, ns string, nodesPort, apiPort int, set ...string) *hosted {
 	t.Helper()
 	ctx := context.Background()
 	host := h.c.Client()
+	set = append(set, fmt.Sprintf("gateway.service.ports.nodes=%d", nodesPort), fmt.Sprintf("gateway.service.ports.api=%d", apiPort))
 	h.installOnly(t, ns, set...)
 	t.Cleanup(func() {
-		helmRun(t, h.helm, "uninstall", "cp", "-n", ns, "--wait", "--kubeconfig", h.kubeconfig)
+		helmRun(t, h.helm, "uninstall", "cp", "-n", ns, "--kubeconfig", h.kubeconfig)
 		_ = host.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{})
-		waitFor(t, "namespace "+ns+" gone", 3*time.Minute, func(ctx context.Context) (bool, error) {
-			_, err := host.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
-			return err != nil, fmt.Errorf("still there")
-		})
 	})
 	sec, err := host.CoreV1().Secrets(ns).Get(ctx, "kubesplit-pki", metav1.GetOptions{})
 	if err != nil {
@@ -137,14 +138,14 @@ func (h *hostHelm) install(t *testing.T, ns string, set ...string) *hosted {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Host != "https://"+net.JoinHostPort(addr, "6443") {
+	if cfg.Host != "https://"+net.JoinHostPort(addr, strconv.Itoa(apiPort)) {
 		t.Errorf("admin kubeconfig server %s, want the public address", cfg.Host)
 	}
 	if hc.client, err = kubernetes.NewForConfig(cfg); err != nil {
 		t.Fatal(err)
 	}
 
-	hc.node, err = h.c.JoinNode(ctx, "https://"+net.JoinHostPort(addr, "8132"), token)
+	hc.node, err = h.c.JoinNode(ctx, "https://"+net.JoinHostPort(addr, strconv.Itoa(nodesPort)), token)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,7 +212,8 @@ func hostedSQLite(t *testing.T, h *hostHelm) {
 	ctx := context.Background()
 	host := h.c.Client()
 	const ns = "hosted-sqlite"
-	hc := h.install(t, ns)
+	hc := h.install(t, ns, 8132, 6443, "backup.enabled=true")
+	backupNow(t, host, ns)
 
 	// helm upgrade of one role: only its Deployment changes; the workload's
 	// containers and every object stay
@@ -288,7 +290,9 @@ func hostedEtcd(t *testing.T, h *hostHelm) {
 	ctx := context.Background()
 	host := h.c.Client()
 	const ns = "hosted-etcd"
-	hc := h.install(t, ns, "datastore.mode=etcd")
+	// (one scheduler and one controllers: what is under test here is the datastore and the apiservers)
+	hc := h.install(t, ns, 18132, 16443, "datastore.mode=etcd", "backup.enabled=true", "scheduler.replicas=1", "controllers.replicas=1")
+	backupNow(t, host, ns)
 	sts, err := host.AppsV1().StatefulSets(ns).Get(ctx, "datastore", metav1.GetOptions{})
 	if err != nil || sts.Status.ReadyReplicas != 3 {
 		t.Fatalf("datastore StatefulSet: not 3 members ready (%v)", err)
@@ -422,7 +426,8 @@ func hostedExternal(t *testing.T, h *hostHelm) {
 		StringData: map[string]string{"dsn": dsn}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	hc := h.install(t, ns, "datastore.mode=external", "datastore.external.secretName=pg")
+	hc := h.install(t, ns, 28132, 26443, "datastore.mode=external", "datastore.external.secretName=pg",
+		"apiserver.replicas=1", "scheduler.replicas=1", "controllers.replicas=1")
 	_ = hc
 	// the password is in the Secret alone: not in the datastore's pod spec or its log
 	pods, err := host.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=datastore"})
@@ -443,6 +448,43 @@ func hostedExternal(t *testing.T, h *hostHelm) {
 		if !strings.Contains(string(rc), "postgres") {
 			t.Errorf("datastore %s does not say it runs on postgres:\n%s", p.Name, tail(string(rc), 5))
 		}
+	}
+}
+
+// backupNow runs the backup CronJob's Job once (as `kubectl create job
+// --from=cronjob/datastore-backup` does) and checks it saved a snapshot.
+func backupNow(t *testing.T, host kubernetes.Interface, ns string) {
+	t.Helper()
+	ctx := context.Background()
+	cj, err := host.BatchV1().CronJobs(ns).Get(ctx, "datastore-backup", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	job := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: "backup-now"}, Spec: cj.Spec.JobTemplate.Spec}
+	if _, err := host.BatchV1().Jobs(ns).Create(ctx, job, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the backup Job", 3*time.Minute, func(ctx context.Context) (bool, error) {
+		j, err := host.BatchV1().Jobs(ns).Get(ctx, "backup-now", metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		return j.Status.Succeeded > 0, fmt.Errorf("%d succeeded, %d failed", j.Status.Succeeded, j.Status.Failed)
+	})
+	pods, err := host.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "job-name=backup-now"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var saved bool
+	for _, p := range pods.Items {
+		b, _ := host.CoreV1().Pods(ns).GetLogs(p.Name, &corev1.PodLogOptions{}).DoRaw(ctx)
+		if strings.Contains(string(b), "snapshot saved to /var/lib/kubesplit/snapshots/snapshot-") {
+			saved = true
+			t.Logf("backup: %s", strings.TrimSpace(string(b)))
+		}
+	}
+	if !saved {
+		t.Fatalf("the backup Job did not say it saved a snapshot")
 	}
 }
 

@@ -5,6 +5,7 @@ package component
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -37,6 +38,10 @@ type Common struct {
 	SkewRole version.Role
 	// FakeVersion replaces the role's Kubernetes version in the skew check (tests only).
 	FakeVersion string
+	// WaitNewer: a role newer than the apiserver waits for the apiserver to
+	// be upgraded instead of exiting (a rolling upgrade of several roles at
+	// once, as the Helm chart does: the roles then start in the policy's order).
+	WaitNewer bool
 }
 
 // AddFlags registers the common flags.
@@ -50,6 +55,7 @@ func (c *Common) AddFlags(fs *pflag.FlagSet, defaultPort int) {
 	fs.BoolVar(&c.ShowVersion, "version", false, "print the version and exit")
 	fs.StringVar(&c.FakeVersion, "fake-kubernetes-version", "", "pretend to be this Kubernetes version in the skew check and --version (testing only)")
 	_ = fs.MarkHidden("fake-kubernetes-version")
+	fs.BoolVar(&c.WaitNewer, "wait-for-apiserver-upgrade", false, "when this role is newer than the apiserver, wait (up to 30 minutes) for the apiserver to be upgraded instead of exiting: for rolling upgrades that change several roles at once")
 }
 
 // Validate checks the data dir, the kubeconfig and the port.
@@ -104,10 +110,46 @@ func (c *Common) CheckSkew(ctx context.Context, log io.Writer) error {
 	if c.FakeVersion != "" {
 		own = c.FakeVersion
 	}
-	_, err := skew.Check(ctx, c.Kubeconfig, c.SkewRole, own, func(err error) {
+	waiting := func(err error) {
 		fmt.Fprintf(log, "%s: waiting for the apiserver to check version skew: %v\n", c.Role, err)
-	})
+	}
+	_, err := skew.Check(ctx, c.Kubeconfig, c.SkewRole, own, waiting)
+	if !c.WaitNewer {
+		return err
+	}
+	deadline := time.Now().Add(waitNewerFor)
+	var lastReport time.Time
+	for newerThanAPIServer(err) && time.Now().Before(deadline) {
+		if time.Since(lastReport) >= 10*time.Second {
+			fmt.Fprintf(log, "%s: waiting for the apiserver to be upgraded first: %v\n", c.Role, err)
+			lastReport = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(waitNewerPoll):
+		}
+		_, err = skew.Check(ctx, c.Kubeconfig, c.SkewRole, own, waiting)
+	}
 	return err
+}
+
+// How long and how often WaitNewer asks the apiserver again.
+var (
+	waitNewerFor  = 30 * time.Minute
+	waitNewerPoll = 2 * time.Second
+)
+
+// newerThanAPIServer reports whether err is a skew refusal because the role
+// is newer than the apiserver (the case an apiserver upgrade resolves).
+func newerThanAPIServer(err error) bool {
+	var se *version.SkewError
+	if !errors.As(err, &se) {
+		return false
+	}
+	r, err1 := version.ParseMinor(se.RoleVersion)
+	a, err2 := version.ParseMinor(se.APIServerVersion)
+	return err1 == nil && err2 == nil && (r.Major > a.Major || (r.Major == a.Major && r.Minor > a.Minor))
 }
 
 // VersionInfo is what --version prints: version.Info, with the Kubernetes

@@ -83,7 +83,12 @@ func Wiring(backend string) roles.Wiring {
 			// the init Job renews certificates in the PKI Secret (install,
 			// upgrade, and the renewal CronJob); the controllers' own
 			// renewal writes files, and their Secret volume is read-only
-			roles.Controllers: {"--cert-check-interval", "0"},
+			roles.Controllers: {"--cert-check-interval", "0", "--wait-for-apiserver-upgrade"},
+			// one `helm upgrade` may change several roles and Kubernetes
+			// rolls them together: a scheduler or controllers newer than the
+			// apiservers waits for them instead of exiting, so the roles
+			// start in the skew policy's order
+			roles.Scheduler: {"--wait-for-apiserver-upgrade"},
 		},
 	}
 	if backend == "etcd" {

@@ -72,12 +72,6 @@ and config/ as directories, the top-level kubeconfigs one by one.
 {{- $args = concat $args ($v.extraArgs | default list) -}}
 {{- $env := list -}}
 {{- if and $r.env (hasKey $r.env $mode) -}}{{- $env = index $r.env $mode -}}{{- end -}}
-{{- $pki := list -}}{{- $config := list -}}{{- $top := list -}}
-{{- range $r.reads -}}
-{{- if hasPrefix "pki/" . -}}{{- $pki = append $pki . -}}
-{{- else if hasPrefix "config/" . -}}{{- $config = append $config . -}}
-{{- else -}}{{- $top = append $top . -}}{{- end -}}
-{{- end -}}
 metadata:
   labels:
     {{- include "kubesplit.labels" (dict "root" $root "component" .name) | nindent 4 }}
@@ -170,31 +164,60 @@ spec:
     volumeMounts:
     - {name: data, mountPath: {{ $all.dataDir }}}
     - {name: tmp, mountPath: /tmp}
-    {{- if $pki }}
-    - {name: pki, mountPath: {{ $all.dataDir }}/pki, readOnly: true}
-    {{- end }}
-    {{- if $config }}
-    - {name: config, mountPath: {{ $all.dataDir }}/config, readOnly: true}
-    {{- end }}
-    {{- range $top }}
-    - {name: top, mountPath: {{ $all.dataDir }}/{{ . }}, subPath: {{ . }}, readOnly: true}
-    {{- end }}
+    {{- include "kubesplit.secretMounts" (dict "root" $root "name" .name) | trim | nindent 4 }}
     {{- if .persistent }}
     - {name: store, mountPath: {{ $all.dataDir }}/datastore}
     {{- end }}
   volumes:
   - {name: data, emptyDir: {}}
   - {name: tmp, emptyDir: {}}
-  {{- range $vol := list (list "pki" $pki) (list "config" $config) (list "top" $top) }}
-  {{- if index $vol 1 }}
-  - name: {{ index $vol 0 }}
-    secret:
-      secretName: {{ $root.Values.pki.secretName }}
-      defaultMode: 0440
-      items:
-      {{- range index $vol 1 }}
-      - {key: {{ replace "/" "__" . }}, path: {{ trimPrefix (printf "%s/" (index $vol 0)) . }}}
-      {{- end }}
-  {{- end }}
-  {{- end }}
+  {{- include "kubesplit.secretVolumes" (dict "root" $root "name" .name) | trim | nindent 2 }}
+{{- end -}}
+
+
+{{/*
+The files a role reads (files/roles.json "reads"), from the PKI Secret:
+pki/ and config/ as read-only directories holding just those keys, the
+top-level kubeconfigs one by one. dict root, name.
+*/}}
+{{- define "kubesplit.readsByDir" -}}
+{{- $all := include "kubesplit.roles" .root | fromJson -}}
+{{- $out := dict "pki" list "config" list "top" list -}}
+{{- range (index $all.roles .name).reads -}}
+{{- $dir := "top" -}}
+{{- if hasPrefix "pki/" . -}}{{- $dir = "pki" -}}{{- else if hasPrefix "config/" . -}}{{- $dir = "config" -}}{{- end -}}
+{{- $_ := set $out $dir (append (get $out $dir) .) -}}
+{{- end -}}
+{{- toJson $out -}}
+{{- end -}}
+
+{{- define "kubesplit.secretMounts" -}}
+{{- $all := include "kubesplit.roles" .root | fromJson -}}
+{{- $by := include "kubesplit.readsByDir" . | fromJson -}}
+{{- if $by.pki }}
+- {name: pki, mountPath: {{ $all.dataDir }}/pki, readOnly: true}
+{{- end }}
+{{- if $by.config }}
+- {name: config, mountPath: {{ $all.dataDir }}/config, readOnly: true}
+{{- end }}
+{{- range $by.top }}
+- {name: top, mountPath: {{ $all.dataDir }}/{{ . }}, subPath: {{ . }}, readOnly: true}
+{{- end }}
+{{- end -}}
+
+{{- define "kubesplit.secretVolumes" -}}
+{{- $root := .root -}}
+{{- $by := include "kubesplit.readsByDir" . | fromJson -}}
+{{- range $dir := list "pki" "config" "top" }}
+{{- if index $by $dir }}
+- name: {{ $dir }}
+  secret:
+    secretName: {{ $root.Values.pki.secretName }}
+    defaultMode: 0440
+    items:
+    {{- range index $by $dir }}
+    - {key: {{ replace "/" "__" . }}, path: {{ trimPrefix (printf "%s/" $dir) . }}}
+    {{- end }}
+{{- end }}
+{{- end }}
 {{- end -}}

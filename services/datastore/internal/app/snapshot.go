@@ -21,7 +21,8 @@ const snapshotSummary = `datastore snapshot save [FILE] | list | restore NAME|FI
 
   save:    copy the state to FILE (sqlite: works while the datastore runs;
            etcd: streamed from the running member at --endpoint); without
-           FILE, or with a bare name, into the data directory's snapshots/
+           FILE, or with a bare name, into the data directory's snapshots/;
+           --keep N then removes all but the newest N dated snapshots there
   list:    the snapshots in the data directory's snapshots/
   restore: replace the state with a snapshot (a name from list, or a path);
            the datastore must be stopped, the current state is moved into a
@@ -55,6 +56,7 @@ func snapshotCmd(args []string, stdout io.Writer) error {
 	endpoint := fs.String("endpoint", "https://127.0.0.1:2379", "save, etcd: the running member's client URL")
 	name := fs.String("etcd-name", "default", "restore, etcd: the member name")
 	peerURL := fs.String("etcd-advertise-peer-url", "https://127.0.0.1:2380", "restore, etcd: the member's peer URL")
+	keep := fs.Int("keep", 0, "save, without FILE: then delete all but the newest KEEP dated snapshots (snapshot-*) in snapshots/ (0: keep all)")
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, config.ErrHelp) {
 			config.PrintUsage(stdout, fs, snapshotSummary)
@@ -98,6 +100,13 @@ func snapshotCmd(args []string, stdout io.Writer) error {
 			return err
 		}
 		fmt.Fprintf(stdout, "snapshot saved to %s\n", file)
+		if *keep > 0 && fs.Arg(0) == "" {
+			removed, err := snapshot.Prune(d, *keep)
+			for _, r := range removed {
+				fmt.Fprintf(stdout, "removed %s (more than %d kept)\n", r, *keep)
+			}
+			return err
+		}
 		return nil
 	}
 	file, err := restoreSource(d, fs.Arg(0))

@@ -180,6 +180,31 @@ func List(d layout.Dir) ([]Snapshot, error) {
 	return out, nil
 }
 
+// Prune deletes all but the newest keep dated snapshots ("snapshot-*", the
+// names save gives) in snapshots/; snapshots saved under a name of one's own
+// are left alone. It returns the names it removed.
+func Prune(d layout.Dir, keep int) ([]string, error) {
+	list, err := List(d)
+	if err != nil {
+		return nil, err
+	}
+	var dated []Snapshot
+	for _, s := range list {
+		if strings.HasPrefix(s.Name, "snapshot-") {
+			dated = append(dated, s)
+		}
+	}
+	var removed []string
+	for len(dated) > keep {
+		if err := os.Remove(filepath.Join(d.Snapshots(), dated[0].Name)); err != nil {
+			return removed, err
+		}
+		removed = append(removed, dated[0].Name)
+		dated = dated[1:]
+	}
+	return removed, nil
+}
+
 // SaveEtcd streams a snapshot from a running etcd member.
 func SaveEtcd(ctx context.Context, d layout.Dir, endpoint, out string) error {
 	if _, err := os.Stat(out); err == nil {
