@@ -5,7 +5,8 @@
 # then testcluster.Run to a ready cluster beside compose (median of 5),
 # then the control-plane box beside a container per role,
 # then the addons: a HelmChart beside the helm CLI, Traefik's memory and latency,
-# then NetworkPolicy enforcement: apply time, sync time and connect() at 0/100/1000 policies.
+# then NetworkPolicy enforcement: apply time, sync time and connect() at 0/100/1000 policies,
+# then the Service proxies side by side, then the hosted control plane (deploy/helm).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export KUBESPLIT_BIN_DIR=$PWD/bin
@@ -26,3 +27,5 @@ helm=$(hack/helm.sh)
 (cd e2e/suite && GOWORK=off go run ./cmd/netpolbench -out ../../results)
 # Service proxies side by side: kube-proxy iptables (node-1) and the eBPF proxy (node-2)
 (cd e2e/suite && GOWORK=off go run ./cmd/svcbench -out ../../results)
+# the hosted control plane (deploy/helm) on a testcluster host, per datastore mode, beside the host's own control plane
+(cd e2e/suite && GOWORK=off go run ./cmd/hostedbench -out ../../results -helm "$helm")

@@ -40,12 +40,14 @@ echo "== the Helm chart (deploy/helm): its version, helm lint in each datastore 
 grep -q "^appVersion: $KUBESPLIT_VERSION\$" deploy/helm/Chart.yaml && grep -q "^version: ${KUBESPLIT_VERSION#v}\$" deploy/helm/Chart.yaml || {
   echo "deploy/helm/Chart.yaml: version/appVersion are not $KUBESPLIT_VERSION (hack/versions.env)"; exit 1; }
 helm=$(hack/helm.sh)
-for set in datastore.mode=sqlite datastore.mode=etcd datastore.mode=external,datastore.external.secretName=pg \
+for set in datastore.mode=sqlite datastore.mode=etcd,backup.enabled=true datastore.mode=external,datastore.external.secretName=pg \
   gateway.service.type=NodePort,gateway.address=192.0.2.10,gateway.service.nodePorts.api=30443; do
   "$helm" lint --strict --quiet deploy/helm --set "$set" >/dev/null || { "$helm" lint --strict deploy/helm --set "$set"; exit 1; }
 done
 for bad in "datastore.mode=mysql:value must be one of" "apiserver.replica=3:additional properties 'replica' not allowed" \
-  "datastore.mode=external:/datastore/external/secretName" "gateway.service.type=NodePort:set gateway.address"; do
+  "datastore.mode=external:/datastore/external/secretName" "gateway.service.type=NodePort,gateway.service.nodePorts.api=30443:set gateway.address" \
+  "gateway.service.type=NodePort,gateway.address=192.0.2.10:fix the api node port" \
+  "datastore.mode=external,datastore.external.secretName=pg,backup.enabled=true:backed up with its own tools"; do
   if out=$("$helm" template deploy/helm --set "${bad%%:*}" 2>&1); then
     echo "helm template --set ${bad%%:*} was accepted; the chart must refuse it"; exit 1
   fi

@@ -2,8 +2,6 @@ package suite
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"maps"
 	"net"
@@ -17,15 +15,12 @@ import (
 	"testing"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
-	"k8s.io/utils/ptr"
 
-	"github.com/kubesplit/kubesplit/roles"
+	"github.com/kubesplit/kubesplit/e2e/suite/internal/hosted"
 	"github.com/kubesplit/kubesplit/testcluster"
 )
 
@@ -47,12 +42,9 @@ import (
 //   - external: PostgreSQL in a pod of the host, its DSN in a Secret.
 func hostedControlPlane(t *testing.T, c *testcluster.Cluster) {
 	ctx := context.Background()
-	var images []string
-	for _, r := range append(roles.Names(), "kubesplit") {
-		// the second tag is the same image: `helm upgrade` to it changes a Deployment
-		images = append(images, "kubesplit/"+r+":"+tag(), "kubesplit/"+r+":"+upgradeTag(t))
-	}
+	// the second tag is the same images: `helm upgrade` to it changes a Deployment;
 	// and PostgreSQL, for the external datastore
+	images := append(hosted.Images(tag()), hosted.Images(upgradeTag(t))...)
 	images = append(images, "kubesplit/postgres:"+tag())
 	if err := c.LoadImages(ctx, images...); err != nil {
 		t.Fatal(err)
@@ -93,8 +85,8 @@ func (h *hostHelm) run(t *testing.T, args ...string) string {
 	return helmRun(t, h.helm, append(args, "--kubeconfig", h.kubeconfig)...)
 }
 
-// hosted is one installed release and its cluster.
-type hosted struct {
+// hostedCluster is one installed release and its cluster.
+type hostedCluster struct {
 	ns, adminKC, node string
 	client            kubernetes.Interface
 }
@@ -104,7 +96,7 @@ type hosted struct {
 // joins, DNS, logs and exec.
 // Each release gets public ports of its own (ServiceLB serves them all on
 // the host's node addresses), so one need not be gone before the next.
-func (h *hostHelm) install(t *testing.T, ns string, nodesPort, apiPort int, set ...string) *hosted {
+func (h *hostHelm) install(t *testing.T, ns string, nodesPort, apiPort int, set ...string) *hostedCluster {
 	t.Helper()
 	ctx := context.Background()
 	host := h.c.Client()
@@ -114,14 +106,11 @@ func (h *hostHelm) install(t *testing.T, ns string, nodesPort, apiPort int, set 
 		helmRun(t, h.helm, "uninstall", "cp", "-n", ns, "--kubeconfig", h.kubeconfig)
 		_ = host.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{})
 	})
-	sec, err := host.CoreV1().Secrets(ns).Get(ctx, "kubesplit-pki", metav1.GetOptions{})
+	rel, err := hosted.Read(ctx, host, ns)
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr, token, admin := string(sec.Data["config__public-address"]), string(sec.Data["config__node-token"]), sec.Data["admin.kubeconfig"]
-	if net.ParseIP(addr) == nil || token == "" || len(admin) == 0 {
-		t.Fatalf("Secret kubesplit-pki: public address %q, token set %v, admin kubeconfig %d bytes", addr, token != "", len(admin))
-	}
+	addr := rel.Address
 	// the public address is the gateway Service's ServiceLB address: a host node's
 	gw, err := host.CoreV1().Services(ns).Get(ctx, "tunnel-gateway-public", metav1.GetOptions{})
 	if err != nil {
@@ -130,32 +119,26 @@ func (h *hostHelm) install(t *testing.T, ns string, nodesPort, apiPort int, set 
 	if !slices.ContainsFunc(gw.Status.LoadBalancer.Ingress, func(in corev1.LoadBalancerIngress) bool { return in.IP == addr }) {
 		t.Fatalf("public address %s is not among the gateway Service's %v", addr, gw.Status.LoadBalancer.Ingress)
 	}
-	hc := &hosted{ns: ns, adminKC: filepath.Join(t.TempDir(), "admin.kubeconfig")}
-	if err := os.WriteFile(hc.adminKC, admin, 0o600); err != nil {
+	hc := &hostedCluster{ns: ns, adminKC: filepath.Join(t.TempDir(), "admin.kubeconfig")}
+	if err := os.WriteFile(hc.adminKC, rel.Admin, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := clientcmd.RESTConfigFromKubeConfig(admin)
+	cfg, cs, err := rel.Client()
 	if err != nil {
 		t.Fatal(err)
 	}
+	hc.client = cs
 	if cfg.Host != "https://"+net.JoinHostPort(addr, strconv.Itoa(apiPort)) {
 		t.Errorf("admin kubeconfig server %s, want the public address", cfg.Host)
 	}
-	if hc.client, err = kubernetes.NewForConfig(cfg); err != nil {
-		t.Fatal(err)
-	}
 
-	hc.node, err = h.c.JoinNode(ctx, "https://"+net.JoinHostPort(addr, strconv.Itoa(nodesPort)), token)
+	hc.node, err = rel.Join(ctx, h.c, nodesPort)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = h.c.RemoveNode(context.Background(), hc.node) })
 	waitFor(t, "node "+hc.node+" Ready in the hosted cluster", 3*time.Minute, func(ctx context.Context) (bool, error) {
-		n, err := hc.client.CoreV1().Nodes().Get(ctx, hc.node, metav1.GetOptions{})
-		if err != nil {
-			return false, err
-		}
-		return nodeIsReady(n), fmt.Errorf("not Ready")
+		return hosted.NodeReady(ctx, hc.client, hc.node)
 	})
 	// the node is the hosted cluster's, not the host's
 	if _, err := host.CoreV1().Nodes().Get(ctx, hc.node, metav1.GetOptions{}); err == nil {
@@ -190,22 +173,10 @@ func (h *hostHelm) install(t *testing.T, ns string, nodesPort, apiPort int, set 
 func (h *hostHelm) installOnly(t *testing.T, ns string, set ...string) {
 	t.Helper()
 	start := time.Now()
-	args := []string{"install", "cp", "../../deploy/helm", "-n", ns, "--create-namespace", "--set", "image.tag=" + tag(),
-		"--wait", "--timeout", "6m"}
-	for _, s := range set {
-		args = append(args, "--set", s)
+	if err := (hosted.Helm{Bin: h.helm, Kubeconfig: h.kubeconfig}).Install(context.Background(), ns, tag(), true, set...); err != nil {
+		t.Fatal(err)
 	}
-	h.run(t, args...)
 	t.Logf("helm install %s --wait: %.1fs", strings.Join(set, " "), time.Since(start).Seconds())
-}
-
-func nodeIsReady(n *corev1.Node) bool {
-	for _, cond := range n.Status.Conditions {
-		if cond.Type == corev1.NodeReady {
-			return cond.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 func hostedSQLite(t *testing.T, h *hostHelm) {
@@ -387,48 +358,12 @@ func hostedExternal(t *testing.T, h *hostHelm) {
 	ctx := context.Background()
 	host := h.c.Client()
 	const ns = "hosted-external"
-	if _, err := host.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+	password, err := hosted.Postgres(ctx, host, ns, tag())
+	if err != nil {
 		t.Fatal(err)
 	}
-	pw := make([]byte, 12)
-	_, _ = rand.Read(pw)
-	password := hex.EncodeToString(pw)
-	labels := map[string]string{"app": "postgres"}
-	pg := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: "postgres"},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: ptr.To[int32](1),
-			Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec: corev1.PodSpec{
-					SecurityContext: &corev1.PodSecurityContext{FSGroup: ptr.To[int64](999)},
-					Containers: []corev1.Container{{Name: "postgres", Image: "kubesplit/postgres:" + tag(), ImagePullPolicy: corev1.PullNever,
-						// initdb wants a PGDATA it creates itself (owned by it, 0700), not the volume's root
-						Env: []corev1.EnvVar{{Name: "POSTGRES_USER", Value: "kubesplit"}, {Name: "POSTGRES_PASSWORD", Value: password},
-							{Name: "PGDATA", Value: "/var/lib/postgresql/data/pg"}},
-						Ports:        []corev1.ContainerPort{{ContainerPort: 5432}},
-						VolumeMounts: []corev1.VolumeMount{{Name: "data", MountPath: "/var/lib/postgresql/data"}}}},
-					Volumes: []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}},
-				},
-			},
-		},
-	}
-	if _, err := host.AppsV1().Deployments(ns).Create(ctx, pg, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := host.CoreV1().Services(ns).Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "postgres"},
-		Spec: corev1.ServiceSpec{Selector: labels, Ports: []corev1.ServicePort{{Port: 5432}}}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	dsn := "postgres://kubesplit:" + password + "@postgres:5432/kubesplit?sslmode=disable"
-	if _, err := host.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "pg"},
-		StringData: map[string]string{"dsn": dsn}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	hc := h.install(t, ns, 28132, 26443, "datastore.mode=external", "datastore.external.secretName=pg",
+	h.install(t, ns, 28132, 26443, "datastore.mode=external", "datastore.external.secretName=pg",
 		"apiserver.replicas=1", "scheduler.replicas=1", "controllers.replicas=1")
-	_ = hc
 	// the password is in the Secret alone: not in the datastore's pod spec or its log
 	pods, err := host.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=datastore"})
 	if err != nil || len(pods.Items) == 0 {

@@ -29,6 +29,13 @@ const (
 	EnvAdvertise      = "KUBESPLIT_ADVERTISE_ADDRESS"
 	EnvInitialCluster = "KUBESPLIT_ETCD_INITIAL_CLUSTER"
 	EnvDSN            = "KUBESPLIT_DATASTORE_DSN"
+	// EnvAPIPort is the apiserver's --secure-port: the public Service's api
+	// port. The apiserver advertises its secure port with its address as
+	// the kubernetes Service's endpoint, which pods on the nodes reach
+	// through the gateway's public Service; so the two ports must be one
+	// (6443 by default, another when releases share an address or with a
+	// NodePort). In the host cluster the apiserver Service keeps port 6443.
+	EnvAPIPort = "KUBESPLIT_API_PORT"
 )
 
 // Modes are the chart's datastore.mode values with the datastore --backend each renders.
@@ -112,6 +119,7 @@ func Render(version string) ([]byte, error) {
 	}
 	for _, name := range roles.Names() {
 		r := Wiring(Modes["sqlite"]).Role(name)
+		withAPIPort(name, r.Args)
 		out := role{
 			Repository: r.Repository,
 			Args:       r.Args,
@@ -127,7 +135,9 @@ func Render(version string) ([]byte, error) {
 			out.Ports = append(out.Ports, port{p.Name, p.Port})
 		}
 		for _, mode := range []string{"etcd", "external"} {
-			if a := Wiring(Modes[mode]).Role(name).Args; !slices.Equal(a, r.Args) {
+			a := Wiring(Modes[mode]).Role(name).Args
+			withAPIPort(name, a)
+			if !slices.Equal(a, r.Args) {
 				if out.ModeArgs == nil {
 					out.ModeArgs = map[string][]string{}
 				}
@@ -144,11 +154,22 @@ func Render(version string) ([]byte, error) {
 	return append(b, '\n'), nil
 }
 
+// withAPIPort makes the apiserver's --secure-port $(EnvAPIPort).
+func withAPIPort(name string, args []string) {
+	if name != roles.APIServer {
+		return
+	}
+	if i := slices.Index(args, "--secure-port"); i >= 0 && i+1 < len(args) {
+		args[i+1] = "$(" + EnvAPIPort + ")"
+	}
+}
+
 // env lists, by datastore mode, the variables a role's args expect.
 func env(name string) map[string][]string {
 	switch name {
 	case roles.APIServer:
-		return map[string][]string{"sqlite": {EnvAdvertise}, "etcd": {EnvAdvertise}, "external": {EnvAdvertise}}
+		api := []string{EnvAdvertise, EnvAPIPort}
+		return map[string][]string{"sqlite": api, "etcd": api, "external": api}
 	case roles.Datastore:
 		return map[string][]string{"etcd": {EnvPodName, EnvInitialCluster}, "external": {EnvDSN}}
 	}

@@ -87,8 +87,7 @@ func checkUpgrade(cmd *cobra.Command, current, next, kubelets map[string]string)
 	}
 	out := cmd.OutOrStdout()
 	if err := skew.After(changes, current, kubelets); err != nil {
-		fmt.Fprintf(out, "upgrade refused: %v\n", err)
-		return fmt.Errorf("upgrade refused: %w", err)
+		return fmt.Errorf("upgrade refused: %w", err) // printed by main, into the hook's log
 	}
 	for _, r := range slices.Sorted(maps.Keys(next)) {
 		fmt.Fprintf(out, "%s: %s -> %s\n", r, orUnknown(current[r]), next[r])

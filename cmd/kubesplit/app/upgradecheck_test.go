@@ -29,8 +29,8 @@ func TestCheckUpgrade(t *testing.T) {
 		switch {
 		case c.refuse == "" && err != nil:
 			t.Errorf("%s: refused: %v", c.name, err)
-		case c.refuse != "" && (err == nil || !strings.Contains(out.String(), c.refuse)):
-			t.Errorf("%s: want a refusal saying %q; got %v, output %q", c.name, c.refuse, err, out.String())
+		case c.refuse != "" && (err == nil || !strings.Contains(err.Error(), c.refuse) || !strings.HasPrefix(err.Error(), "upgrade refused: ")):
+			t.Errorf("%s: want a refusal saying %q; got %v", c.name, c.refuse, err)
 		}
 	}
 	// an apiserver upgrade leaving a kubelet more than three minors behind
@@ -38,7 +38,7 @@ func TestCheckUpgrade(t *testing.T) {
 	cmd := &cobra.Command{}
 	cmd.SetOut(&out)
 	if err := checkUpgrade(cmd, cur, map[string]string{"apiserver": "v1.37.0"}, map[string]string{"old": "v1.33.0"}); err == nil ||
-		!strings.Contains(out.String(), "kubelet of old") {
-		t.Errorf("old kubelet: %v %q", err, out.String())
+		!strings.Contains(err.Error(), "kubelet of old") {
+		t.Errorf("old kubelet: %v", err)
 	}
 }

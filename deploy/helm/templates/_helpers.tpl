@@ -45,6 +45,22 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 {{- end -}}
 
+{{/*
+The apiserver's port at the public address: the public Service's api port
+(its node port with NodePort). The apiservers listen on it too (their
+--secure-port): the kubernetes Service's endpoint is the advertised
+address with the apiserver's own port, and pods on the nodes reach that
+through the public Service.
+*/}}
+{{- define "kubesplit.publicAPIPort" -}}
+{{- $all := include "kubesplit.roles" . | fromJson -}}
+{{- if eq .Values.gateway.service.type "NodePort" -}}
+{{- required "gateway.service.nodePorts.api: with NodePort, fix the api node port (the admin kubeconfig and the kubernetes Service name it)" .Values.gateway.service.nodePorts.api -}}
+{{- else -}}
+{{- .Values.gateway.service.ports.api | default $all.ports.APIServer -}}
+{{- end -}}
+{{- end -}}
+
 {{/* The etcd members' peer URLs, NAME=URL,... */}}
 {{- define "kubesplit.etcdInitialCluster" -}}
 {{- $roles := include "kubesplit.roles" . | fromJson -}}
@@ -123,6 +139,8 @@ spec:
       {{- else }}
       valueFrom: {secretKeyRef: {name: {{ $root.Values.pki.secretName }}, key: config__public-address}}
       {{- end }}
+      {{- else if eq . "KUBESPLIT_API_PORT" }}
+      value: {{ include "kubesplit.publicAPIPort" $root | quote }}
       {{- else if eq . "KUBESPLIT_ETCD_INITIAL_CLUSTER" }}
       value: {{ include "kubesplit.etcdInitialCluster" $root | quote }}
       {{- else if eq . "KUBESPLIT_DATASTORE_DSN" }}
@@ -135,7 +153,11 @@ spec:
     {{- with $r.ports }}
     ports:
     {{- range . }}
+    {{- if and (eq $.name "apiserver") (eq .name "https") }}
+    - {name: {{ .name }}, containerPort: {{ include "kubesplit.publicAPIPort" $root }}}
+    {{- else }}
     - {name: {{ .name }}, containerPort: {{ .port }}}
+    {{- end }}
     {{- end }}
     {{- end }}
     # the images have no shell: kubesplit-probe GETs the role's plain-HTTP
