@@ -42,6 +42,8 @@ the pod's logs, asks the hosted cluster for its kubelets' versions (with the adm
 kubeconfig from the PKI Secret, at --server) and applies the version-skew policy to
 the control plane as it would be after the upgrade. It exits non-zero with the
 reason when the policy forbids it; Helm prints the hook's log and changes nothing.`,
+		Example: `  # in the chart's pre-upgrade Job (POD_NAME from the downward API)
+  kubesplit upgrade-check --secret cp1/kubesplit-pki --pod $POD_NAME --server https://apiserver:6443`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ns, name, ok := strings.Cut(secret, "/")
