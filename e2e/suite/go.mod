@@ -3,6 +3,7 @@ module github.com/kubesplit/kubesplit/e2e/suite
 go 1.26.8
 
 require (
+	github.com/kubesplit/kubesplit/roles v0.0.0
 	github.com/kubesplit/kubesplit/testcluster v0.0.0
 	k8s.io/api v0.36.3
 	k8s.io/apimachinery v0.36.3
@@ -41,7 +42,6 @@ require (
 	github.com/josharian/intern v1.0.0 // indirect
 	github.com/json-iterator/go v1.1.12 // indirect
 	github.com/klauspost/compress v1.18.7 // indirect
-	github.com/kubesplit/kubesplit/roles v0.0.0 // indirect
 	github.com/lufia/plan9stats v0.0.0-20260330125221-c963978e514e // indirect
 	github.com/magiconair/properties v1.18.12 // indirect
 	github.com/mailru/easyjson v0.7.7 // indirect
