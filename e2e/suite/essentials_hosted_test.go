@@ -17,6 +17,7 @@ import (
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
@@ -184,7 +185,10 @@ func hostedSQLite(t *testing.T, h *hostHelm) {
 	host := h.c.Client()
 	const ns = "hosted-sqlite"
 	hc := h.install(t, ns, 8132, 6443, "backup.enabled=true")
-	backupNow(t, host, ns)
+	configMap(t, hc.client, "in-snapshot", true)
+	snap := backupNow(t, host, ns)
+	configMap(t, hc.client, "in-snapshot", false)
+	configMap(t, hc.client, "after-snapshot", true)
 
 	// helm upgrade of one role: only its Deployment changes; the workload's
 	// containers and every object stay
@@ -236,6 +240,43 @@ func hostedSQLite(t *testing.T, h *hostHelm) {
 	if g := gen("scheduler"); g != schedGen {
 		t.Errorf("the refused upgrade changed the scheduler's Deployment (generation %d → %d)", schedGen, g)
 	}
+
+	// restore from the chart: the datastore's state goes back to the
+	// snapshot (what was deleted since is back, what was created since is
+	// gone) and the cluster goes on from there; later restarts of the
+	// datastore do not restore again
+	h.run(t, "upgrade", "cp", "../../deploy/helm", "-n", ns, "--reuse-values", "--set", "backup.restoreFrom="+snap, "--wait", "--timeout", "5m")
+	waitFor(t, "the snapshot's state served by the hosted apiservers", 2*time.Minute, func(ctx context.Context) (bool, error) {
+		_, errIn := hc.client.CoreV1().ConfigMaps("default").Get(ctx, "in-snapshot", metav1.GetOptions{})
+		_, errAfter := hc.client.CoreV1().ConfigMaps("default").Get(ctx, "after-snapshot", metav1.GetOptions{})
+		return errIn == nil && apierrors.IsNotFound(errAfter), fmt.Errorf("in-snapshot: %v; after-snapshot: %v", errIn, errAfter)
+	})
+	configMap(t, hc.client, "after-restore", true)
+	if err := host.CoreV1().Pods(ns).Delete(ctx, "datastore-0", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the datastore back after its pod was deleted", 3*time.Minute, func(ctx context.Context) (bool, error) {
+		p, err := host.CoreV1().Pods(ns).Get(ctx, "datastore-0", metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		for _, c := range p.Status.ContainerStatuses {
+			if c.Ready {
+				return true, nil
+			}
+		}
+		return false, fmt.Errorf("not ready")
+	})
+	if b, err := host.CoreV1().Pods(ns).GetLogs("datastore-0", &corev1.PodLogOptions{Container: "restore"}).DoRaw(ctx); err != nil || !strings.Contains(string(b), "nothing to do") {
+		t.Errorf("the restore init container after a restart: %v %s", err, b)
+	}
+	waitFor(t, "a write made after the restore, after the datastore restarted", 2*time.Minute, func(ctx context.Context) (bool, error) {
+		_, err := hc.client.CoreV1().ConfigMaps("default").Get(ctx, "after-restore", metav1.GetOptions{})
+		return err == nil, err
+	})
+	waitFor(t, "the node Ready after the restore", 2*time.Minute, func(ctx context.Context) (bool, error) {
+		return hosted.NodeReady(ctx, hc.client, hc.node)
+	})
 
 	// uninstall keeps the Secret and the datastore's PVC; a new install is the same cluster
 	sec, _ := host.CoreV1().Secrets(ns).Get(ctx, "kubesplit-pki", metav1.GetOptions{})
@@ -388,7 +429,7 @@ func hostedExternal(t *testing.T, h *hostHelm) {
 
 // backupNow runs the backup CronJob's Job once (as `kubectl create job
 // --from=cronjob/datastore-backup` does) and checks it saved a snapshot.
-func backupNow(t *testing.T, host kubernetes.Interface, ns string) {
+func backupNow(t *testing.T, host kubernetes.Interface, ns string) (snapshot string) {
 	t.Helper()
 	ctx := context.Background()
 	cj, err := host.BatchV1().CronJobs(ns).Get(ctx, "datastore-backup", metav1.GetOptions{})
@@ -410,16 +451,31 @@ func backupNow(t *testing.T, host kubernetes.Interface, ns string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var saved bool
+	const saved = "snapshot saved to /var/lib/kubesplit/snapshots/"
 	for _, p := range pods.Items {
 		b, _ := host.CoreV1().Pods(ns).GetLogs(p.Name, &corev1.PodLogOptions{}).DoRaw(ctx)
-		if strings.Contains(string(b), "snapshot saved to /var/lib/kubesplit/snapshots/snapshot-") {
-			saved = true
+		if strings.Contains(string(b), saved+"snapshot-") {
+			line := firstLineWith(string(b), saved+"snapshot-")
 			t.Logf("backup: %s", strings.TrimSpace(string(b)))
+			return strings.TrimSpace(line[strings.Index(line, saved)+len(saved):])
 		}
 	}
-	if !saved {
-		t.Fatalf("the backup Job did not say it saved a snapshot")
+	t.Fatalf("the backup Job did not say it saved a snapshot")
+	return ""
+}
+
+// configMap creates (or deletes) default/NAME in the hosted cluster.
+func configMap(t *testing.T, c kubernetes.Interface, name string, create bool) {
+	t.Helper()
+	ctx := context.Background()
+	var err error
+	if create {
+		_, err = c.CoreV1().ConfigMaps("default").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name}, Data: map[string]string{"k": "v"}}, metav1.CreateOptions{})
+	} else {
+		err = c.CoreV1().ConfigMaps("default").Delete(ctx, name, metav1.DeleteOptions{})
+	}
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -122,6 +122,26 @@ spec:
     fsGroup: {{ $all.uid }}
     seccompProfile: {type: RuntimeDefault}
   terminationGracePeriodSeconds: 30
+  {{- $restore := (($root.Values.backup | default dict).restoreFrom) | default "" }}
+  {{- if and .persistent $restore }}
+  # backup.restoreFrom: the state is replaced by that snapshot before the
+  # datastore starts, once (--once: a later start finds it restored already)
+  initContainers:
+  - name: restore
+    image: {{ include "kubesplit.image" (dict "root" $root "repository" $r.repository "tag" $v.image.tag) }}
+    imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+    args: [snapshot, restore, --once, --data-dir, {{ $all.dataDir }}, --backend, {{ $mode }}, {{ $restore | quote }}]
+    securityContext:
+      allowPrivilegeEscalation: false
+      readOnlyRootFilesystem: true
+      capabilities: {drop: [ALL]}
+    volumeMounts:
+    - {name: data, mountPath: {{ $all.dataDir }}}
+    - {name: tmp, mountPath: /tmp}
+    - {name: store, mountPath: {{ $all.dataDir }}/datastore}
+    # (writable: SQLite may keep a shared-memory file beside a snapshot it reads)
+    - {name: snapshots, mountPath: {{ $all.dataDir }}/snapshots}
+  {{- end }}
   containers:
   - name: {{ .name }}
     image: {{ include "kubesplit.image" (dict "root" $root "repository" $r.repository "tag" $v.image.tag) }}
@@ -193,6 +213,9 @@ spec:
   volumes:
   - {name: data, emptyDir: {}}
   - {name: tmp, emptyDir: {}}
+  {{- if and .persistent $restore }}
+  - {name: snapshots, persistentVolumeClaim: {claimName: datastore-backup}}
+  {{- end }}
   {{- include "kubesplit.secretVolumes" (dict "root" $root "name" .name) | trim | nindent 2 }}
 {{- end -}}
 

@@ -28,7 +28,9 @@ const snapshotSummary = `datastore snapshot save [FILE] | list | restore NAME|FI
            the datastore must be stopped, the current state is moved into a
            backup- folder, revisions move past the snapshot's and older ones
            read as compacted (watchers list again); restart the apiserver
-           once the datastore is back up`
+           once the datastore is back up; --once skips a snapshot this data
+           directory was already restored from (the same content), so a
+           restore in a pod's init container runs once, not at each restart`
 
 func snapshotMain(args []string, stdout, stderr io.Writer) int {
 	if err := snapshotCmd(args, stdout); err != nil {
@@ -56,6 +58,7 @@ func snapshotCmd(args []string, stdout io.Writer) error {
 	endpoint := fs.String("endpoint", "https://127.0.0.1:2379", "save, etcd: the running member's client URL")
 	name := fs.String("etcd-name", "default", "restore, etcd: the member name")
 	peerURL := fs.String("etcd-advertise-peer-url", "https://127.0.0.1:2380", "restore, etcd: the member's peer URL")
+	once := fs.Bool("once", false, "restore: do nothing when the data directory was already restored from this snapshot (same content)")
 	keep := fs.Int("keep", 0, "save, without FILE: then delete all but the newest KEEP dated snapshots (snapshot-*) in snapshots/ (0: keep all)")
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, config.ErrHelp) {
@@ -118,6 +121,14 @@ func snapshotCmd(args []string, stdout io.Writer) error {
 		return err
 	}
 	defer lock.Close()
+	sum, err := snapshot.Digest(file)
+	if err != nil {
+		return err
+	}
+	if *once && snapshot.RestoredFrom(d) == sum {
+		fmt.Fprintf(stdout, "already restored from %s (%s): nothing to do\n", file, sum)
+		return nil
+	}
 	var backup string
 	if kind == backend.SQLite {
 		backup, err = snapshot.RestoreSQLite(ctx, d, file)
@@ -125,6 +136,11 @@ func snapshotCmd(args []string, stdout io.Writer) error {
 		backup, err = snapshot.RestoreEtcd(d, file, snapshot.EtcdMember{Name: *name, PeerURL: *peerURL})
 	}
 	if err != nil {
+		return err
+	}
+	// recorded only after the restore: a crash before this line restores
+	// again at the next start, when nothing was written in between
+	if err := snapshot.MarkRestored(d, sum); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "restored from %s", file)
