@@ -35,7 +35,7 @@ certs: ## the compose cluster's certificates: make certs (check), make certs CMD
 run: build ## start the five roles as host processes (DATASTORE=sqlite|etcd|DSN); Ctrl-C stops all
 	bin/kubesplit run --bin-dir bin --data-dir .kubesplit --datastore '$(DATASTORE)'
 
-test: ## everything CI runs: verify, unit, integration, node, compose and arm64 image tests
+test: ## everything CI runs: verify, unit, integration, node, compose, e2e-framework and testcluster suite tests
 	hack/test.sh all
 
 test-unit: ## unit tests of every module (no processes started)
@@ -56,7 +56,7 @@ test-e2eframework: ## a sigs.k8s.io/e2e-framework suite on the kubesplit cluster
 test-suite: ## the e2e suite on testcluster: every datastore backend, role upgrades, node partition, version skew (real Docker)
 	hack/test.sh suite
 
-test-multiarch: ## the arm64 apiserver and datastore images, emulated by qemu-user-static, reach /readyz
+test-multiarch: ## the arm64 apiserver and datastore images, emulated by qemu-user-static, reach /readyz (not in `make test`: ~10 min cold arm64 build)
 	hack/test.sh multiarch
 
 verify: ## gofmt, go.work in sync, each module builds alone (GOWORK=off)

@@ -13,6 +13,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . hack/versions.env
 
+# The compiler collects garbage less often with more room: about 7% less CPU
+# for a cold build (k8s.io/client-go/kubernetes, measured with two empty
+# caches), at up to about 1.5x the compiler's memory. Only for these builds.
+export GOGC=${GOGC:-400}
+
 OUT=${OUT:-bin}
 host=$(go env GOHOSTOS)/$(go env GOHOSTARCH)
 PLATFORMS=${PLATFORMS:-$host}

@@ -2,7 +2,13 @@
 # Checks that keep the workspace honest: gofmt, go.work lists every module,
 # and every module builds and vets on its own (GOWORK=off) as well as in the
 # workspace.
+#   hack/verify.sh [all|quick|slow]  quick: the checks that build nothing
+#   (gofmt, go.work, versions, generated files), which `make test` runs first;
+#   slow: the rest (the chart, vet, GOWORK=off builds), which it runs beside
+#   the end-to-end tests once the binaries are built
 set -euo pipefail
+part=${1:-all}
+case $part in all|quick|slow) ;; *) echo "usage: hack/verify.sh [all|quick|slow]" >&2; exit 2 ;; esac
 cd "$(dirname "$0")/.."
 # Same compiler settings as hack/build.sh (no cgo, -trimpath), so vet, unit
 # tests and the binaries share one build cache: on a cold cache Kubernetes
@@ -10,12 +16,13 @@ cd "$(dirname "$0")/.."
 export CGO_ENABLED=0
 case " ${GOFLAGS:-} " in *" -trimpath "*) ;; *) export GOFLAGS="${GOFLAGS:-} -trimpath" ;; esac
 
+mods=$(hack/modules.sh)
+if [ "$part" != slow ]; then
 echo "== gofmt"
 bad=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 [ -z "$bad" ] || { echo "gofmt needed on:"; echo "$bad"; exit 1; }
 
 echo "== go.work lists every module"
-mods=$(hack/modules.sh)
 used=$(go work edit -json | sed -n 's/.*"DiskPath": "\(.*\)".*/\1/p' | sed 's#^\./##' | sort)
 [ "$mods" = "$used" ] || { echo "go.work is out of date:"; diff <(echo "$mods") <(echo "$used"); exit 1; }
 
@@ -35,6 +42,9 @@ grep -q "^const DefaultTag = \"$KUBESPLIT_VERSION\"" testcluster/options.go || {
 
 echo "== generated files are up to date (hack/gen.sh)"
 hack/gen.sh --check
+fi
+[ "$part" != quick ] || exit 0
+. hack/versions.env
 
 echo "== the Helm chart (deploy/helm): its version, helm lint in each datastore mode, a bad value refused"
 grep -q "^appVersion: $KUBESPLIT_VERSION\$" deploy/helm/Chart.yaml && grep -q "^version: ${KUBESPLIT_VERSION#v}\$" deploy/helm/Chart.yaml || {
