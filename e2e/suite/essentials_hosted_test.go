@@ -252,13 +252,22 @@ func hostedSQLite(t *testing.T, h *hostHelm) {
 		return errIn == nil && apierrors.IsNotFound(errAfter), fmt.Errorf("in-snapshot: %v; after-snapshot: %v", errIn, errAfter)
 	})
 	configMap(t, hc.client, "after-restore", true)
+	old, err := host.CoreV1().Pods(ns).Get(ctx, "datastore-0", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := host.CoreV1().Pods(ns).Delete(ctx, "datastore-0", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	// (the deleted pod keeps its name and readiness while it terminates:
+	// wait for its successor)
 	waitFor(t, "the datastore back after its pod was deleted", 3*time.Minute, func(ctx context.Context) (bool, error) {
 		p, err := host.CoreV1().Pods(ns).Get(ctx, "datastore-0", metav1.GetOptions{})
 		if err != nil {
 			return false, err
+		}
+		if p.UID == old.UID {
+			return false, fmt.Errorf("the deleted pod is still there")
 		}
 		for _, c := range p.Status.ContainerStatuses {
 			if c.Ready {
