@@ -32,7 +32,8 @@ if [ "$what" = all ]; then
   # tests: compiling and linking) runs at the lowest priority beside the
   # end-to-end phases, which mostly wait on clusters; the binaries those
   # phases need are built first, which also compiles most of what the checks
-  # compile. On 2 cores this takes about a quarter off a cold run.
+  # compile. (Estimated, not measured on an empty cache: about a quarter
+  # off a cold run on 2 cores.)
   hack/verify.sh quick
   say "binaries and images, once for every phase"
   hack/build.sh

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/kubesplit/kubesplit/pkg/layout"
+	"github.com/kubesplit/kubesplit/pkg/pki"
 )
 
 // restoredFile records, beside the state it describes (on the datastore's
@@ -42,32 +43,7 @@ func RestoredFrom(d layout.Dir) string {
 }
 
 // MarkRestored records digest as the snapshot the state now comes from,
-// durably (written aside, synced, renamed, directory synced).
+// durably (pki.WriteFile: written aside, synced, renamed, directory synced).
 func MarkRestored(d layout.Dir, digest string) error {
-	path := restoredFile(d)
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.WriteString(digest + "\n"); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	dir, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer dir.Close()
-	return dir.Sync()
+	return pki.WriteFile(restoredFile(d), []byte(digest+"\n"), 0o600)
 }
