@@ -132,6 +132,13 @@ type Wiring struct {
 	// PublicBind is the address of the ports users and nodes reach (the
 	// apiserver, the gateway's node port); default "0.0.0.0".
 	PublicBind string
+	// HealthBind is the address of the roles' plain-HTTP health ports
+	// (health alone is served there): "127.0.0.1" by default, where the
+	// health check runs inside the container (kubesplit-probe); "0.0.0.0"
+	// where the kubelet checks it from outside (the Helm chart's httpGet
+	// probes: no process started per check). The gateway's health port
+	// is public in every wiring (pods on the nodes probe it).
+	HealthBind string
 	Ports      Ports
 	// Backend is the datastore's --backend: "sqlite", "etcd" or a DSN.
 	Backend string
@@ -146,6 +153,16 @@ type Wiring struct {
 	// RelayListen overrides the relay's listen host (default Advertise), for
 	// a gateway that gets the advertised address only after it starts.
 	RelayListen string
+	// APIServerName is a TLS server name (besides "kubernetes") the gateway
+	// relays to the apiserver and tells nodes to use: the cluster's own
+	// name behind an SNI router shared with other clusters.
+	APIServerName string
+	// NodeAPIServer is the IP every node serves as the kubernetes Service's
+	// endpoint (with Ports.APIServer), carrying pods' connections to the
+	// gateway itself: for a gateway behind an SNI router, which cannot
+	// route pods' connections (they carry no server name). The apiserver
+	// must advertise it (Advertise).
+	NodeAPIServer string
 	// AddonImageTag is the controllers' --addon-image-tag (empty: its default).
 	AddonImageTag string
 	// AddonImages are the controllers' --addon-image NAME=IMAGE overrides.
@@ -170,8 +187,8 @@ type Role struct {
 	Args []string
 	// Serves are the ports the role listens on for others.
 	Serves []Port
-	// Live and Ready are plain-HTTP endpoints on 127.0.0.1 (the roles' health
-	// relays) for liveness and readiness; Live answers once the process
+	// Live and Ready are plain-HTTP endpoints on the role's health port
+	// (reachable on 127.0.0.1 in every wiring) for liveness and readiness; Live answers once the process
 	// works, Ready once it can serve (the apiserver: its /readyz).
 	Live, Ready HTTPCheck
 	// Reads are the data-directory files the role reads (paths relative to
@@ -199,7 +216,7 @@ type Port struct {
 	Public bool
 }
 
-// HTTPCheck is a plain-HTTP GET on loopback.
+// HTTPCheck is a plain-HTTP GET of a role's health port.
 type HTTPCheck struct {
 	Port int
 	Path string
@@ -229,7 +246,7 @@ func (w Wiring) Role(name string) Role {
 		r.Args = append(r.Args, "--backend", w.Backend,
 			"--listen-address", hp(w.Bind, p.Datastore),
 			"--etcd-peer-address", hp(w.Bind, p.DatastorePeer),
-			"--health-address", hp("127.0.0.1", p.DatastoreHealth))
+			"--health-address", hp(w.HealthBind, p.DatastoreHealth))
 		r.Serves = []Port{{Name: "etcd", Port: p.Datastore}, {Name: "etcd-peer", Port: p.DatastorePeer}}
 		r.Reads = append(pairs("datastore-server", "datastore-peer", "datastore-client"), "pki/datastore-ca.crt")
 		r.Live = HTTPCheck{p.DatastoreHealth, "/healthz"}
@@ -239,7 +256,7 @@ func (w Wiring) Role(name string) Role {
 		r.Args = append(r.Args, "--datastore-endpoint", peer(Datastore, p.Datastore),
 			"--egress-gateway", peer(TunnelGateway, p.GatewayEgress),
 			"--bind-address", w.PublicBind, "--secure-port", strconv.Itoa(p.APIServer),
-			"--health-address", hp("127.0.0.1", p.APIServerHealth))
+			"--health-address", hp(w.HealthBind, p.APIServerHealth))
 		if w.Advertise != "" {
 			r.Args = append(r.Args, "--advertise-address", w.Advertise)
 		}
@@ -253,7 +270,7 @@ func (w Wiring) Role(name string) Role {
 		r.After = []string{Datastore}
 	case Scheduler:
 		r.Args = append(r.Args, "--bind-address", w.Bind, "--secure-port", strconv.Itoa(p.Scheduler),
-			"--health-address", hp("127.0.0.1", p.SchedulerHealth))
+			"--health-address", hp(w.HealthBind, p.SchedulerHealth))
 		r.Serves = []Port{{Name: "metrics", Port: p.Scheduler}}
 		r.Reads = append(pairs("scheduler-kubeconfig", "scheduler-serving"), "scheduler.kubeconfig")
 		r.Live = HTTPCheck{p.SchedulerHealth, "/healthz"}
@@ -262,7 +279,7 @@ func (w Wiring) Role(name string) Role {
 		r.After = []string{APIServer}
 	case Controllers:
 		r.Args = append(r.Args, "--bind-address", w.Bind, "--secure-port", strconv.Itoa(p.Controllers),
-			"--health-address", hp("127.0.0.1", p.ControllersHealth))
+			"--health-address", hp(w.HealthBind, p.ControllersHealth))
 		if w.AddonImageTag != "" {
 			r.Args = append(r.Args, "--addon-image-tag", w.AddonImageTag)
 		}
@@ -283,6 +300,12 @@ func (w Wiring) Role(name string) Role {
 			"--apiserver-address", hp(w.Host(APIServer), p.APIServer),
 			// public: pods probe it (only /healthz and /readyz are served there)
 			"--health-address", hp(w.PublicBind, p.GatewayHealth))
+		if w.APIServerName != "" {
+			r.Args = append(r.Args, "--apiserver-server-name", w.APIServerName)
+		}
+		if w.NodeAPIServer != "" {
+			r.Args = append(r.Args, "--node-apiserver-address", hp(w.NodeAPIServer, p.APIServer))
+		}
 		if w.RelayAPIServer {
 			host := w.RelayListen
 			if host == "" {
@@ -334,6 +357,9 @@ func (w Wiring) withDefaults() Wiring {
 	}
 	if w.PublicBind == "" {
 		w.PublicBind = "0.0.0.0"
+	}
+	if w.HealthBind == "" {
+		w.HealthBind = "127.0.0.1"
 	}
 	if w.Ports == (Ports{}) {
 		w.Ports = DefaultPorts()

@@ -130,6 +130,8 @@ type spec struct {
 	foreign  bool // a node of another control plane (JoinNode): not in Nodes()
 	cgroup   string
 	waitFor  wait.Strategy
+	// hosts are NAME:IP lines for the container's /etc/hosts (docker --add-host)
+	hosts []string
 }
 
 // Run starts a cluster and waits until it is ready for use: the API answers,
@@ -498,6 +500,7 @@ func (c *Cluster) create(ctx context.Context, s spec) error {
 		if s.node {
 			nodeHostConfig(hc)
 		}
+		hc.ExtraHosts = s.hosts
 		if s.name != "init" {
 			// like the compose file: a role that exits (say, the datastore
 			// before PostgreSQL answers) comes back; Stop is a manual stop and sticks

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -158,12 +159,23 @@ func (c *Cluster) AddNode(ctx context.Context, extraArgs ...string) (string, err
 // the name returned, and Terminate removes it. The caller waits for it to
 // be Ready in the other cluster.
 func (c *Cluster) JoinNode(ctx context.Context, gatewayURL, token string, extraArgs ...string) (string, error) {
+	return c.JoinNodeResolving(ctx, gatewayURL, token, nil, extraArgs...)
+}
+
+// JoinNodeResolving is JoinNode for a gateway whose URL names a host that
+// no DNS here resolves: hosts maps such names to IPs in the node
+// container's /etc/hosts (what a machine's resolver would answer), e.g. a
+// release's name behind a shared SNI router.
+func (c *Cluster) JoinNodeResolving(ctx context.Context, gatewayURL, token string, hosts map[string]string, extraArgs ...string) (string, error) {
 	name := c.newNodeName()
 	s := c.nodeSpec(name)
 	s.foreign = true
 	args := []string{"--gateway", gatewayURL, "--token-file", nodeTokenPath, "--node-name", name, "--cgroup-root", s.cgroup}
 	s.cmd = append(args, c.opts.nodeArgs...)
 	s.extra = extraArgs
+	for _, h := range slices.Sorted(maps.Keys(hosts)) {
+		s.hosts = append(s.hosts, h+":"+hosts[h])
+	}
 	s.files = []testcontainers.ContainerFile{{Reader: strings.NewReader(token), ContainerFilePath: nodeTokenPath, FileMode: 0o600}}
 	if err := c.create(ctx, s); err != nil {
 		return name, fmt.Errorf("testcluster: %w", err)

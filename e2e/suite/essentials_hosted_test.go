@@ -19,7 +19,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/kubesplit/kubesplit/e2e/suite/internal/hosted"
 	"github.com/kubesplit/kubesplit/testcluster"
@@ -92,16 +95,30 @@ type hostedCluster struct {
 	client            kubernetes.Interface
 }
 
+// exposure is how a release is reached: its own public Service's ports
+// (ServiceLB serves them on the host's node addresses), or a name behind
+// the host's Traefik, shared with other releases (gateway.sni).
+type exposure struct {
+	nodesPort, apiPort int
+	// sniHost is the release's name at routerIP:443 (Traefik's address);
+	// nothing resolves it here, so the test and its node map it to routerIP
+	sniHost, routerIP string
+}
+
 // install installs release "cp" into ns and checks what every mode must
 // give: the Secret, the public address, the admin kubeconfig, a node that
 // joins, DNS, logs and exec.
-// Each release gets public ports of its own (ServiceLB serves them all on
-// the host's node addresses), so one need not be gone before the next.
-func (h *hostHelm) install(t *testing.T, ns string, nodesPort, apiPort int, set ...string) *hostedCluster {
+// Each release gets public ports or a name of its own, so one need not be
+// gone before the next.
+func (h *hostHelm) install(t *testing.T, ns string, ex exposure, set ...string) *hostedCluster {
 	t.Helper()
 	ctx := context.Background()
 	host := h.c.Client()
-	set = append(set, fmt.Sprintf("gateway.service.ports.nodes=%d", nodesPort), fmt.Sprintf("gateway.service.ports.api=%d", apiPort))
+	if ex.sniHost != "" {
+		set = append(set, "gateway.sni.host="+ex.sniHost)
+	} else {
+		set = append(set, fmt.Sprintf("gateway.service.ports.nodes=%d", ex.nodesPort), fmt.Sprintf("gateway.service.ports.api=%d", ex.apiPort))
+	}
 	h.installOnly(t, ns, set...)
 	t.Cleanup(func() {
 		helmRun(t, h.helm, "uninstall", "cp", "-n", ns, "--kubeconfig", h.kubeconfig)
@@ -112,28 +129,53 @@ func (h *hostHelm) install(t *testing.T, ns string, nodesPort, apiPort int, set 
 		t.Fatal(err)
 	}
 	addr := rel.Address
-	// the public address is the gateway Service's ServiceLB address: a host node's
 	gw, err := host.CoreV1().Services(ns).Get(ctx, "tunnel-gateway-public", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.ContainsFunc(gw.Status.LoadBalancer.Ingress, func(in corev1.LoadBalancerIngress) bool { return in.IP == addr }) {
+	wantServer := "https://" + net.JoinHostPort(addr, strconv.Itoa(ex.apiPort))
+	if ex.sniHost != "" {
+		// no load balancer of its own: the router reaches it inside the host
+		if addr != ex.sniHost || gw.Spec.Type != corev1.ServiceTypeClusterIP || len(gw.Spec.Ports) != 1 {
+			t.Fatalf("behind the shared router: public address %q, gateway Service %s with %d ports", addr, gw.Spec.Type, len(gw.Spec.Ports))
+		}
+		wantServer = "https://" + ex.sniHost + ":443"
+	} else if !slices.ContainsFunc(gw.Status.LoadBalancer.Ingress, func(in corev1.LoadBalancerIngress) bool { return in.IP == addr }) {
+		// the public address is the gateway Service's ServiceLB address: a host node's
 		t.Fatalf("public address %s is not among the gateway Service's %v", addr, gw.Status.LoadBalancer.Ingress)
 	}
-	hc := &hostedCluster{ns: ns, adminKC: filepath.Join(t.TempDir(), "admin.kubeconfig")}
-	if err := os.WriteFile(hc.adminKC, rel.Admin, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, cs, err := rel.Client()
+	cfg, _, err := rel.Client()
 	if err != nil {
 		t.Fatal(err)
 	}
-	hc.client = cs
-	if cfg.Host != "https://"+net.JoinHostPort(addr, strconv.Itoa(apiPort)) {
-		t.Errorf("admin kubeconfig server %s, want the public address", cfg.Host)
+	if cfg.Host != wantServer {
+		t.Errorf("admin kubeconfig server %s, want %s", cfg.Host, wantServer)
+	}
+	hc := &hostedCluster{ns: ns, adminKC: filepath.Join(t.TempDir(), "admin.kubeconfig")}
+	admin := rel.Admin
+	if ex.sniHost != "" {
+		if want := "kubernetes." + ex.sniHost; cfg.TLSClientConfig.ServerName != want {
+			t.Errorf("admin kubeconfig tls-server-name %q, want %q", cfg.TLSClientConfig.ServerName, want)
+		}
+		// what a resolver would answer for the name: the router's address
+		admin = []byte(strings.Replace(string(admin), "server: "+wantServer, "server: https://"+ex.routerIP+":443", 1))
+	}
+	if err := os.WriteFile(hc.adminKC, admin, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	kcfg, err := clientcmd.RESTConfigFromKubeConfig(admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hc.client, err = kubernetes.NewForConfig(kcfg); err != nil {
+		t.Fatal(err)
 	}
 
-	hc.node, err = rel.Join(ctx, h.c, nodesPort)
+	if ex.sniHost != "" {
+		hc.node, err = h.c.JoinNodeResolving(ctx, "https://"+ex.sniHost+":443", rel.Token, map[string]string{ex.sniHost: ex.routerIP})
+	} else {
+		hc.node, err = rel.Join(ctx, h.c, ex.nodesPort)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,6 +187,8 @@ func (h *hostHelm) install(t *testing.T, ns string, nodesPort, apiPort int, set 
 	if _, err := host.CoreV1().Nodes().Get(ctx, hc.node, metav1.GetOptions{}); err == nil {
 		t.Fatalf("node %s registered with the host cluster", hc.node)
 	}
+	// (CoreDNS's readiness needs its API watch: pods on the node reach the
+	// kubernetes Service's endpoint, which is node-local behind the router)
 	waitFor(t, "CoreDNS in the hosted cluster", 3*time.Minute, func(ctx context.Context) (bool, error) {
 		d, err := hc.client.AppsV1().Deployments("kube-system").Get(ctx, "coredns", metav1.GetOptions{})
 		if err != nil {
@@ -184,7 +228,7 @@ func hostedSQLite(t *testing.T, h *hostHelm) {
 	ctx := context.Background()
 	host := h.c.Client()
 	const ns = "hosted-sqlite"
-	hc := h.install(t, ns, 8132, 6443, "backup.enabled=true")
+	hc := h.install(t, ns, exposure{nodesPort: 8132, apiPort: 6443}, "backup.enabled=true")
 	configMap(t, hc.client, "in-snapshot", true)
 	snap := backupNow(t, host, ns)
 	configMap(t, hc.client, "in-snapshot", false)
@@ -312,7 +356,7 @@ func hostedEtcd(t *testing.T, h *hostHelm) {
 	host := h.c.Client()
 	const ns = "hosted-etcd"
 	// (one scheduler and one controllers: what is under test here is the datastore and the apiservers)
-	hc := h.install(t, ns, 18132, 16443, "datastore.mode=etcd", "backup.enabled=true", "scheduler.replicas=1", "controllers.replicas=1")
+	hc := h.install(t, ns, exposure{nodesPort: 18132, apiPort: 16443}, "datastore.mode=etcd", "backup.enabled=true", "scheduler.replicas=1", "controllers.replicas=1")
 	backupNow(t, host, ns)
 	sts, err := host.AppsV1().StatefulSets(ns).Get(ctx, "datastore", metav1.GetOptions{})
 	if err != nil || sts.Status.ReadyReplicas != 3 {
@@ -404,16 +448,41 @@ func hostedEtcd(t *testing.T, h *hostHelm) {
 	}
 }
 
+// hostedExternal: the external datastore, and the shared entry point:
+// this release and a second one (sqlite) sit behind the host's Traefik on
+// one address and port, told apart by name (gateway.sni), each with its
+// own node; neither sees the other's.
 func hostedExternal(t *testing.T, h *hostHelm) {
 	ctx := context.Background()
 	host := h.c.Client()
 	const ns = "hosted-external"
+	router := sharedEntryPoint(t, h)
 	password, err := hosted.Postgres(ctx, host, ns, tag())
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.install(t, ns, 28132, 26443, "datastore.mode=external", "datastore.external.secretName=pg",
+	ext := h.install(t, ns, exposure{sniHost: "external.kubesplit.test", routerIP: router}, "datastore.mode=external", "datastore.external.secretName=pg",
 		"apiserver.replicas=1", "scheduler.replicas=1", "controllers.replicas=1")
+	other := h.install(t, "hosted-shared", exposure{sniHost: "shared.kubesplit.test", routerIP: router},
+		"apiserver.replicas=1", "scheduler.replicas=1", "controllers.replicas=1")
+	for _, c := range []struct {
+		hc    *hostedCluster
+		other string
+	}{{ext, other.node}, {other, ext.node}} {
+		nodes, err := c.hc.client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(nodes.Items) != 1 || nodes.Items[0].Name != c.hc.node {
+			t.Errorf("%s behind the shared address: nodes %v, want its own %s alone (not %s)", c.hc.ns, nodeNames(nodes.Items), c.hc.node, c.other)
+		}
+		// the kubernetes Service's endpoint is node-local: each node serves it
+		// and carries pods' connections to its own gateway
+		eps, err := c.hc.client.DiscoveryV1().EndpointSlices("default").List(ctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=kubernetes"})
+		if err != nil || len(eps.Items) == 0 || len(eps.Items[0].Endpoints) == 0 || eps.Items[0].Endpoints[0].Addresses[0] != "192.0.2.1" {
+			t.Errorf("%s: the kubernetes Service's endpoints %+v (%v), want the node-local 192.0.2.1", c.hc.ns, eps, err)
+		}
+	}
 	// the password is in the Secret alone: not in the datastore's pod spec or its log
 	pods, err := host.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=datastore"})
 	if err != nil || len(pods.Items) == 0 {
@@ -434,6 +503,64 @@ func hostedExternal(t *testing.T, h *hostHelm) {
 			t.Errorf("datastore %s does not say it runs on postgres:\n%s", p.Name, tail(string(rc), 5))
 		}
 	}
+}
+
+// sharedEntryPoint readies the host's Traefik for releases behind it, the
+// way its user would: Traefik's CRDs (from the Traefik module the addon is
+// built from) applied, and its CRD provider turned on with a HelmChartConfig.
+// It returns Traefik's address (its ServiceLB address: a host node's).
+func sharedEntryPoint(t *testing.T, h *hostHelm) string {
+	t.Helper()
+	ctx := context.Background()
+	host := h.c.Client()
+	out, err := exec.Command("go", "list", "-C", "../../addons/traefik", "-m", "-f", "{{.Dir}}", "github.com/traefik/traefik/v3").Output()
+	if err != nil {
+		t.Fatalf("finding the Traefik module: %v", err)
+	}
+	crds := filepath.Join(strings.TrimSpace(string(out)), traefikCRDs)
+	if _, ok := kubectlWith(t, h.kubeconfig, "apply", "--server-side", "-f", crds); !ok {
+		t.Fatal("no bin/kubectl to apply Traefik's CRDs with")
+	}
+	dyn, err := dynamic.NewForConfig(h.c.RESTConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	configs := dyn.Resource(helmChartConfigGVR).Namespace("kube-system")
+	hcc := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "helm.cattle.io/v1", "kind": "HelmChartConfig",
+		"metadata": map[string]any{"name": "traefik", "namespace": "kube-system"},
+		"spec":     map[string]any{"valuesContent": "providers:\n  kubernetesCRD:\n    enabled: true\n"},
+	}}
+	if _, err := configs.Create(ctx, hcc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = configs.Delete(context.Background(), "traefik", metav1.DeleteOptions{}) })
+	waitFor(t, "Traefik with its CRD provider", 3*time.Minute, func(ctx context.Context) (bool, error) {
+		d, err := host.AppsV1().Deployments("kube-system").Get(ctx, "traefik", metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		on := slices.Contains(d.Spec.Template.Spec.Containers[0].Args, "--providers.kubernetesCRD=true")
+		return on && d.Status.ObservedGeneration == d.Generation && d.Status.UpdatedReplicas == d.Status.Replicas &&
+				d.Status.AvailableReplicas == d.Status.Replicas && d.Status.Replicas > 0,
+			fmt.Errorf("CRD provider %v, %d/%d updated and available", on, d.Status.AvailableReplicas, d.Status.Replicas)
+	})
+	svc, err := host.CoreV1().Services("kube-system").Get(ctx, "traefik", metav1.GetOptions{})
+	if err != nil || len(svc.Status.LoadBalancer.Ingress) == 0 {
+		t.Fatalf("Traefik's Service has no address: %v", err)
+	}
+	return svc.Status.LoadBalancer.Ingress[0].IP
+}
+
+// traefikCRDs is Traefik's CRD definitions file in its module.
+const traefikCRDs = "docs/content/reference/dynamic-configuration/kubernetes-crd-definition-v1.yml"
+
+func nodeNames(nodes []corev1.Node) []string {
+	var out []string
+	for _, n := range nodes {
+		out = append(out, n.Name)
+	}
+	return out
 }
 
 // backupNow runs the backup CronJob's Job once (as `kubectl create job

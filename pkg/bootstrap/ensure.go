@@ -269,6 +269,9 @@ func ensureKubeconfig(d layout.Dir, ca *pki.KeyPair, k kubeconfigSpec, r Renewal
 		if cl.Server != k.server {
 			return kept, corrupt(path, fmt.Errorf("points at %s, not the requested %s: %w", cl.Server, k.server, pki.ErrCorrupt))
 		}
+		if cl.TLSServerName != k.serverName {
+			return kept, corrupt(path, fmt.Errorf("names the apiserver %q (tls-server-name), not the requested %q: %w", cl.TLSServerName, k.serverName, pki.ErrCorrupt))
+		}
 		client, err := clientOf(path, ai)
 		if err != nil {
 			return kept, corrupt(path, err)
@@ -300,7 +303,7 @@ func ensureKubeconfig(d layout.Dir, ca *pki.KeyPair, k kubeconfigSpec, r Renewal
 		}
 	}
 	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters["kubesplit"] = &clientcmdapi.Cluster{Server: k.server, CertificateAuthorityData: caPEM}
+	cfg.Clusters["kubesplit"] = &clientcmdapi.Cluster{Server: k.server, TLSServerName: k.serverName, CertificateAuthorityData: caPEM}
 	ai := &clientcmdapi.AuthInfo{}
 	if err := setClient(ai, path, pair, kp); err != nil {
 		return kept, err

@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	"slices"
 
 	"github.com/kubesplit/kubesplit/pkg/layout"
 	"github.com/kubesplit/kubesplit/pkg/pki"
@@ -20,6 +21,10 @@ type Options struct {
 	DataDir layout.Dir
 	// Server is the apiserver URL written into admin.kubeconfig.
 	Server string
+	// ServerName, when set, is admin.kubeconfig's tls-server-name: the
+	// apiserver's name at Server when an SNI router in front of Server
+	// routes by it (it joins the apiserver certificate).
+	ServerName string
 	// InternalServer is the apiserver URL the scheduler and controllers use.
 	InternalServer string
 	// APIServerSANs and DatastoreSANs are extra host names or IPs for the serving certificates.
@@ -48,6 +53,9 @@ func (o *Options) Defaults() {
 	}
 	if o.ServiceCIDR == "" {
 		o.ServiceCIDR = DefaultServiceCIDR
+	}
+	if o.ServerName != "" && !slices.Contains(o.APIServerSANs, o.ServerName) {
+		o.APIServerSANs = append(slices.Clip(o.APIServerSANs), o.ServerName)
 	}
 }
 

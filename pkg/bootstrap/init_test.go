@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"k8s.io/client-go/tools/clientcmd"
+
 	"github.com/kubesplit/kubesplit/pkg/jointoken"
 	"github.com/kubesplit/kubesplit/pkg/layout"
 	"github.com/kubesplit/kubesplit/pkg/pki"
@@ -188,5 +190,39 @@ func TestInitNodeTokenPinsTheCAAndIsKept(t *testing.T) {
 	_, err = Run(Options{DataDir: d, NodeToken: true})
 	if err == nil || !strings.Contains(err.Error(), "pins another cluster CA") || strings.Contains(err.Error(), tok.Secret) {
 		t.Fatalf("token for another CA: err %v, want a report without the secret", err)
+	}
+}
+
+// Behind an SNI router the admin kubeconfig names the apiserver (its
+// tls-server-name) and the apiserver's certificate holds that name; a
+// later run asking for another name reports the kubeconfig, not keeps it.
+func TestInitServerName(t *testing.T) {
+	t.Parallel()
+	d := layout.Dir(t.TempDir())
+	o := Options{DataDir: d, Server: "https://cp1.example:443", ServerName: "kubernetes.cp1.example"}
+	if _, err := Run(o); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := clientcmd.LoadFromFile(d.Kubeconfig(layout.Admin))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := cfg.Clusters[cfg.Contexts[cfg.CurrentContext].Cluster]
+	if cl.Server != o.Server || cl.TLSServerName != o.ServerName {
+		t.Fatalf("admin kubeconfig: server %s, tls-server-name %q", cl.Server, cl.TLSServerName)
+	}
+	cert, err := pki.LoadCert(d.APIServerServing().Cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cert.VerifyHostname(o.ServerName); err != nil {
+		t.Fatalf("the apiserver certificate: %v", err)
+	}
+	if rep, err := Run(o); err != nil || len(rep.Created)+len(rep.Renewed) != 0 {
+		t.Fatalf("re-run: %+v %v", rep, err)
+	}
+	o.ServerName = "kubernetes.cp2.example"
+	if _, err := Run(o); err == nil || !strings.Contains(err.Error(), "tls-server-name") {
+		t.Fatalf("another name kept the kubeconfig silently: %v", err)
 	}
 }

@@ -97,15 +97,17 @@ func splitSANs(sans []string) (dns []string, ips []net.IP) {
 type kubeconfigSpec struct {
 	name   string
 	server string
-	spec   pki.Spec
+	// serverName is the cluster's tls-server-name (empty: none)
+	serverName string
+	spec       pki.Spec
 }
 
 func kubeconfigSpecs(o Options) []kubeconfigSpec {
 	return []kubeconfigSpec{
-		{layout.Admin, o.Server, pki.Spec{CommonName: AdminCN, Organization: []string{"system:masters"}, Usage: pki.UsageClient}},
-		{layout.Scheduler, o.InternalServer, pki.Spec{CommonName: SchedulerCN, Usage: pki.UsageClient}},
-		{layout.Controllers, o.InternalServer, pki.Spec{CommonName: ControllersCN, Usage: pki.UsageClient}},
-		{layout.Addons, o.InternalServer, pki.Spec{CommonName: AddonsCN, Organization: []string{"system:masters"}, Usage: pki.UsageClient}},
-		{layout.TunnelGateway, o.InternalServer, pki.Spec{CommonName: TunnelGatewayCN, Usage: pki.UsageClient}},
+		{layout.Admin, o.Server, o.ServerName, pki.Spec{CommonName: AdminCN, Organization: []string{"system:masters"}, Usage: pki.UsageClient}},
+		{layout.Scheduler, o.InternalServer, "", pki.Spec{CommonName: SchedulerCN, Usage: pki.UsageClient}},
+		{layout.Controllers, o.InternalServer, "", pki.Spec{CommonName: ControllersCN, Usage: pki.UsageClient}},
+		{layout.Addons, o.InternalServer, "", pki.Spec{CommonName: AddonsCN, Organization: []string{"system:masters"}, Usage: pki.UsageClient}},
+		{layout.TunnelGateway, o.InternalServer, "", pki.Spec{CommonName: TunnelGatewayCN, Usage: pki.UsageClient}},
 	}
 }

@@ -29,7 +29,7 @@ type Common struct {
 	Kubeconfig  string
 	BindAddress string
 	SecurePort  int
-	// HealthAddress is a loopback host:port serving the role's health in
+	// HealthAddress is an IP:port serving the role's health (alone) in
 	// plain HTTP for container health checks (empty: off).
 	HealthAddress string
 	LeaderElect   bool
@@ -50,7 +50,7 @@ func (c *Common) AddFlags(fs *pflag.FlagSet, defaultPort int) {
 	fs.StringVar(&c.Kubeconfig, "kubeconfig", "", "kubeconfig of this role (default: "+c.Role+".kubeconfig in the data dir)")
 	fs.StringVar(&c.BindAddress, "bind-address", "0.0.0.0", "address of the HTTPS health and metrics port")
 	fs.IntVar(&c.SecurePort, "secure-port", defaultPort, "HTTPS port for /healthz and /metrics")
-	fs.StringVar(&c.HealthAddress, "health-address", "", "loopback host:port serving /healthz, /livez and /readyz in plain HTTP for container health checks (empty: off)")
+	fs.StringVar(&c.HealthAddress, "health-address", "", "IP:port serving /healthz, /livez and /readyz (nothing else) in plain HTTP for container health checks, e.g. 127.0.0.1:PORT (empty: off)")
 	fs.BoolVar(&c.LeaderElect, "leader-elect", true, "take a lease so only one instance is active")
 	fs.BoolVar(&c.ShowVersion, "version", false, "print the version and exit")
 	fs.StringVar(&c.FakeVersion, "fake-kubernetes-version", "", "pretend to be this Kubernetes version in the skew check and --version (testing only)")

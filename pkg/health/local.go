@@ -11,23 +11,26 @@ import (
 	"time"
 )
 
-// LocalRelay serves /healthz, /livez and /readyz in plain HTTP on a
-// loopback address by asking the role's own HTTPS endpoint (Target, e.g.
-// https://127.0.0.1:6443): what the images' tiny health check
-// (kubesplit-probe, no TLS) reads. It answers with the target's status and
-// body. It does not verify the target's certificate: the target is this
-// process's own port on loopback, no credentials are sent and only the
-// health of the role is read.
+// LocalRelay serves /healthz, /livez and /readyz in plain HTTP by asking
+// the role's own HTTPS endpoint (Target, e.g. https://127.0.0.1:6443): what
+// the images' tiny health check (kubesplit-probe, no TLS) and a kubelet's
+// httpGet probe read. It answers with the target's status and body and
+// serves nothing else, so it may listen beyond loopback (the Helm chart
+// binds the pod's address: the kubelet's probe then starts no process in
+// the container): health is what every role shows without credentials. It
+// does not verify the target's certificate: the target is this process's
+// own port on loopback, no credentials are sent and only the health of the
+// role is read.
 type LocalRelay struct {
 	Listener net.Listener
 	Target   string
 }
 
-// ListenLocal opens addr, which must be a loopback address.
-func ListenLocal(addr, flag string) (net.Listener, error) {
+// Listen opens addr, an IP:port (flag names it in errors).
+func Listen(addr, flag string) (net.Listener, error) {
 	host, _, err := net.SplitHostPort(addr)
-	if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
-		return nil, fmt.Errorf("%s %q: want a loopback host:port such as 127.0.0.1:6080", flag, addr)
+	if ip := net.ParseIP(host); err != nil || ip == nil {
+		return nil, fmt.Errorf("%s %q: want an IP:port such as 127.0.0.1:6080 (loopback: the container's own check) or 0.0.0.0:6080 (the kubelet's httpGet probe)", flag, addr)
 	}
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -65,7 +68,7 @@ func (r *LocalRelay) Run(ctx context.Context) error {
 // StartLocalRelay serves the relay on addr (flag names it in errors) for
 // the life of the process, for the role's HTTPS port on bindAddress:port.
 func StartLocalRelay(addr, flag, bindAddress string, port int) error {
-	l, err := ListenLocal(addr, flag)
+	l, err := Listen(addr, flag)
 	if err != nil {
 		return err
 	}

@@ -20,7 +20,7 @@ func TestLocalRelayPassesTheRolesHealthThrough(t *testing.T) {
 		_, _ = w.Write([]byte("ok"))
 	}))
 	defer role.Close()
-	l, err := ListenLocal("127.0.0.1:0", "--health-address")
+	l, err := Listen("127.0.0.1:0", "--health-address")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +46,9 @@ func TestLocalRelayPassesTheRolesHealthThrough(t *testing.T) {
 	if code, _ := get("/metrics"); code != 404 {
 		t.Fatalf("/metrics relayed (%d): only health paths are", code)
 	}
-	if _, err := ListenLocal("0.0.0.0:0", "--health-address"); err == nil || !strings.Contains(err.Error(), "loopback") {
-		t.Fatalf("a non-loopback address: %v", err)
+	for _, bad := range []string{"localhost:0", "6080", "[::1]"} {
+		if _, err := Listen(bad, "--health-address"); err == nil || !strings.Contains(err.Error(), "--health-address") || !strings.Contains(err.Error(), "IP:port") {
+			t.Fatalf("Listen(%q): %v, want an error naming the flag and the form", bad, err)
+		}
 	}
 }

@@ -36,7 +36,16 @@ const (
 	// (6443 by default, another when releases share an address or with a
 	// NodePort). In the host cluster the apiserver Service keeps port 6443.
 	EnvAPIPort = "KUBESPLIT_API_PORT"
+	// With gateway.sni.host (several releases behind one SNI router): the
+	// release's host name and the node-local address of the kubernetes
+	// Service's endpoint, which the apiserver then advertises.
+	EnvSNIHost     = "KUBESPLIT_SNI_HOST"
+	EnvNodeAPIAddr = "KUBESPLIT_NODE_API_ADDRESS"
 )
+
+// SNIAPIServerPrefix makes the apiserver's name behind an SNI router:
+// kubernetes.HOST, where HOST is the gateway's.
+const SNIAPIServerPrefix = "kubernetes."
 
 // Modes are the chart's datastore.mode values with the datastore --backend each renders.
 var Modes = map[string]string{
@@ -60,13 +69,25 @@ type role struct {
 	// other modes where they differ.
 	Args     []string            `json:"args"`
 	ModeArgs map[string][]string `json:"modeArgs,omitempty"`
+	// SNIArgs are the flags with gateway.sni.host set, where they differ
+	// (they do not depend on the datastore mode); SNIEnv the variables
+	// they refer to.
+	SNIArgs []string `json:"sniArgs,omitempty"`
+	SNIEnv  []string `json:"sniEnv,omitempty"`
 	Ports    []port              `json:"ports"`
-	Live     []string            `json:"live"`
-	Ready    []string            `json:"ready"`
+	// Live and Ready are the kubelet's httpGet probes of the role's
+	// health port, which the chart binds on the pod's address.
+	Live     check               `json:"live"`
+	Ready    check               `json:"ready"`
 	Reads    []string            `json:"reads"`
 	Requests map[string]string   `json:"requests"`
 	// Env are the variables the args refer to, by mode.
 	Env map[string][]string `json:"env,omitempty"`
+}
+
+type check struct {
+	Port int    `json:"port"`
+	Path string `json:"path"`
 }
 
 type port struct {
@@ -86,6 +107,10 @@ func Wiring(backend string) roles.Wiring {
 		Advertise:      "$(" + EnvAdvertise + ")",
 		RelayAPIServer: true,
 		RelayListen:    "0.0.0.0",
+		// the kubelet's httpGet probes reach the health ports on the pod's
+		// address; exec probes would start a process in the container for
+		// every check (a runc exec each: ~20 hosted pods saturated 2 cores)
+		HealthBind: "0.0.0.0",
 		Extra: map[string][]string{
 			// the init Job renews certificates in the PKI Secret (install,
 			// upgrade, and the renewal CronJob); the controllers' own
@@ -123,8 +148,8 @@ func Render(version string) ([]byte, error) {
 		out := role{
 			Repository: r.Repository,
 			Args:       r.Args,
-			Live:       []string{roles.Probe, r.Live.ProbeArg()},
-			Ready:      []string{roles.Probe, r.Ready.ProbeArg()},
+			Live:       check{r.Live.Port, r.Live.Path},
+			Ready:      check{r.Ready.Port, r.Ready.Path},
 			Reads:      r.Reads,
 			Requests: map[string]string{
 				"cpu":    strconv.Itoa(r.Requests.MilliCPU) + "m",
@@ -145,6 +170,15 @@ func Render(version string) ([]byte, error) {
 			}
 		}
 		out.Env = env(name)
+		sw := Wiring(Modes["sqlite"])
+		sw.APIServerName = SNIAPIServerPrefix + "$(" + EnvSNIHost + ")"
+		sw.NodeAPIServer = "$(" + EnvNodeAPIAddr + ")"
+		a := sw.Role(name).Args
+		withAPIPort(name, a)
+		if !slices.Equal(a, r.Args) {
+			out.SNIArgs = a
+			out.SNIEnv = []string{EnvSNIHost, EnvNodeAPIAddr}
+		}
 		f.Roles[name] = out
 	}
 	b, err := json.MarshalIndent(f, "", "  ")

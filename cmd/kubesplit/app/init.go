@@ -81,6 +81,7 @@ mismatched file is reported and left alone.`,
 	f := cmd.Flags()
 	f.StringVar(&dataDir, "data-dir", ".kubesplit", "directory to write the cluster's files into")
 	f.StringVar(&o.Server, "server", "https://127.0.0.1:6443", "apiserver URL for the admin kubeconfig")
+	f.StringVar(&o.ServerName, "server-name", "", "the apiserver's TLS server name at --server, for an SNI router in front of it that routes by name: the admin kubeconfig's tls-server-name, and it joins the apiserver certificate")
 	f.StringVar(&o.InternalServer, "internal-server", "", "apiserver URL for the scheduler's and controllers' kubeconfigs (default: --server)")
 	f.StringSliceVar(&o.APIServerSANs, "apiserver-san", nil, "extra host names or IPs for the apiserver certificate")
 	f.StringSliceVar(&o.DatastoreSANs, "datastore-san", nil, "extra host names or IPs for the datastore certificate")

@@ -32,9 +32,25 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s%s:%s" .root.Values.image.registry .repository $tag -}}
 {{- end -}}
 
-{{/* The public address the init Job is given: gateway.address, or the public Service's. */}}
+{{/* "true" when the release sits behind a shared SNI router (gateway.sni.host), else empty. */}}
+{{- define "kubesplit.sni" -}}
+{{- if ((.Values.gateway.sni | default dict).host) -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+The public address the init Job is given: gateway.sni.host (the apiserver
+is kubernetes.HOST there, on the router's port), gateway.address, or the
+public Service's.
+*/}}
 {{- define "kubesplit.publicAddressArgs" -}}
-{{- if .Values.gateway.address -}}
+{{- if include "kubesplit.sni" . -}}
+- --public-address
+- {{ .Values.gateway.sni.host | quote }}
+- --public-api-port
+- {{ .Values.gateway.sni.port | quote }}
+- --server-name
+- {{ printf "kubernetes.%s" .Values.gateway.sni.host | quote }}
+{{- else if .Values.gateway.address -}}
 - --public-address
 - {{ .Values.gateway.address | quote }}
 {{- else if or (eq .Values.gateway.service.type "LoadBalancer") .Values.gateway.service.externalIPs -}}
@@ -54,7 +70,10 @@ through the public Service.
 */}}
 {{- define "kubesplit.publicAPIPort" -}}
 {{- $all := include "kubesplit.roles" . | fromJson -}}
-{{- if eq .Values.gateway.service.type "NodePort" -}}
+{{- if include "kubesplit.sni" . -}}
+{{- /* behind an SNI router the endpoint is node-local: the apiserver's own port */ -}}
+{{- $all.ports.APIServer -}}
+{{- else if eq .Values.gateway.service.type "NodePort" -}}
 {{- required "gateway.service.nodePorts.api: with NodePort, fix the api node port (the admin kubeconfig and the kubernetes Service name it)" .Values.gateway.service.nodePorts.api -}}
 {{- else -}}
 {{- .Values.gateway.service.ports.api | default $all.ports.APIServer -}}
@@ -88,6 +107,10 @@ and config/ as directories, the top-level kubeconfigs one by one.
 {{- $args = concat $args ($v.extraArgs | default list) -}}
 {{- $env := list -}}
 {{- if and $r.env (hasKey $r.env $mode) -}}{{- $env = index $r.env $mode -}}{{- end -}}
+{{- if and (include "kubesplit.sni" $root) $r.sniArgs -}}
+{{- $args = concat $r.sniArgs ($v.extraArgs | default list) -}}
+{{- $env = concat $env $r.sniEnv -}}
+{{- end -}}
 metadata:
   labels:
     {{- include "kubesplit.labels" (dict "root" $root "component" .name) | nindent 4 }}
@@ -154,13 +177,20 @@ spec:
       {{- if eq . "POD_NAME" }}
       valueFrom: {fieldRef: {fieldPath: metadata.name}}
       {{- else if eq . "KUBESPLIT_ADVERTISE_ADDRESS" }}
-      {{- if $root.Values.gateway.advertiseAddress }}
+      {{- if include "kubesplit.sni" $root }}
+      # every node serves the kubernetes Service's endpoint at this address
+      value: {{ $root.Values.gateway.sni.nodeLocalAddress | quote }}
+      {{- else if $root.Values.gateway.advertiseAddress }}
       value: {{ $root.Values.gateway.advertiseAddress | quote }}
       {{- else }}
       valueFrom: {secretKeyRef: {name: {{ $root.Values.pki.secretName }}, key: config__public-address}}
       {{- end }}
       {{- else if eq . "KUBESPLIT_API_PORT" }}
       value: {{ include "kubesplit.publicAPIPort" $root | quote }}
+      {{- else if eq . "KUBESPLIT_SNI_HOST" }}
+      value: {{ $root.Values.gateway.sni.host | quote }}
+      {{- else if eq . "KUBESPLIT_NODE_API_ADDRESS" }}
+      value: {{ $root.Values.gateway.sni.nodeLocalAddress | quote }}
       {{- else if eq . "KUBESPLIT_ETCD_INITIAL_CLUSTER" }}
       value: {{ include "kubesplit.etcdInitialCluster" $root | quote }}
       {{- else if eq . "KUBESPLIT_DATASTORE_DSN" }}
@@ -180,19 +210,19 @@ spec:
     {{- end }}
     {{- end }}
     {{- end }}
-    # the images have no shell: kubesplit-probe GETs the role's plain-HTTP
-    # health relay on loopback
+    # the role's plain-HTTP health port on the pod's address (health alone
+    # is served there): the kubelet's own check, no process in the container
     startupProbe:
-      exec: {command: {{ toJson $r.live }}}
+      httpGet: {{ toJson $r.live }}
       periodSeconds: 2
       failureThreshold: 150
     livenessProbe:
-      exec: {command: {{ toJson $r.live }}}
+      httpGet: {{ toJson $r.live }}
       periodSeconds: 10
       timeoutSeconds: 5
       failureThreshold: 6
     readinessProbe:
-      exec: {command: {{ toJson $r.ready }}}
+      httpGet: {{ toJson $r.ready }}
       periodSeconds: 3
       timeoutSeconds: 3
     resources:

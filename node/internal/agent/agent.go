@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"time"
@@ -31,12 +32,14 @@ import (
 	"github.com/kubesplit/kubesplit/node/tunnel"
 	"github.com/kubesplit/kubesplit/pkg/jointoken"
 	"github.com/kubesplit/kubesplit/pkg/skew"
+	"github.com/kubesplit/kubesplit/pkg/tunnelproto"
 	"github.com/kubesplit/kubesplit/pkg/version"
 )
 
-// APIServerName is the TLS server name that makes the gateway relay a
-// connection to the apiserver (TLS stays end to end between node and apiserver).
-const APIServerName = "kubernetes"
+// APIServerName is the default TLS server name that makes the gateway
+// relay a connection to the apiserver (TLS stays end to end between node
+// and apiserver); a gateway may name another (GET /v1/node-config).
+const APIServerName = tunnelproto.DefaultAPIServerName
 
 // KubeletPort is the kubelet's HTTPS port, bound to loopback: only the tunnel reaches it.
 const KubeletPort = 10250
@@ -52,6 +55,7 @@ func Run(ctx context.Context, c Config, tok jointoken.Token, log *slog.Logger) e
 	}
 	var ca *x509.CertPool
 	var err error
+	var nodeCfg tunnelproto.NodeConfig
 	if c.ControlPlane {
 		if c.NodeIP == "" {
 			if c.NodeIP, err = primaryIP(); err != nil {
@@ -73,6 +77,10 @@ func Run(ctx context.Context, c Config, tok jointoken.Token, log *slog.Logger) e
 		if ca, err = c.ensureCA(ctx, tok, log); err != nil {
 			return err
 		}
+		if nodeCfg, err = c.loadNodeConfig(ctx, ca, log); err != nil {
+			return err
+		}
+		c.apiServerName = nodeCfg.APIServerName
 		if c.NodeIP == "" {
 			if c.NodeIP, err = sourceIPFor(c.Gateway); err != nil {
 				return fmt.Errorf("finding this node's IP (set --node-ip): %w", err)
@@ -130,6 +138,18 @@ func Run(ctx context.Context, c Config, tok jointoken.Token, log *slog.Logger) e
 		// before the kubelet and kube-proxy start: refuse an apiserver they must not run with
 		if err := c.checkSkew(ctx, log); err != nil {
 			return err
+		}
+		if nodeCfg.LocalAPIServerAddress == "" {
+			removeAPIEndpointLink()
+		} else {
+			// before the kubelet: pods reach the kubernetes Service's endpoint here
+			ep := &apiEndpoint{Addr: netip.MustParseAddrPort(nodeCfg.LocalAPIServerAddress), Gateway: c.Gateway,
+				CA: ca, GetCert: c.clientCert, Log: log.With("part", "apiserver-endpoint")}
+			go func() {
+				if err := ep.Run(ctx); err != nil && ctx.Err() == nil {
+					cancel(fmt.Errorf("node-local apiserver endpoint: %w", err))
+				}
+			}()
 		}
 	}
 	restCfg, err := clientcmd.BuildConfigFromFlags("", c.kubeletKubeconfig())
@@ -259,7 +279,7 @@ func (c *Config) bootstrapClient(ctx context.Context, tok jointoken.Token, log *
 	server := c.Gateway
 	if tok.ID != "" {
 		bc := clientcmdapi.NewConfig()
-		bc.Clusters["kubesplit"] = &clientcmdapi.Cluster{Server: server, CertificateAuthority: c.caFile(), TLSServerName: APIServerName}
+		bc.Clusters["kubesplit"] = &clientcmdapi.Cluster{Server: server, CertificateAuthority: c.caFile(), TLSServerName: c.serverName()}
 		bc.AuthInfos["bootstrap"] = &clientcmdapi.AuthInfo{Token: tok.Bootstrap()}
 		bc.Contexts["bootstrap"] = &clientcmdapi.Context{Cluster: "kubesplit", AuthInfo: "bootstrap"}
 		bc.CurrentContext = "bootstrap"
@@ -286,7 +306,7 @@ func (c *Config) bootstrapClient(ctx context.Context, tok jointoken.Token, log *
 	}
 	for _, cl := range kc.Clusters {
 		cl.Server = server
-		cl.TLSServerName = APIServerName
+		cl.TLSServerName = c.serverName()
 		cl.CertificateAuthority, cl.CertificateAuthorityData = c.caFile(), nil
 	}
 	if err := clientcmd.WriteToFile(*kc, c.kubeletKubeconfig()); err != nil {
@@ -377,6 +397,14 @@ func (c *Config) checkSkew(ctx context.Context, log *slog.Logger) error {
 	}
 	log.Info("version skew checked", "kubelet", own, "apiserver", apiVersion)
 	return nil
+}
+
+// serverName is the TLS server name of the apiserver through the gateway.
+func (c *Config) serverName() string {
+	if c.apiServerName != "" {
+		return c.apiServerName
+	}
+	return APIServerName
 }
 
 // clientCert reads the kubelet's current client certificate (it rotates).

@@ -61,6 +61,10 @@ type Config struct {
 	ControlPlane    bool
 	ClusterDataDir  string
 	ControlPlaneTag string
+
+	// apiServerName is the apiserver's TLS server name through the gateway
+	// (from the gateway's node configuration; empty: APIServerName).
+	apiServerName string
 }
 
 // AddFlags registers the agent's flags.

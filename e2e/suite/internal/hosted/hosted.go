@@ -84,7 +84,8 @@ func Read(ctx context.Context, host kubernetes.Interface, ns string) (Release, e
 		return Release{}, err
 	}
 	r := Release{Address: string(sec.Data["config__public-address"]), Token: string(sec.Data["config__node-token"]), Admin: sec.Data["admin.kubeconfig"]}
-	if net.ParseIP(r.Address) == nil || r.Token == "" || len(r.Admin) == 0 {
+	// (an IP, or the release's name behind a shared SNI router)
+	if r.Address == "" || r.Token == "" || len(r.Admin) == 0 {
 		return r, fmt.Errorf("Secret %s/kubesplit-pki: public address %q, token set %v, admin kubeconfig %d bytes", ns, r.Address, r.Token != "", len(r.Admin))
 	}
 	return r, nil

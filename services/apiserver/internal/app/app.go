@@ -41,7 +41,7 @@ type Options struct {
 	EgressGateway     string
 	EgressDirect      bool // one mTLS connection to the gateway per dial, no relay (--egress-relay=false)
 	ShowVersion       bool
-	HealthAddress     string // loopback host:port relaying health in plain HTTP (empty: off)
+	HealthAddress     string // IP:port relaying health in plain HTTP (empty: off)
 }
 
 // Main runs the apiserver and returns the exit code.
@@ -60,7 +60,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.EgressGateway, "egress-gateway", "", "https://HOST:PORT of the tunnel gateway's egress: kubelet traffic (logs, exec, port-forward) goes through node tunnels")
 	relay := fs.Bool("egress-relay", true, "carry egress connections as streams of one HTTP/2 connection to the gateway (false: a new mTLS connection per dial, as upstream does)")
 	fs.StringVar(&o.EgressConfig, "egress-selector-config", "", "your own EgressSelectorConfiguration file (instead of --egress-gateway)")
-	fs.StringVar(&o.HealthAddress, "health-address", "", "loopback host:port serving /healthz, /livez and /readyz in plain HTTP for container health checks (empty: off)")
+	fs.StringVar(&o.HealthAddress, "health-address", "", "IP:port serving /healthz, /livez and /readyz (nothing else) in plain HTTP for container health checks, e.g. 127.0.0.1:PORT (empty: off)")
 	fs.BoolVar(&o.ShowVersion, "version", false, "print the version and exit")
 	if err := config.Parse(fs, ours); err != nil {
 		if errors.Is(err, config.ErrHelp) {

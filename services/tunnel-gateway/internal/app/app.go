@@ -36,21 +36,27 @@ import (
 )
 
 const summary = `kubesplit tunnel-gateway: the endpoint nodes behind NAT dial.
-On --listen-address it relays TLS connections for server name "kubernetes" to
-the apiserver unchanged, and itself serves the cluster CA bundle that join
-tokens pin (GET /cacerts) and nodes' reverse tunnels (GET /v1/tunnel, node
-client certificate); on --egress-address the apiserver's HTTP CONNECT egress rides
-those tunnels, to a node's kubelet ports or to the pods of the node whose pod
-range holds the address (routes come from the Node objects, read with
---kubeconfig), and /debug/tunnels (JSON, per node) and /metrics (Prometheus:
-sessions open, connects, dials, dial failures, bytes per node) are served to
-the apiserver's egress certificate and to system:masters certificates only;
---health-address serves /healthz and /readyz alone (plain HTTP).`
+On --listen-address it relays TLS connections for server name "kubernetes" (and
+each --apiserver-server-name) to the apiserver unchanged, and itself serves the
+cluster CA bundle that join tokens pin (GET /cacerts), what nodes need to know
+(GET /v1/node-config), nodes' reverse tunnels (GET /v1/tunnel, node client
+certificate) and, to node certificates, CONNECT apiserver:443 (pods'
+connections to the kubernetes Service, carried by their node's agent when
+--node-apiserver-address is set); on --egress-address the apiserver's HTTP
+CONNECT egress rides those tunnels, to a node's kubelet ports or to the pods of
+the node whose pod range holds the address (routes come from the Node objects,
+read with --kubeconfig), and /debug/tunnels (JSON, per node) and /metrics
+(Prometheus: sessions open, connects, dials, dial failures, bytes per node) are
+served to the apiserver's egress certificate and to system:masters
+certificates only; --health-address serves /healthz and /readyz alone (plain
+HTTP).`
 
 type options struct {
 	dataDir, listen, egress, health string
 	kubeconfig                      string
 	apiserver, relay                string
+	apiserverNames                  []string
+	nodeAPIServer                   string
 	nodePorts                       []int
 	showVersion                     bool
 }
@@ -63,6 +69,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.listen, "listen-address", "0.0.0.0:8132", "host:port nodes dial (TLS)")
 	fs.StringVar(&o.apiserver, "apiserver-address", "127.0.0.1:6443", "host:port of the apiserver; node connections with TLS server name 'kubernetes' are relayed there unchanged")
 	fs.StringVar(&o.relay, "apiserver-relay-address", "", "host:port (node side) relaying plain TCP to the apiserver for pods: give the apiserver this IP and port as --advertise-address/--secure-port so the kubernetes Service works from pods (empty: off)")
+	fs.StringSliceVar(&o.apiserverNames, "apiserver-server-name", nil, "more TLS server names (besides 'kubernetes') whose node connections are relayed to the apiserver; the first is the one nodes are told to use (a release's own name behind a shared SNI router, e.g. kubernetes.cp1.example.com; the apiserver's certificate must hold it)")
+	fs.StringVar(&o.nodeAPIServer, "node-apiserver-address", "", "IPv4:PORT every node serves as the kubernetes Service's endpoint, carrying pods' connections to the apiserver over CONNECT through this gateway; give the apiserver the same IP and port as --advertise-address/--secure-port (for a gateway behind an SNI router; empty: off)")
 	fs.StringVar(&o.egress, "egress-address", "0.0.0.0:8131", "host:port of the apiserver's HTTP CONNECT egress (mutual TLS)")
 	fs.IntSliceVar(&o.nodePorts, "node-ports", []int{10250}, "node ports the apiserver may reach through a tunnel (the kubelet's)")
 	fs.StringVar(&o.health, "health-address", "0.0.0.0:8133", "host:port of /healthz and /readyz (plain HTTP)")
@@ -79,6 +87,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	if o.showVersion {
 		fmt.Fprintln(stdout, version.Info("tunnel-gateway"))
 		return 0
+	}
+	if err := o.nodeConfig().Validate(); err != nil {
+		fmt.Fprintf(stderr, "tunnel-gateway: --apiserver-server-name/--node-apiserver-address: %v\n", err)
+		return 1
 	}
 	if err := run(o, stderr); err != nil {
 		fmt.Fprintf(stderr, "tunnel-gateway: %v\n", err)
@@ -158,13 +170,14 @@ func run(o options, stderr io.Writer) error {
 		_, _ = w.Write(caPEM)
 	})
 	nodes.Handle("GET "+tunnelproto.Path, gw.TunnelHandler())
+	nodes.Handle("GET "+tunnelproto.NodeConfigPath, tunnel.NodeConfigHandler(o.nodeConfig()))
 	nodeTLS := &tls.Config{GetCertificate: cert.GetCertificate, ClientCAs: pool,
 		ClientAuth: tls.VerifyClientCertIfGiven, MinVersion: tls.VersionTLS12}
 	egressTLS := &tls.Config{GetCertificate: cert.GetCertificate, ClientCAs: pool,
 		ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12}
 
 	log.Info("serving", "nodes", o.listen, "egress", o.egress, "health", o.health, "apiserver-relay", o.relay, "node-ports", o.nodePorts, "version", version.Version)
-	mux := &tunnel.SNIMux{Listener: listeners[0], APIServer: o.apiserver, Log: log}
+	mux := &tunnel.SNIMux{Listener: listeners[0], APIServer: o.apiserver, Names: o.apiserverNames, Log: log}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(gw, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// the per-node views name every node and its traffic: only for the
@@ -177,7 +190,7 @@ func run(o options, stderr io.Writer) error {
 		&health.Server{Listener: listeners[2],
 			Live: map[string]health.Check{"process": func(context.Context) error { return nil }}},
 		mux,
-		serveTLS(mux.Local(), nodes, nodeTLS),
+		serveTLS(mux.Local(), tunnel.APIServerConnect(o.apiserver, nodes, log), nodeTLS),
 		serveTLS(listeners[1], egressMux, egressTLS),
 	}
 	if relayLn != nil {
@@ -185,6 +198,15 @@ func run(o options, stderr io.Writer) error {
 	}
 	// (RunAll stops everything when one part returns)
 	return lifecycle.RunAll(ctx, parts...)
+}
+
+// nodeConfig is what nodes are told at GET /v1/node-config.
+func (o options) nodeConfig() tunnelproto.NodeConfig {
+	c := tunnelproto.NodeConfig{APIServerName: tunnelproto.DefaultAPIServerName, LocalAPIServerAddress: o.nodeAPIServer}
+	if len(o.apiserverNames) > 0 {
+		c.APIServerName = o.apiserverNames[0]
+	}
+	return c
 }
 
 func serveTLS(l net.Listener, h http.Handler, cfg *tls.Config) lifecycle.Runnable {

@@ -9,8 +9,11 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"time"
+
+	"github.com/kubesplit/kubesplit/pkg/tunnelproto"
 )
 
 // APIServerSNI is the TLS server name a node uses for the apiserver when it
@@ -18,13 +21,16 @@ import (
 // Connections with it are relayed to the apiserver byte for byte, so TLS
 // stays end to end between kubelet and apiserver; all others are the
 // gateway's own (CA bundle, tunnels).
-const APIServerSNI = "kubernetes"
+const APIServerSNI = tunnelproto.DefaultAPIServerName
 
 // SNIMux splits one listener by the ClientHello's server name.
 type SNIMux struct {
 	Listener  net.Listener
 	APIServer string // host:port of the apiserver
-	Log       *slog.Logger
+	// Names are more server names relayed to the apiserver, besides
+	// APIServerSNI (a release's own name behind a shared SNI router).
+	Names []string
+	Log   *slog.Logger
 
 	once  sync.Once
 	local chan net.Conn
@@ -73,7 +79,7 @@ func (m *SNIMux) route(ctx context.Context, c net.Conn) {
 	name, err := peekServerName(br)
 	_ = c.SetReadDeadline(time.Time{})
 	conn := &prefixConn{Conn: c, r: br}
-	if err != nil || name != APIServerSNI {
+	if err != nil || (name != APIServerSNI && !slices.Contains(m.Names, name)) {
 		select {
 		case m.local <- conn:
 		case <-ctx.Done():

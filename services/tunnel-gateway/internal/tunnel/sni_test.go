@@ -103,3 +103,51 @@ func TestRelayForwardsBothWays(t *testing.T) {
 		t.Fatalf("Run after cancel: %v", err)
 	}
 }
+
+// The mux relays "kubernetes" and its extra names to the apiserver and
+// keeps every other name (the gateway's own) for its local listener.
+func TestSNIMuxRoutesByName(t *testing.T) {
+	t.Parallel()
+	apiserver := echoServer(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	m := &SNIMux{Listener: l, APIServer: apiserver, Names: []string{"kubernetes.cp1.example"}, Log: slog.New(slog.DiscardHandler)}
+	local := m.Local()
+	go func() { _ = m.Run(ctx) }()
+	for _, c := range []struct {
+		name    string
+		relayed bool
+	}{{"kubernetes", true}, {"kubernetes.cp1.example", true}, {"cp1.example", false}, {"kubernetes.cp2.example", false}} {
+		hello := helloFrom(t, c.name)
+		conn, err := net.Dial("tcp", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := conn.Write(hello); err != nil {
+			t.Fatal(err)
+		}
+		if c.relayed {
+			_ = conn.(*net.TCPConn).CloseWrite()
+			got, err := io.ReadAll(conn)
+			if err != nil || string(got) != "echo:"+string(hello) {
+				t.Errorf("%s: not relayed to the apiserver (%d bytes, %v)", c.name, len(got), err)
+			}
+		} else {
+			lc, err := local.Accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			b := make([]byte, len(hello))
+			if _, err := io.ReadFull(lc, b); err != nil || string(b) != string(hello) {
+				t.Errorf("%s: the local listener got %v", c.name, err)
+			}
+			lc.Close()
+		}
+		conn.Close()
+	}
+}

@@ -1,0 +1,209 @@
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/kubesplit/kubesplit/pkg/pki"
+	"github.com/kubesplit/kubesplit/pkg/tunnelproto"
+)
+
+// APIEndpointLink is the dummy interface that holds the node-local
+// apiserver address (tunnelproto.NodeConfig.LocalAPIServerAddress).
+const APIEndpointLink = "kubesplit-api"
+
+func (c *Config) nodeConfigFile() string { return c.path("node-config.json") }
+
+// loadNodeConfig asks the gateway how this node reaches the apiserver and
+// keeps the answer on disk. A restart while the gateway is away (a
+// partition) uses the stored answer after a short wait, so the kubelet
+// starts and the node's pods run on.
+func (c *Config) loadNodeConfig(ctx context.Context, ca *x509.CertPool, log *slog.Logger) (tunnelproto.NodeConfig, error) {
+	var stored *tunnelproto.NodeConfig
+	if b, err := os.ReadFile(c.nodeConfigFile()); err == nil {
+		var s tunnelproto.NodeConfig
+		if json.Unmarshal(b, &s) == nil && s.Validate() == nil {
+			stored = &s
+		}
+	}
+	wait := 2 * time.Minute
+	if stored != nil {
+		wait = 10 * time.Second
+	}
+	tlsCfg := &tls.Config{RootCAs: ca, MinVersion: tls.VersionTLS12}
+	deadline := time.Now().Add(wait)
+	for attempt := 0; ; attempt++ {
+		nc, err := tunnelproto.FetchNodeConfig(ctx, c.Gateway, tlsCfg)
+		if err == nil {
+			if b, err := json.Marshal(nc); err == nil {
+				if err := pki.WriteFile(c.nodeConfigFile(), b, 0o644); err != nil {
+					return nc, err
+				}
+			}
+			return nc, nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			if stored != nil {
+				log.Warn("gateway not reachable: using the node configuration stored at the last start", "err", err)
+				return *stored, nil
+			}
+			return tunnelproto.NodeConfig{}, err
+		}
+		if attempt%8 == 0 {
+			log.Info("waiting for the gateway's node configuration", "err", err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// apiEndpoint serves the node-local kubernetes Service endpoint: pods'
+// connections to the apiserver (TLS end to end, no server name: they dial
+// the Service's IP) are accepted on Addr and each carried over a CONNECT
+// to the gateway, authenticated with the node's certificate. It exists for
+// gateways behind an SNI router shared by several clusters, which cannot
+// route a connection without a server name; the CONNECT's own TLS carries
+// the gateway's.
+type apiEndpoint struct {
+	Addr    netip.AddrPort
+	Gateway string // https://HOST:PORT
+	CA      *x509.CertPool
+	GetCert func() (tls.Certificate, error)
+	Log     *slog.Logger
+}
+
+// ensureLink puts Addr's IP on the dummy interface APIEndpointLink (made
+// if missing), so the node's own stack delivers the Service's traffic to
+// the listener.
+func (e *apiEndpoint) ensureLink() error {
+	link, err := netlink.LinkByName(APIEndpointLink)
+	if err != nil {
+		var nf netlink.LinkNotFoundError
+		if !errors.As(err, &nf) {
+			return fmt.Errorf("looking up %s: %w", APIEndpointLink, err)
+		}
+		if err := netlink.LinkAdd(&netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Name: APIEndpointLink}}); err != nil && !os.IsExist(err) {
+			return fmt.Errorf("creating the dummy interface %s: %w", APIEndpointLink, err)
+		}
+		if link, err = netlink.LinkByName(APIEndpointLink); err != nil {
+			return err
+		}
+	}
+	want := &netlink.Addr{IPNet: &net.IPNet{IP: e.Addr.Addr().AsSlice(), Mask: net.CIDRMask(32, 32)}}
+	addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
+	if err != nil {
+		return err
+	}
+	for _, a := range addrs { // an address of an earlier configuration goes
+		if !a.IP.Equal(want.IP) {
+			_ = netlink.AddrDel(link, &a)
+		}
+	}
+	if err := netlink.AddrReplace(link, want); err != nil {
+		return fmt.Errorf("adding %s to %s: %w", want.IPNet, APIEndpointLink, err)
+	}
+	return netlink.LinkSetUp(link)
+}
+
+// removeAPIEndpointLink drops the dummy interface of an earlier
+// configuration (the gateway no longer asks for a node-local endpoint).
+func removeAPIEndpointLink() {
+	if link, err := netlink.LinkByName(APIEndpointLink); err == nil {
+		_ = netlink.LinkDel(link)
+	}
+}
+
+// Run listens on Addr until ctx ends.
+func (e *apiEndpoint) Run(ctx context.Context) error {
+	if err := e.ensureLink(); err != nil {
+		return err
+	}
+	var lc net.ListenConfig
+	l, err := lc.Listen(ctx, "tcp4", e.Addr.String())
+	if err != nil {
+		return fmt.Errorf("node-local apiserver endpoint %s: %w", e.Addr, err)
+	}
+	e.Log.Info("serving the kubernetes Service's endpoint on this node", "address", e.Addr, "gateway", e.Gateway)
+	return e.Serve(ctx, l)
+}
+
+// Serve carries every connection l accepts to the apiserver until ctx ends.
+func (e *apiEndpoint) Serve(ctx context.Context, l net.Listener) error {
+	go func() { <-ctx.Done(); l.Close() }()
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		go e.carry(ctx, c)
+	}
+}
+
+func (e *apiEndpoint) carry(ctx context.Context, c net.Conn) {
+	defer c.Close()
+	up, err := e.dial(ctx)
+	if err != nil {
+		e.Log.Warn("carrying a connection to the apiserver failed", "from", c.RemoteAddr(), "err", err)
+		return
+	}
+	defer up.Close()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _, _ = io.Copy(up, c); halfClose(up) }()
+	go func() { defer wg.Done(); _, _ = io.Copy(c, up); halfClose(c) }()
+	wg.Wait()
+}
+
+// dial opens TLS to the gateway's node port with the node's certificate
+// and CONNECTs to the apiserver.
+func (e *apiEndpoint) dial(ctx context.Context) (net.Conn, error) {
+	u, err := url.Parse(e.Gateway)
+	if err != nil {
+		return nil, err
+	}
+	host := u.Host
+	if u.Port() == "" {
+		host = net.JoinHostPort(u.Hostname(), "443")
+	}
+	d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}, Config: &tls.Config{
+		RootCAs: e.CA, ServerName: u.Hostname(), MinVersion: tls.VersionTLS12,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			cert, err := e.GetCert()
+			return &cert, err
+		},
+	}}
+	conn, err := d.DialContext(ctx, "tcp", host)
+	if err != nil {
+		return nil, err
+	}
+	up, err := tunnelproto.ConnectAPIServer(conn)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return up, nil
+}
+
+func halfClose(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+		return
+	}
+	c.Close()
+}
