@@ -74,13 +74,13 @@ type role struct {
 	// they refer to.
 	SNIArgs []string `json:"sniArgs,omitempty"`
 	SNIEnv  []string `json:"sniEnv,omitempty"`
-	Ports    []port              `json:"ports"`
+	Ports   []port   `json:"ports"`
 	// Live and Ready are the kubelet's httpGet probes of the role's
 	// health port, which the chart binds on the pod's address.
-	Live     check               `json:"live"`
-	Ready    check               `json:"ready"`
-	Reads    []string            `json:"reads"`
-	Requests map[string]string   `json:"requests"`
+	Live     check             `json:"live"`
+	Ready    check             `json:"ready"`
+	Reads    []string          `json:"reads"`
+	Requests map[string]string `json:"requests"`
 	// Env are the variables the args refer to, by mode.
 	Env map[string][]string `json:"env,omitempty"`
 }
