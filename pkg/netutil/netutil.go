@@ -43,3 +43,19 @@ func Listen(addr string) (net.Listener, error) {
 func Dialer() *net.Dialer {
 	return &net.Dialer{Timeout: 10 * time.Second, Control: control, KeepAliveConfig: KeepAlive}
 }
+
+// Serve hands every connection l accepts to handle, each in its own
+// goroutine, until ctx ends; then it closes l and returns nil.
+func Serve(ctx context.Context, l net.Listener, handle func(context.Context, net.Conn)) error {
+	go func() { <-ctx.Done(); l.Close() }()
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		go handle(ctx, c)
+	}
+}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/kubesplit/kubesplit/pkg/netutil"
 	"github.com/kubesplit/kubesplit/pkg/pki"
 	"github.com/kubesplit/kubesplit/pkg/tunnelproto"
 )
@@ -142,17 +143,7 @@ func (e *apiEndpoint) Run(ctx context.Context) error {
 
 // Serve carries every connection l accepts to the apiserver until ctx ends.
 func (e *apiEndpoint) Serve(ctx context.Context, l net.Listener) error {
-	go func() { <-ctx.Done(); l.Close() }()
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
-		}
-		go e.carry(ctx, c)
-	}
+	return netutil.Serve(ctx, l, e.carry)
 }
 
 func (e *apiEndpoint) carry(ctx context.Context, c net.Conn) {

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kubesplit/kubesplit/pkg/netutil"
 	"github.com/kubesplit/kubesplit/pkg/tunnelproto"
 )
 
@@ -57,21 +58,9 @@ func (m *SNIMux) Run(ctx context.Context) error {
 	return serve(ctx, m.Listener, m.route)
 }
 
-// serve hands every connection l accepts to handle, each in its own
-// goroutine, until ctx ends (then it closes l and returns nil).
-func serve(ctx context.Context, l net.Listener, handle func(context.Context, net.Conn)) error {
-	go func() { <-ctx.Done(); l.Close() }()
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
-		}
-		go handle(ctx, c)
-	}
-}
+// serve is netutil.Serve (one accept loop for the mux, the relay and the
+// node agent's endpoint).
+var serve = netutil.Serve
 
 func (m *SNIMux) route(ctx context.Context, c net.Conn) {
 	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
