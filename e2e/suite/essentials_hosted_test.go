@@ -2,6 +2,8 @@ package suite
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"maps"
 	"net"
@@ -92,6 +94,7 @@ func (h *hostHelm) run(t *testing.T, args ...string) string {
 // hostedCluster is one installed release and its cluster.
 type hostedCluster struct {
 	ns, adminKC, node string
+	addr              string // the public address
 	client            kubernetes.Interface
 }
 
@@ -151,7 +154,7 @@ func (h *hostHelm) install(t *testing.T, ns string, ex exposure, set ...string) 
 	if cfg.Host != wantServer {
 		t.Errorf("admin kubeconfig server %s, want %s", cfg.Host, wantServer)
 	}
-	hc := &hostedCluster{ns: ns, adminKC: filepath.Join(t.TempDir(), "admin.kubeconfig")}
+	hc := &hostedCluster{ns: ns, addr: addr, adminKC: filepath.Join(t.TempDir(), "admin.kubeconfig")}
 	admin := rel.Admin
 	if ex.sniHost != "" {
 		if want := "kubernetes." + ex.sniHost; cfg.TLSClientConfig.ServerName != want {
@@ -446,6 +449,105 @@ func hostedEtcd(t *testing.T, h *hostHelm) {
 			t.Errorf("acknowledged write %s lost", n)
 		}
 	}
+
+	// the renewal CronJob renews what is due (here: everything) and the
+	// roles serve the new certificates without a restart
+	restarts := podRestarts(t, host, ns)
+	served := []struct {
+		what, addr, name string
+		before           *x509.Certificate
+	}{
+		{what: "the apiserver (through the gateway's relay)", addr: net.JoinHostPort(hc.addr, "16443"), name: "kubernetes"},
+		{what: "the gateway", addr: net.JoinHostPort(hc.addr, "18132")},
+	}
+	for i := range served {
+		if served[i].before, err = servedCert(ctx, served[i].addr, served[i].name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	renewNow(t, host, ns)
+	for _, c := range served {
+		waitFor(t, c.what+" serving its renewed certificate", 4*time.Minute, func(ctx context.Context) (bool, error) {
+			cert, err := servedCert(ctx, c.addr, c.name)
+			if err != nil {
+				return false, err
+			}
+			return cert.SerialNumber.Cmp(c.before.SerialNumber) != 0, fmt.Errorf("still the certificate from before the renewal (serial %s)", cert.SerialNumber)
+		})
+	}
+	configMap(t, hc.client, "after-renewal", true)
+	waitFor(t, "the node Ready after the renewal", 2*time.Minute, func(ctx context.Context) (bool, error) {
+		return hosted.NodeReady(ctx, hc.client, hc.node)
+	})
+	if now := podRestarts(t, host, ns); !maps.Equal(now, restarts) {
+		t.Errorf("containers restarted across the renewal: %v, before %v", now, restarts)
+	}
+}
+
+// renewNow runs the renewal CronJob's pod once with every certificate due
+// (--cert-renew-before longer than their life).
+func renewNow(t *testing.T, host kubernetes.Interface, ns string) {
+	t.Helper()
+	ctx := context.Background()
+	cj, err := host.BatchV1().CronJobs(ns).Get(ctx, "kubesplit-renew", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := cj.Spec.JobTemplate.Spec.DeepCopy()
+	c := &spec.Template.Spec.Containers[0]
+	c.Args = append(c.Args, "--cert-renew-before=87600h")
+	if _, err := host.BatchV1().Jobs(ns).Create(ctx, &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: "renew-now"}, Spec: *spec}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the renewal Job", 3*time.Minute, func(ctx context.Context) (bool, error) {
+		j, err := host.BatchV1().Jobs(ns).Get(ctx, "renew-now", metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		return j.Status.Succeeded > 0, fmt.Errorf("%d succeeded, %d failed", j.Status.Succeeded, j.Status.Failed)
+	})
+	pods, err := host.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "job-name=renew-now"})
+	if err == nil && len(pods.Items) > 0 {
+		b, _ := host.CoreV1().Pods(ns).GetLogs(pods.Items[0].Name, &corev1.PodLogOptions{}).DoRaw(ctx)
+		summary := tail(string(b), 1)
+		t.Logf("renewal: %s", summary)
+		if !strings.Contains(summary, "renewed") || strings.Contains(summary, " 0 renewed") {
+			t.Errorf("the renewal Job renewed nothing:\n%s", b)
+		}
+	}
+}
+
+// servedCert is the leaf certificate a TLS server at addr presents for
+// server name name (read only: it is compared, not trusted).
+func servedCert(ctx context.Context, addr, name string) (*x509.Certificate, error) {
+	d := tls.Dialer{Config: &tls.Config{ServerName: name, InsecureSkipVerify: true}} //nolint:gosec // only read
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	return c.(*tls.Conn).ConnectionState().PeerCertificates[0], nil
+}
+
+// podRestarts is each container's restart count in ns (pods of Jobs aside).
+func podRestarts(t *testing.T, host kubernetes.Interface, ns string) map[string]int32 {
+	t.Helper()
+	pods, err := host.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int32{}
+	for _, p := range pods.Items {
+		if _, job := p.Labels["job-name"]; job {
+			continue
+		}
+		for _, c := range p.Status.ContainerStatuses {
+			out[p.Name+"/"+c.Name] = c.RestartCount
+		}
+	}
+	return out
 }
 
 // hostedExternal: the external datastore, and the shared entry point:

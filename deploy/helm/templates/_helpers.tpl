@@ -296,3 +296,69 @@ top-level kubeconfigs one by one. dict root, name.
 {{- end }}
 {{- end }}
 {{- end -}}
+
+{{/*
+The init pod: the Job at every install and upgrade and the renewal CronJob run
+the same `kubesplit init --secret` (it renews what is due and keeps the rest).
+*/}}
+{{- define "kubesplit.initPod" -}}
+{{- $all := include "kubesplit.roles" . | fromJson -}}
+metadata:
+  labels: {{- include "kubesplit.labels" (dict "root" . "component" "init") | nindent 4 }}
+spec:
+  serviceAccountName: kubesplit-init
+  # init puts its host name in the certificates: keep it stable across runs
+  hostname: kubesplit-init
+  restartPolicy: OnFailure
+  enableServiceLinks: false
+  {{- with .Values.imagePullSecrets }}
+  imagePullSecrets: {{ toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.nodeSelector }}
+  nodeSelector: {{ toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.tolerations }}
+  tolerations: {{ toYaml . | nindent 4 }}
+  {{- end }}
+  securityContext:
+    runAsNonRoot: true
+    runAsUser: {{ $all.uid }}
+    runAsGroup: {{ $all.uid }}
+    seccompProfile: {type: RuntimeDefault}
+  containers:
+  - name: init
+    image: {{ include "kubesplit.image" (dict "root" . "repository" "kubesplit/kubesplit" "tag" .Values.pki.image.tag) }}
+    imagePullPolicy: {{ .Values.image.pullPolicy }}
+    args:
+    - init
+    - --secret
+    - {{ .Release.Namespace }}/{{ .Values.pki.secretName }}
+    - --internal-server
+    - https://apiserver:{{ $all.ports.APIServer }}
+    - --node-token
+    {{- with (.Values.pki.renewal | default dict).before }}
+    - --cert-renew-before={{ . }}
+    {{- end }}
+    {{- include "kubesplit.publicAddressArgs" . | nindent 4 }}
+    {{- if not (include "kubesplit.sni" .) }}
+    - --public-api-port
+    - {{ include "kubesplit.publicAPIPort" . | quote }}
+    {{- end }}
+    {{- range .Values.pki.extraSANs }}
+    - --apiserver-san={{ . }}
+    - --gateway-san={{ . }}
+    {{- end }}
+    {{- if eq .Values.datastore.mode "etcd" }}
+    {{- range $i := until (int .Values.datastore.members) }}
+    - --datastore-san=datastore-{{ $i }}.datastore-peers
+    {{- end }}
+    {{- end }}
+    securityContext:
+      allowPrivilegeEscalation: false
+      readOnlyRootFilesystem: true
+      capabilities: {drop: [ALL]}
+    volumeMounts:
+    - {name: tmp, mountPath: /tmp}
+  volumes:
+  - {name: tmp, emptyDir: {}}
+{{- end }}

@@ -15,6 +15,7 @@ import (
 	"helm.sh/helm/v4/pkg/engine"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	"sigs.k8s.io/yaml"
 
@@ -155,6 +156,19 @@ func TestTraefikChartValues(t *testing.T) {
 	if !slices.Contains(c.Args, "--entryPoints.web.http.redirections.entryPoint.to=websecure") || !slices.Contains(c.Args, "--providers.kubernetesCRD=true") ||
 		slices.ContainsFunc(c.Args, func(a string) bool { return strings.Contains(a, "publishedService") }) {
 		t.Errorf("args %v do not follow the values", c.Args)
+	}
+	// the CRD provider serves no route until all its watches have synced:
+	// its account may watch its CRDs and ConfigMaps
+	var role rbacv1.ClusterRole
+	if err := yaml.Unmarshal(objs["ClusterRole"], &role); err != nil {
+		t.Fatal(err)
+	}
+	for _, need := range []struct{ group, resource string }{{"", "configmaps"}, {"traefik.io", "ingressroutetcps"}, {"traefik.io", "ingressroutes"}} {
+		if !slices.ContainsFunc(role.Rules, func(r rbacv1.PolicyRule) bool {
+			return slices.Contains(r.APIGroups, need.group) && slices.Contains(r.Resources, need.resource) && slices.Contains(r.Verbs, "watch")
+		}) {
+			t.Errorf("with the CRD provider on, Traefik may not watch %s.%s: %+v", need.resource, need.group, role.Rules)
+		}
 	}
 	var s corev1.Service
 	if err := yaml.Unmarshal(objs["Service"], &s); err != nil {
