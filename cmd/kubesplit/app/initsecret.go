@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -43,7 +44,7 @@ func initSecret(cmd *cobra.Command, secret, kubeconfig string, o bootstrap.Optio
 	}
 	if pub.service != "" {
 		ctx, cancel := context.WithTimeout(ctxOf(cmd), pub.timeout)
-		pub.address, err = serviceAddress(ctx, cs, ns, pub.service)
+		pub.address, err = serviceAddress(ctx, cs, ns, pub.service, recordedAddress(ctx, cs, ns, name))
 		cancel()
 		if err != nil {
 			return err
@@ -158,7 +159,7 @@ func ctxOf(cmd *cobra.Command) context.Context {
 // serviceAddress waits until Service ns/name has an address outside the
 // cluster: its first LoadBalancer ingress (IP, else host name), else its
 // first external IP.
-func serviceAddress(ctx context.Context, cs kubernetes.Interface, ns, name string) (string, error) {
+func serviceAddress(ctx context.Context, cs kubernetes.Interface, ns, name, prefer string) (string, error) {
 	var addr string
 	var last error
 	err := wait.PollUntilContextCancel(ctx, time.Second, true, func(ctx context.Context) (bool, error) {
@@ -167,8 +168,19 @@ func serviceAddress(ctx context.Context, cs kubernetes.Interface, ns, name strin
 			last = err
 			return false, nil
 		}
-		addr = addressOf(svc)
-		return addr != "", nil
+		addrs := addressesOf(svc)
+		switch {
+		case len(addrs) == 0:
+			return false, nil
+		case slices.Contains(addrs, prefer):
+			// a load balancer that lists several addresses (ServiceLB: every
+			// node's) may list them in another order next time: the one the
+			// certificates and kubeconfigs already name stays
+			addr = prefer
+		default:
+			addr = addrs[0]
+		}
+		return true, nil
 	})
 	if err != nil {
 		why := "it has no LoadBalancer ingress or external IP yet (is a load-balancer controller running? else set the address yourself)"
@@ -180,17 +192,28 @@ func serviceAddress(ctx context.Context, cs kubernetes.Interface, ns, name strin
 	return addr, nil
 }
 
-func addressOf(svc *corev1.Service) string {
+// recordedAddress is the public address an earlier run kept in the Secret
+// (empty when there is none yet).
+func recordedAddress(ctx context.Context, cs kubernetes.Interface, ns, name string) string {
+	sec, err := cs.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return ""
+	}
+	return string(sec.Data[strings.ReplaceAll(PublicAddressFile, "/", "__")])
+}
+
+// addressesOf lists a Service's LoadBalancer ingress addresses, else its external IPs.
+func addressesOf(svc *corev1.Service) []string {
+	var out []string
 	for _, in := range svc.Status.LoadBalancer.Ingress {
 		if in.IP != "" {
-			return in.IP
-		}
-		if in.Hostname != "" {
-			return in.Hostname
+			out = append(out, in.IP)
+		} else if in.Hostname != "" {
+			out = append(out, in.Hostname)
 		}
 	}
-	if len(svc.Spec.ExternalIPs) > 0 {
-		return svc.Spec.ExternalIPs[0]
+	if len(out) == 0 {
+		out = append(out, svc.Spec.ExternalIPs...)
 	}
-	return ""
+	return out
 }

@@ -79,7 +79,7 @@ func TestPublicAddress(t *testing.T) {
 	cs := fake.NewClientset(svc)
 	short, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
 	defer cancel()
-	if _, err := serviceAddress(short, cs, "ks", "gw"); err == nil || !strings.Contains(err.Error(), "no LoadBalancer ingress") {
+	if _, err := serviceAddress(short, cs, "ks", "gw", ""); err == nil || !strings.Contains(err.Error(), "no LoadBalancer ingress") {
 		t.Fatalf("Service without an address: %v", err)
 	}
 	go func() {
@@ -89,9 +89,21 @@ func TestPublicAddress(t *testing.T) {
 	}()
 	wait, cancel2 := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel2()
-	addr, err := serviceAddress(wait, cs, "ks", "gw")
+	addr, err := serviceAddress(wait, cs, "ks", "gw", "")
 	if err != nil || addr != "203.0.113.9" {
 		t.Fatalf("address %q, %v", addr, err)
+	}
+	// ServiceLB lists every node's address, in any order: the address
+	// recorded before stays while the Service still has it
+	svc.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: "203.0.113.8"}, {IP: "203.0.113.9"}}
+	if _, err := cs.CoreV1().Services("ks").UpdateStatus(ctx, svc, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := serviceAddress(wait, cs, "ks", "gw", "203.0.113.9"); err != nil || got != "203.0.113.9" {
+		t.Errorf("with the recorded address listed second: %q, %v", got, err)
+	}
+	if got, err := serviceAddress(wait, cs, "ks", "gw", "203.0.113.7"); err != nil || got != "203.0.113.8" {
+		t.Errorf("with the recorded address gone: %q, %v, want the first", got, err)
 	}
 	if _, _, err := syncSecret(ctx, cs, "ks", "pki", bootstrap.Options{Server: "https://" + addr + ":6443", APIServerSANs: []string{addr}}, addr); err != nil {
 		t.Fatal(err)
@@ -99,5 +111,8 @@ func TestPublicAddress(t *testing.T) {
 	s, _ := cs.CoreV1().Secrets("ks").Get(ctx, "pki", metav1.GetOptions{})
 	if got := string(s.Data["config__public-address"]); got != addr {
 		t.Fatalf("config__public-address = %q", got)
+	}
+	if got := recordedAddress(ctx, cs, "ks", "pki"); got != addr {
+		t.Fatalf("the next run would prefer %q, want the recorded %s", got, addr)
 	}
 }

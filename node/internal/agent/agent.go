@@ -140,7 +140,7 @@ func Run(ctx context.Context, c Config, tok jointoken.Token, log *slog.Logger) e
 			return err
 		}
 		if nodeCfg.LocalAPIServerAddress == "" {
-			removeAPIEndpointLink()
+			removeAPIEndpointAddr()
 		} else {
 			// before the kubelet: pods reach the kubernetes Service's endpoint here
 			ep := &apiEndpoint{Addr: netip.MustParseAddrPort(nodeCfg.LocalAPIServerAddress), Gateway: c.Gateway,

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -23,9 +22,12 @@ import (
 	"github.com/kubesplit/kubesplit/pkg/tunnelproto"
 )
 
-// APIEndpointLink is the dummy interface that holds the node-local
-// apiserver address (tunnelproto.NodeConfig.LocalAPIServerAddress).
-const APIEndpointLink = "kubesplit-api"
+// APIEndpointLabel labels the node-local apiserver address
+// (tunnelproto.NodeConfig.LocalAPIServerAddress) on the node's loopback
+// interface: an address there is the node's own, so the stack delivers
+// pods' Service traffic to it locally (a dummy interface would do the same,
+// but not every kernel has the dummy driver).
+const APIEndpointLabel = "lo:ksapi"
 
 func (c *Config) nodeConfigFile() string { return c.path("node-config.json") }
 
@@ -86,50 +88,53 @@ type apiEndpoint struct {
 	Log     *slog.Logger
 }
 
-// ensureLink puts Addr's IP on the dummy interface APIEndpointLink (made
-// if missing), so the node's own stack delivers the Service's traffic to
-// the listener.
-func (e *apiEndpoint) ensureLink() error {
-	link, err := netlink.LinkByName(APIEndpointLink)
+// ensureAddr puts Addr's IP on the loopback interface (labelled
+// APIEndpointLabel) and drops an address of an earlier configuration.
+func (e *apiEndpoint) ensureAddr() error {
+	lo, err := netlink.LinkByName("lo")
 	if err != nil {
-		var nf netlink.LinkNotFoundError
-		if !errors.As(err, &nf) {
-			return fmt.Errorf("looking up %s: %w", APIEndpointLink, err)
-		}
-		if err := netlink.LinkAdd(&netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Name: APIEndpointLink}}); err != nil && !os.IsExist(err) {
-			return fmt.Errorf("creating the dummy interface %s: %w", APIEndpointLink, err)
-		}
-		if link, err = netlink.LinkByName(APIEndpointLink); err != nil {
-			return err
-		}
+		return fmt.Errorf("looking up the loopback interface: %w", err)
 	}
-	want := &netlink.Addr{IPNet: &net.IPNet{IP: e.Addr.Addr().AsSlice(), Mask: net.CIDRMask(32, 32)}}
-	addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
-	if err != nil {
-		return err
-	}
-	for _, a := range addrs { // an address of an earlier configuration goes
+	want := &netlink.Addr{IPNet: &net.IPNet{IP: e.Addr.Addr().AsSlice(), Mask: net.CIDRMask(32, 32)}, Label: APIEndpointLabel}
+	for _, a := range ourAddrs(lo) {
 		if !a.IP.Equal(want.IP) {
-			_ = netlink.AddrDel(link, &a)
+			_ = netlink.AddrDel(lo, &a)
 		}
 	}
-	if err := netlink.AddrReplace(link, want); err != nil {
-		return fmt.Errorf("adding %s to %s: %w", want.IPNet, APIEndpointLink, err)
+	if err := netlink.AddrReplace(lo, want); err != nil {
+		return fmt.Errorf("adding %s to the loopback interface: %w", want.IPNet, err)
 	}
-	return netlink.LinkSetUp(link)
+	return nil
 }
 
-// removeAPIEndpointLink drops the dummy interface of an earlier
-// configuration (the gateway no longer asks for a node-local endpoint).
-func removeAPIEndpointLink() {
-	if link, err := netlink.LinkByName(APIEndpointLink); err == nil {
-		_ = netlink.LinkDel(link)
+// ourAddrs are the loopback addresses labelled APIEndpointLabel.
+func ourAddrs(lo netlink.Link) []netlink.Addr {
+	addrs, err := netlink.AddrList(lo, netlink.FAMILY_V4)
+	if err != nil {
+		return nil
+	}
+	var out []netlink.Addr
+	for _, a := range addrs {
+		if a.Label == APIEndpointLabel {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// removeAPIEndpointAddr drops the node-local apiserver address of an
+// earlier configuration (the gateway no longer asks for one).
+func removeAPIEndpointAddr() {
+	if lo, err := netlink.LinkByName("lo"); err == nil {
+		for _, a := range ourAddrs(lo) {
+			_ = netlink.AddrDel(lo, &a)
+		}
 	}
 }
 
 // Run listens on Addr until ctx ends.
 func (e *apiEndpoint) Run(ctx context.Context) error {
-	if err := e.ensureLink(); err != nil {
+	if err := e.ensureAddr(); err != nil {
 		return err
 	}
 	var lc net.ListenConfig
