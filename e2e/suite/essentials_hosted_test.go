@@ -479,8 +479,11 @@ func hostedEtcd(t *testing.T, h *hostHelm) {
 	waitFor(t, "the node Ready after the renewal", 2*time.Minute, func(ctx context.Context) (bool, error) {
 		return hosted.NodeReady(ctx, hc.client, hc.node)
 	})
-	if now := podRestarts(t, host, ns); !maps.Equal(now, restarts) {
-		t.Errorf("containers restarted across the renewal: %v, before %v", now, restarts)
+	// (a pod that was terminating before may be gone; none may have restarted)
+	for c, n := range podRestarts(t, host, ns) {
+		if n > restarts[c] {
+			t.Errorf("container %s restarted across the renewal (%d restarts, %d before)", c, n, restarts[c])
+		}
 	}
 }
 
