@@ -25,6 +25,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/utils/ptr"
 
 	"github.com/kubesplit/kubesplit/e2e/suite/internal/hosted"
 	"github.com/kubesplit/kubesplit/testcluster"
@@ -124,6 +125,9 @@ func (h *hostHelm) install(t *testing.T, ns string, ex exposure, set ...string) 
 	}
 	h.installOnly(t, ns, set...)
 	t.Cleanup(func() {
+		if t.Failed() {
+			dumpRoleLogs(t, host, ns, "tunnel-gateway", "apiserver")
+		}
 		helmRun(t, h.helm, "uninstall", "cp", "-n", ns, "--kubeconfig", h.kubeconfig)
 		_ = host.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{})
 	})
@@ -666,6 +670,21 @@ func nodeNames(nodes []corev1.Node) []string {
 		out = append(out, n.Name)
 	}
 	return out
+}
+
+// dumpRoleLogs logs the last lines of the roles' pods in ns, for a failure.
+func dumpRoleLogs(t *testing.T, host kubernetes.Interface, ns string, roles ...string) {
+	ctx := context.Background()
+	for _, r := range roles {
+		pods, err := host.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=" + r})
+		if err != nil {
+			continue
+		}
+		for _, p := range pods.Items {
+			b, _ := host.CoreV1().Pods(ns).GetLogs(p.Name, &corev1.PodLogOptions{TailLines: ptr.To[int64](30)}).DoRaw(ctx)
+			t.Logf("%s/%s:\n%s", ns, p.Name, b)
+		}
+	}
 }
 
 // backupNow runs the backup CronJob's Job once (as `kubectl create job
