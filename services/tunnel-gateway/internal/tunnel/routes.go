@@ -11,6 +11,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
@@ -199,8 +201,17 @@ func WatchNodes(ctx context.Context, client kubernetes.Interface, routes *Routes
 	if err != nil {
 		return err
 	}
-	factory.Start(ctx.Done())
 	go func() {
+		// While the apiservers start (a hosted release: they come up after
+		// the gateway) the informer's own retries back off to 30 s, and
+		// every CONNECT until its first list is refused. Poll every second
+		// until a list works, then start it: routes exist about as soon as
+		// the API does.
+		_ = wait.PollUntilContextCancel(ctx, time.Second, true, func(ctx context.Context) (bool, error) {
+			_, err := client.CoreV1().Nodes().List(ctx, metav1.ListOptions{Limit: 1})
+			return err == nil, nil
+		})
+		factory.Start(ctx.Done())
 		defer factory.Shutdown()
 		if cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
 			log.Info("following nodes' addresses and pod ranges")
