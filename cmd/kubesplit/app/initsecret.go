@@ -42,14 +42,18 @@ func initSecret(cmd *cobra.Command, secret, kubeconfig string, o bootstrap.Optio
 	if err != nil {
 		return err
 	}
+	recorded := recordedAddress(ctxOf(cmd), cs, ns, name)
 	if pub.service != "" {
 		ctx, cancel := context.WithTimeout(ctxOf(cmd), pub.timeout)
-		pub.address, err = serviceAddress(ctx, cs, ns, pub.service, recordedAddress(ctx, cs, ns, name))
+		pub.address, err = serviceAddress(ctx, cs, ns, pub.service, recorded)
 		cancel()
 		if err != nil {
 			return err
 		}
 		fmt.Fprintf(cmd.OutOrStdout(), "public address %s (Service %s/%s)\n", pub.address, ns, pub.service)
+	}
+	if err := addressKept(recorded, pub.address, secret); err != nil {
+		return err
 	}
 	if pub.address != "" {
 		o.APIServerSANs = append(o.APIServerSANs, pub.address)
@@ -172,16 +176,25 @@ func serviceAddress(ctx context.Context, cs kubernetes.Interface, ns, name, pref
 		switch {
 		case len(addrs) == 0:
 			return false, nil
+		case prefer == "":
+			addr = addrs[0]
 		case slices.Contains(addrs, prefer):
 			// a load balancer that lists several addresses (ServiceLB: every
 			// node's) may list them in another order next time: the one the
 			// certificates and kubeconfigs already name stays
 			addr = prefer
 		default:
+			// (ServiceLB fills the list as its forwarders start: wait for it)
 			addr = addrs[0]
+			return false, nil
 		}
 		return true, nil
 	})
+	if err != nil && addr != "" {
+		// the Service has addresses, but not the recorded one: the caller's
+		// addressKept says what that means
+		return addr, nil
+	}
 	if err != nil {
 		why := "it has no LoadBalancer ingress or external IP yet (is a load-balancer controller running? else set the address yourself)"
 		if last != nil {
@@ -190,6 +203,21 @@ func serviceAddress(ctx context.Context, cs kubernetes.Interface, ns, name, pref
 		return "", fmt.Errorf("--public-address-from-service %s/%s: no address after waiting: %s", ns, name, why)
 	}
 	return addr, nil
+}
+
+// addressKept refuses a public address other than the one recorded: the
+// certificates, the admin kubeconfig, every joined node's --gateway and the
+// kubernetes Service's endpoint name the recorded one, so moving is a
+// decision with steps, not something a re-run may do by itself.
+func addressKept(recorded, address, secret string) error {
+	if recorded == "" || address == "" || recorded == address {
+		return nil
+	}
+	return fmt.Errorf("the public address would change from %s (recorded in Secret %s; the certificates, the admin kubeconfig, "+
+		"the nodes' --gateway and the kubernetes Service's endpoint use it) to %s: keep %s (the chart's gateway.address, or "+
+		"give the Service that address again), or move the control plane: delete the keys admin.kubeconfig and "+
+		"config__public-address from the Secret, run init again, restart the apiserver pods and rejoin the nodes with the new address",
+		recorded, secret, address, recorded)
 }
 
 // recordedAddress is the public address an earlier run kept in the Secret

@@ -102,8 +102,14 @@ func TestPublicAddress(t *testing.T) {
 	if got, err := serviceAddress(wait, cs, "ks", "gw", "203.0.113.9"); err != nil || got != "203.0.113.9" {
 		t.Errorf("with the recorded address listed second: %q, %v", got, err)
 	}
-	if got, err := serviceAddress(wait, cs, "ks", "gw", "203.0.113.7"); err != nil || got != "203.0.113.8" {
-		t.Errorf("with the recorded address gone: %q, %v, want the first", got, err)
+	short2, cancel3 := context.WithTimeout(ctx, 1500*time.Millisecond)
+	defer cancel3()
+	got, err := serviceAddress(short2, cs, "ks", "gw", "203.0.113.7")
+	if err != nil || got != "203.0.113.8" {
+		t.Errorf("with the recorded address gone: %q, %v, want the first after waiting for the recorded one", got, err)
+	}
+	if err := addressKept("203.0.113.7", got, "ks/pki"); err == nil {
+		t.Error("the changed address was not refused")
 	}
 	if _, _, err := syncSecret(ctx, cs, "ks", "pki", bootstrap.Options{Server: "https://" + addr + ":6443", APIServerSANs: []string{addr}}, addr); err != nil {
 		t.Fatal(err)
@@ -114,5 +120,16 @@ func TestPublicAddress(t *testing.T) {
 	}
 	if got := recordedAddress(ctx, cs, "ks", "pki"); got != addr {
 		t.Fatalf("the next run would prefer %q, want the recorded %s", got, addr)
+	}
+	// a run that would move the control plane is refused, naming both
+	// addresses and the steps of a deliberate move
+	if err := addressKept(addr, "203.0.113.7", "ks/pki"); err == nil || !strings.Contains(err.Error(), addr) ||
+		!strings.Contains(err.Error(), "203.0.113.7") || !strings.Contains(err.Error(), "gateway.address") {
+		t.Errorf("a changed address: %v", err)
+	}
+	for _, same := range [][2]string{{addr, addr}, {"", "203.0.113.7"}, {addr, ""}} {
+		if err := addressKept(same[0], same[1], "ks/pki"); err != nil {
+			t.Errorf("addressKept(%q, %q): %v", same[0], same[1], err)
+		}
 	}
 }
