@@ -9,7 +9,9 @@ package netutil
 
 import (
 	"context"
+	"io"
 	"net"
+	"sync"
 	"syscall"
 	"time"
 
@@ -57,5 +59,27 @@ func Serve(ctx context.Context, l net.Listener, handle func(context.Context, net
 			return err
 		}
 		go handle(ctx, c)
+	}
+}
+
+// Join copies bytes both ways between a and b until both directions are
+// done, half-closing each side as its input ends (so a request/response
+// protocol on top completes), then closes both.
+func Join(a, b net.Conn) {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _, _ = io.Copy(b, a); CloseWrite(b) }()
+	go func() { defer wg.Done(); _, _ = io.Copy(a, b); CloseWrite(a) }()
+	wg.Wait()
+	a.Close()
+	b.Close()
+}
+
+// CloseWrite half-closes c where it can (TCP, TLS), else closes it.
+func CloseWrite(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	} else {
+		c.Close()
 	}
 }

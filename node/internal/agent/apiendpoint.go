@@ -6,13 +6,11 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"net/url"
 	"os"
-	"sync"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -158,12 +156,7 @@ func (e *apiEndpoint) carry(ctx context.Context, c net.Conn) {
 		e.Log.Warn("carrying a connection to the apiserver failed", "from", c.RemoteAddr(), "err", err)
 		return
 	}
-	defer up.Close()
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); _, _ = io.Copy(up, c); halfClose(up) }()
-	go func() { defer wg.Done(); _, _ = io.Copy(c, up); halfClose(c) }()
-	wg.Wait()
+	netutil.Join(c, up)
 }
 
 // dial opens TLS to the gateway's node port with the node's certificate
@@ -194,12 +187,4 @@ func (e *apiEndpoint) dial(ctx context.Context) (net.Conn, error) {
 		return nil, err
 	}
 	return up, nil
-}
-
-func halfClose(c net.Conn) {
-	if cw, ok := c.(interface{ CloseWrite() error }); ok {
-		_ = cw.CloseWrite()
-		return
-	}
-	c.Close()
 }

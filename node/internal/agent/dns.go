@@ -6,16 +6,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/kubesplit/kubesplit/pkg/netutil"
 )
 
 // resolvConf is what the kubelet hands to pods with dnsPolicy Default (CoreDNS
@@ -163,17 +163,7 @@ func (r *dnsRelay) serveTCP() {
 			if err != nil {
 				return
 			}
-			defer up.Close()
-			var wg sync.WaitGroup
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				_, _ = io.Copy(up, c)
-				_ = up.(*net.TCPConn).CloseWrite()
-			}()
-			_, _ = io.Copy(c, up)
-			_ = c.(*net.TCPConn).CloseWrite()
-			wg.Wait()
+			netutil.Join(c, up)
 		}()
 	}
 }

@@ -88,13 +88,7 @@ func relay(ctx context.Context, c net.Conn, upstream string, log *slog.Logger) {
 		c.Close()
 		return
 	}
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); _, _ = io.Copy(up, c); closeWrite(up) }()
-	go func() { defer wg.Done(); _, _ = io.Copy(c, up); closeWrite(c) }()
-	wg.Wait()
-	up.Close()
-	c.Close()
+	netutil.Join(c, up)
 }
 
 // Relay forwards every connection on Listener to APIServer unchanged. It
@@ -112,14 +106,6 @@ type Relay struct {
 // Run accepts connections until ctx ends.
 func (r *Relay) Run(ctx context.Context) error {
 	return serve(ctx, r.Listener, func(ctx context.Context, c net.Conn) { relay(ctx, c, r.APIServer, r.Log) })
-}
-
-func closeWrite(c net.Conn) {
-	if tc, ok := c.(interface{ CloseWrite() error }); ok {
-		_ = tc.CloseWrite()
-	} else {
-		c.Close()
-	}
 }
 
 // errPeeked stops the handshake once the ClientHello is read.
