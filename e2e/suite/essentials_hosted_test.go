@@ -495,33 +495,56 @@ func hostedEtcd(t *testing.T, h *hostHelm) {
 // (--cert-renew-before longer than their life).
 func renewNow(t *testing.T, host kubernetes.Interface, ns string) {
 	t.Helper()
-	ctx := context.Background()
-	cj, err := host.BatchV1().CronJobs(ns).Get(ctx, "kubesplit-renew", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	spec := cj.Spec.JobTemplate.Spec.DeepCopy()
-	c := &spec.Template.Spec.Containers[0]
-	c.Args = append(c.Args, "--cert-renew-before=87600h")
-	if _, err := host.BatchV1().Jobs(ns).Create(ctx, &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: "renew-now"}, Spec: *spec}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "the renewal Job", 3*time.Minute, func(ctx context.Context) (bool, error) {
-		j, err := host.BatchV1().Jobs(ns).Get(ctx, "renew-now", metav1.GetOptions{})
-		if err != nil {
-			return false, err
-		}
-		return j.Status.Succeeded > 0, fmt.Errorf("%d succeeded, %d failed", j.Status.Succeeded, j.Status.Failed)
+	logs := runCronJobNow(t, host, ns, "kubesplit-renew", "renew-now", func(spec *batchv1.JobSpec) {
+		c := &spec.Template.Spec.Containers[0]
+		c.Args = append(c.Args, "--cert-renew-before=87600h")
 	})
-	pods, err := host.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "job-name=renew-now"})
-	if err == nil && len(pods.Items) > 0 {
-		b, _ := host.CoreV1().Pods(ns).GetLogs(pods.Items[0].Name, &corev1.PodLogOptions{}).DoRaw(ctx)
-		summary := tail(string(b), 1)
+	if len(logs) == 0 {
+		t.Error("the renewal Job left no pod to read")
+	}
+	for _, b := range logs {
+		summary := tail(b, 1)
 		t.Logf("renewal: %s", summary)
 		if !strings.Contains(summary, "renewed") || strings.Contains(summary, " 0 renewed") {
 			t.Errorf("the renewal Job renewed nothing:\n%s", b)
 		}
 	}
+}
+
+// runCronJobNow runs a CronJob's Job once as Job job (as `kubectl create
+// job --from=cronjob/NAME` does, after change, when given, edits its spec),
+// waits for it to succeed and returns its pods' logs.
+func runCronJobNow(t *testing.T, host kubernetes.Interface, ns, cronJob, job string, change func(*batchv1.JobSpec)) []string {
+	t.Helper()
+	ctx := context.Background()
+	cj, err := host.BatchV1().CronJobs(ns).Get(ctx, cronJob, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := cj.Spec.JobTemplate.Spec.DeepCopy()
+	if change != nil {
+		change(spec)
+	}
+	if _, err := host.BatchV1().Jobs(ns).Create(ctx, &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: job}, Spec: *spec}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "Job "+job+" from CronJob "+cronJob, 3*time.Minute, func(ctx context.Context) (bool, error) {
+		j, err := host.BatchV1().Jobs(ns).Get(ctx, job, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		return j.Status.Succeeded > 0, fmt.Errorf("%d succeeded, %d failed", j.Status.Succeeded, j.Status.Failed)
+	})
+	pods, err := host.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "job-name=" + job})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs []string
+	for _, p := range pods.Items {
+		b, _ := host.CoreV1().Pods(ns).GetLogs(p.Name, &corev1.PodLogOptions{}).DoRaw(ctx)
+		logs = append(logs, string(b))
+	}
+	return logs
 }
 
 // servedCert is the leaf certificate a TLS server at addr presents for
@@ -691,32 +714,11 @@ func dumpRoleLogs(t *testing.T, host kubernetes.Interface, ns string, roles ...s
 // --from=cronjob/datastore-backup` does) and checks it saved a snapshot.
 func backupNow(t *testing.T, host kubernetes.Interface, ns string) (snapshot string) {
 	t.Helper()
-	ctx := context.Background()
-	cj, err := host.BatchV1().CronJobs(ns).Get(ctx, "datastore-backup", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	job := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: "backup-now"}, Spec: cj.Spec.JobTemplate.Spec}
-	if _, err := host.BatchV1().Jobs(ns).Create(ctx, job, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "the backup Job", 3*time.Minute, func(ctx context.Context) (bool, error) {
-		j, err := host.BatchV1().Jobs(ns).Get(ctx, "backup-now", metav1.GetOptions{})
-		if err != nil {
-			return false, err
-		}
-		return j.Status.Succeeded > 0, fmt.Errorf("%d succeeded, %d failed", j.Status.Succeeded, j.Status.Failed)
-	})
-	pods, err := host.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "job-name=backup-now"})
-	if err != nil {
-		t.Fatal(err)
-	}
 	const saved = "snapshot saved to /var/lib/kubesplit/snapshots/"
-	for _, p := range pods.Items {
-		b, _ := host.CoreV1().Pods(ns).GetLogs(p.Name, &corev1.PodLogOptions{}).DoRaw(ctx)
-		if strings.Contains(string(b), saved+"snapshot-") {
-			line := firstLineWith(string(b), saved+"snapshot-")
-			t.Logf("backup: %s", strings.TrimSpace(string(b)))
+	for _, b := range runCronJobNow(t, host, ns, "datastore-backup", "backup-now", nil) {
+		if strings.Contains(b, saved+"snapshot-") {
+			line := firstLineWith(b, saved+"snapshot-")
+			t.Logf("backup: %s", strings.TrimSpace(b))
 			return strings.TrimSpace(line[strings.Index(line, saved)+len(saved):])
 		}
 	}
