@@ -52,14 +52,14 @@ grep -q "^appVersion: $KUBESPLIT_VERSION\$" deploy/helm/Chart.yaml && grep -q "^
 helm=$(hack/helm.sh)
 for set in datastore.mode=sqlite datastore.mode=etcd,backup.enabled=true datastore.mode=external,datastore.external.secretName=pg \
   gateway.service.type=NodePort,gateway.address=192.0.2.10,gateway.service.nodePorts.api=30443 \
-  backup.restoreFrom=snapshot-20261206T101500Z.db gateway.sni.host=cp1.example.test,datastore.mode=etcd pki.renewal.enabled=false,pki.renewal.before=720h; do
+  backup.restoreFrom=snapshot-20261206T101500Z.db datastore.mode=etcd,backup.restoreFrom=snapshot-20261206T101500Z.db gateway.sni.host=cp1.example.test,datastore.mode=etcd pki.renewal.enabled=false,pki.renewal.before=720h; do
   "$helm" lint --strict --quiet deploy/helm --set "$set" >/dev/null || { "$helm" lint --strict deploy/helm --set "$set"; exit 1; }
 done
 for bad in "datastore.mode=mysql:value must be one of" "apiserver.replica=3:additional properties 'replica' not allowed" \
   "datastore.mode=external:/datastore/external/secretName" "gateway.service.type=NodePort,gateway.service.nodePorts.api=30443:set gateway.address" \
   "gateway.service.type=NodePort,gateway.address=192.0.2.10:fix the api node port" \
   "datastore.mode=external,datastore.external.secretName=pg,backup.enabled=true:backed up with its own tools" \
-  "backup.restoreFrom=../etc/passwd:/backup/restoreFrom" "datastore.mode=etcd,backup.restoreFrom=s.db:works with datastore.mode sqlite" \
+  "backup.restoreFrom=../etc/passwd:/backup/restoreFrom" "datastore.mode=external,datastore.external.secretName=pg,backup.restoreFrom=s.db:restore the external database with its own tools" \
   "gateway.sni.host=203.0.113.7:/gateway/sni/host" "pki.renewal.before=90d:/pki/renewal/before" "gateway.sni.host=cp1.example.test,gateway.sni.nodeLocalAddress=169.254.0.1:/gateway/sni/nodeLocalAddress"; do
   if out=$("$helm" template deploy/helm --set "${bad%%:*}" 2>&1); then
     echo "helm template --set ${bad%%:*} was accepted; the chart must refuse it"; exit 1

@@ -248,7 +248,7 @@ func (w Wiring) Role(name string) Role {
 			"--etcd-peer-address", hp(w.Bind, p.DatastorePeer),
 			"--health-address", hp(w.HealthBind, p.DatastoreHealth))
 		r.Serves = []Port{{Name: "etcd", Port: p.Datastore}, {Name: "etcd-peer", Port: p.DatastorePeer}}
-		r.Reads = append(pairs("datastore-server", "datastore-peer", "datastore-client"), "pki/datastore-ca.crt")
+		r.Reads = append(pairs("datastore-server", "datastore-peer"), DatastoreClientReads()...)
 		r.Live = HTTPCheck{p.DatastoreHealth, "/healthz"}
 		r.Ready = HTTPCheck{p.DatastoreHealth, "/readyz"}
 		r.Requests = Resources{MilliCPU: 100, MemoryMiB: 64}
@@ -327,6 +327,13 @@ func (w Wiring) Role(name string) Role {
 }
 
 // pairs are the certificate and key files of identities (pki/NAME.crt, .key).
+// DatastoreClientReads are the files a client of the datastore reads: its
+// client certificate and the datastore CA (the snapshot Jobs of the Helm
+// chart mount these alone, not the members' server and peer keys).
+func DatastoreClientReads() []string {
+	return append(pairs("datastore-client"), "pki/datastore-ca.crt")
+}
+
 func pairs(names ...string) []string {
 	var out []string
 	for _, n := range names {

@@ -364,7 +364,10 @@ func hostedEtcd(t *testing.T, h *hostHelm) {
 	const ns = "hosted-etcd"
 	// (one scheduler and one controllers: what is under test here is the datastore and the apiservers)
 	hc := h.install(t, ns, exposure{nodesPort: 18132, apiPort: 16443}, "datastore.mode=etcd", "backup.enabled=true", "scheduler.replicas=1", "controllers.replicas=1")
-	backupNow(t, host, ns)
+	configMap(t, hc.client, "in-snapshot", true)
+	snap := backupNow(t, host, ns)
+	configMap(t, hc.client, "in-snapshot", false)
+	webInSnapshot := webPods(t, hc.client)
 	sts, err := host.AppsV1().StatefulSets(ns).Get(ctx, "datastore", metav1.GetOptions{})
 	if err != nil || sts.Status.ReadyReplicas != 3 {
 		t.Fatalf("datastore StatefulSet: not 3 members ready (%v)", err)
@@ -489,6 +492,74 @@ func hostedEtcd(t *testing.T, h *hostHelm) {
 			t.Errorf("container %s restarted across the renewal (%d restarts, %d before)", c, n, restarts[c])
 		}
 	}
+
+	hostedEtcdRestore(t, h, hc, snap, webInSnapshot)
+}
+
+// hostedEtcdRestore restores a running etcd release from snap with
+// `helm upgrade --set backup.restoreFrom`: the state goes back to the
+// snapshot's (what was deleted since is back, the writer's ConfigMaps
+// gone), the workload's containers and the node carry on, and a later
+// upgrade does not restore again.
+func hostedEtcdRestore(t *testing.T, h *hostHelm, hc *hostedCluster, snap string, webInSnapshot map[string]podState) {
+	ctx := context.Background()
+	host := h.c.Client()
+	start := time.Now()
+	h.run(t, "upgrade", "cp", "../../deploy/helm", "-n", hc.ns, "--reuse-values", "--set", "backup.restoreFrom="+snap, "--wait", "--timeout", "5m")
+	t.Logf("helm upgrade --set backup.restoreFrom (etcd, stop, restore, start): %.1fs", time.Since(start).Seconds())
+	logs := jobLogs(t, host, hc.ns, "datastore-restore")
+	if !strings.Contains(logs, "stopped apiserver") || !strings.Contains(logs, "restored /registry/ from") || !strings.Contains(logs, "started apiserver (2 replicas)") {
+		t.Errorf("the restore Job's log:\n%s", logs)
+	} else {
+		t.Logf("restore: %s", firstLineWith(logs, "restored /registry/"))
+	}
+	_, errIn := hc.client.CoreV1().ConfigMaps("default").Get(ctx, "in-snapshot", metav1.GetOptions{})
+	_, errW := hc.client.CoreV1().ConfigMaps("default").Get(ctx, "w-0000", metav1.GetOptions{})
+	_, errR := hc.client.CoreV1().ConfigMaps("default").Get(ctx, "after-renewal", metav1.GetOptions{})
+	if errIn != nil || !apierrors.IsNotFound(errW) || !apierrors.IsNotFound(errR) {
+		t.Errorf("after the restore: in-snapshot %v (want it back), w-0000 %v and after-renewal %v (want them gone)", errIn, errW, errR)
+	}
+	waitFor(t, "the node Ready after the restore", 2*time.Minute, func(ctx context.Context) (bool, error) {
+		return hosted.NodeReady(ctx, hc.client, hc.node)
+	})
+	// the snapshot's pods are the running ones: their containers carry on
+	waitFor(t, "the workload's containers the snapshot's", time.Minute, func(ctx context.Context) (bool, error) {
+		now := webPods(t, hc.client)
+		return maps.Equal(now, webInSnapshot), fmt.Errorf("%v, snapshot %v", now, webInSnapshot)
+	})
+	if got := fetchWeb(t, hc.client, "restored-client", hc.node); !strings.HasPrefix(got, "web-") {
+		t.Errorf("web by DNS name after the restore: %q", got)
+	}
+	configMap(t, hc.client, "after-restore", true)
+
+	// the next upgrade (the value still set) finds it restored: nothing
+	// stops, what was written since stays
+	apis := podNames(t, host, hc.ns, "app.kubernetes.io/component=apiserver")
+	h.run(t, "upgrade", "cp", "../../deploy/helm", "-n", hc.ns, "--reuse-values", "--wait", "--timeout", "5m")
+	if logs := jobLogs(t, host, hc.ns, "datastore-restore"); !strings.Contains(logs, "nothing to do") {
+		t.Errorf("the restore Job at the next upgrade:\n%s", logs)
+	}
+	if now := podNames(t, host, hc.ns, "app.kubernetes.io/component=apiserver"); !slices.Equal(now, apis) {
+		t.Errorf("apiserver pods %v → %v across an upgrade that had nothing to restore", apis, now)
+	}
+	if _, err := hc.client.CoreV1().ConfigMaps("default").Get(ctx, "after-restore", metav1.GetOptions{}); err != nil {
+		t.Errorf("a write after the restore, after the next upgrade: %v", err)
+	}
+}
+
+// podNames lists the names of ns's pods matching selector, sorted.
+func podNames(t *testing.T, c kubernetes.Interface, ns, selector string) []string {
+	t.Helper()
+	pods, err := c.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: selector})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, p := range pods.Items {
+		names = append(names, p.Name)
+	}
+	slices.Sort(names)
+	return names
 }
 
 // renewNow runs the renewal CronJob's pod once with every certificate due
@@ -535,6 +606,13 @@ func runCronJobNow(t *testing.T, host kubernetes.Interface, ns, cronJob, job str
 		}
 		return j.Status.Succeeded > 0, fmt.Errorf("%d succeeded, %d failed", j.Status.Succeeded, j.Status.Failed)
 	})
+	return jobPodLogs(t, host, ns, job)
+}
+
+// jobPodLogs returns the logs of job's pods, one per pod.
+func jobPodLogs(t *testing.T, host kubernetes.Interface, ns, job string) []string {
+	t.Helper()
+	ctx := context.Background()
 	pods, err := host.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "job-name=" + job})
 	if err != nil {
 		t.Fatal(err)
@@ -545,6 +623,12 @@ func runCronJobNow(t *testing.T, host kubernetes.Interface, ns, cronJob, job str
 		logs = append(logs, string(b))
 	}
 	return logs
+}
+
+// jobLogs is the logs of job's pods in one string.
+func jobLogs(t *testing.T, host kubernetes.Interface, ns, job string) string {
+	t.Helper()
+	return strings.Join(jobPodLogs(t, host, ns, job), "\n")
 }
 
 // servedCert is the leaf certificate a TLS server at addr presents for

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/kubesplit/kubesplit/roles"
@@ -55,6 +56,30 @@ func TestHealthStaysOnLoopbackByDefault(t *testing.T) {
 		i := slices.Index(args, "--health-address")
 		if i < 0 || args[i+1][:10] != "127.0.0.1:" {
 			t.Errorf("%s: --health-address not on loopback by default: %q", name, args)
+		}
+	}
+}
+
+// The chart's snapshot Jobs mount datastoreClientReads instead of the
+// datastore's files: the client certificate and CA, never a member's keys.
+func TestSnapshotJobsReadTheClientFilesOnly(t *testing.T) {
+	b, err := Render("v0.0.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f file
+	if err := json.Unmarshal(b, &f); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.DatastoreClientReads) == 0 {
+		t.Fatal("roles.json has no datastoreClientReads")
+	}
+	for _, r := range f.DatastoreClientReads {
+		if !slices.Contains(f.Roles["datastore"].Reads, r) {
+			t.Errorf("%s: not a file the datastore reads", r)
+		}
+		if strings.Contains(r, "server") || strings.Contains(r, "peer") {
+			t.Errorf("%s: a member's key among a client's files", r)
 		}
 	}
 }

@@ -146,7 +146,7 @@ spec:
     seccompProfile: {type: RuntimeDefault}
   terminationGracePeriodSeconds: 30
   {{- $restore := (($root.Values.backup | default dict).restoreFrom) | default "" }}
-  {{- if and .persistent $restore }}
+  {{- if and .persistent $restore (eq $mode "sqlite") }}
   # backup.restoreFrom: the state is replaced by that snapshot before the
   # datastore starts, once (--once: a later start finds it restored already)
   initContainers:
@@ -243,7 +243,7 @@ spec:
   volumes:
   - {name: data, emptyDir: {}}
   - {name: tmp, emptyDir: {}}
-  {{- if and .persistent $restore }}
+  {{- if and .persistent $restore (eq $mode "sqlite") }}
   - {name: snapshots, persistentVolumeClaim: {claimName: datastore-backup}}
   {{- end }}
   {{- include "kubesplit.secretVolumes" (dict "root" $root "name" .name) | trim | nindent 2 }}
@@ -253,12 +253,13 @@ spec:
 {{/*
 The files a role reads (files/roles.json "reads"), from the PKI Secret:
 pki/ and config/ as read-only directories holding just those keys, the
-top-level kubeconfigs one by one. dict root, name.
+top-level kubeconfigs one by one. dict root, name; or root, name and reads
+(the files to mount instead of the role's).
 */}}
 {{- define "kubesplit.readsByDir" -}}
 {{- $all := include "kubesplit.roles" .root | fromJson -}}
 {{- $out := dict "pki" list "config" list "top" list -}}
-{{- range (index $all.roles .name).reads -}}
+{{- range (.reads | default (index $all.roles .name).reads) -}}
 {{- $dir := "top" -}}
 {{- if hasPrefix "pki/" . -}}{{- $dir = "pki" -}}{{- else if hasPrefix "config/" . -}}{{- $dir = "config" -}}{{- end -}}
 {{- $_ := set $out $dir (append (get $out $dir) .) -}}

@@ -30,7 +30,16 @@ const snapshotSummary = `datastore snapshot save [FILE] | list | restore NAME|FI
            read as compacted (watchers list again); restart the apiserver
            once the datastore is back up; --once skips a snapshot this data
            directory was already restored from (the same content), so a
-           restore in a pod's init container runs once, not at each restart`
+           restore in a pod's init container runs once, not at each restart
+  restore --online (etcd): restore into the running cluster at --endpoint
+           over its API instead: the keys under --prefix become the
+           snapshot's (what it lacks is deleted, what differs rewritten;
+           keys on leases, Events, are left to expire), revisions move
+           forward and watchers see ordinary changes; no member needs the
+           file and none restarts; --once skips a snapshot the cluster was
+           already restored from; --pause DEPLOYMENT=N,... (in the chart's
+           Job) stops those Deployments of the pod's namespace for the
+           restore and starts them with N replicas after`
 
 func snapshotMain(args []string, stdout, stderr io.Writer) int {
 	if err := snapshotCmd(args, stdout); err != nil {
@@ -55,10 +64,13 @@ func snapshotCmd(args []string, stdout io.Writer) error {
 	fs := config.NewFlagSet("datastore snapshot " + verb)
 	dataDir := fs.String("data-dir", "", "data directory written by 'kubesplit init' (required)")
 	backendFlag := fs.String("backend", "sqlite", "sqlite or etcd")
-	endpoint := fs.String("endpoint", "https://127.0.0.1:2379", "save, etcd: the running member's client URL")
+	endpoint := fs.String("endpoint", "https://127.0.0.1:2379", "save and restore --online, etcd: the running member's client URL")
 	name := fs.String("etcd-name", "default", "restore, etcd: the member name")
 	peerURL := fs.String("etcd-advertise-peer-url", "https://127.0.0.1:2380", "restore, etcd: the member's peer URL")
 	once := fs.Bool("once", false, "restore: do nothing when the data directory was already restored from this snapshot (same content)")
+	online := fs.Bool("online", false, "restore, etcd: into the running cluster at --endpoint over its API, not into a stopped member's data directory")
+	prefix := fs.String("prefix", snapshot.DefaultPrefix, "restore --online: the key prefix restored (the apiserver's --etcd-prefix)")
+	pause := fs.String("pause", "", "restore --online: DEPLOYMENT=REPLICAS,... of the pod's namespace stopped during the restore and started with REPLICAS after")
 	keep := fs.Int("keep", 0, "save, without FILE: then delete all but the newest KEEP dated snapshots (snapshot-*) in snapshots/ (0: keep all)")
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, config.ErrHelp) {
@@ -116,6 +128,16 @@ func snapshotCmd(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if *online || *pause != "" {
+		if kind != backend.Etcd || !*online {
+			return errors.New("--online and --pause restore a running etcd cluster: use them together with --backend etcd")
+		}
+		targets, err := parsePause(*pause)
+		if err != nil {
+			return err
+		}
+		return restoreOnline(ctx, d, *endpoint, file, *prefix, *once, targets, stdout)
+	}
 	lock, err := lockDataDir(d.DatastoreData())
 	if err != nil {
 		return err
@@ -149,6 +171,67 @@ func snapshotCmd(args []string, stdout io.Writer) error {
 	}
 	fmt.Fprintln(stdout, "\nrestart the apiserver once the datastore is back up")
 	return nil
+}
+
+// restoreOnline restores a running etcd cluster from file (see
+// snapshot.RestoreEtcdOnline), stopping targets for the time it takes.
+func restoreOnline(ctx context.Context, d layout.Dir, endpoint, file, prefix string, once bool, targets []pauseTarget, stdout io.Writer) error {
+	sum, err := snapshot.Digest(file)
+	if err != nil {
+		return err
+	}
+	cli, err := snapshot.EtcdClient(d, endpoint)
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	if once {
+		done, err := snapshot.EtcdRestoredFrom(ctx, cli)
+		if err != nil {
+			return fmt.Errorf("reading what the cluster was restored from at %s: %w", endpoint, err)
+		}
+		if done == sum {
+			fmt.Fprintf(stdout, "already restored from %s (%s): nothing to do\n", file, sum)
+			return nil
+		}
+	}
+	// (the snapshot is read before anything stops: a bad file stops nothing)
+	snap, err := snapshot.ReadEtcdSnapshot(file, prefix)
+	if err != nil {
+		return err
+	}
+	var api *hostAPI
+	if len(targets) > 0 {
+		if api, err = inClusterAPI(serviceAccountDir); err != nil {
+			return err
+		}
+		if err := api.stop(ctx, targets, stdout); err != nil {
+			return err
+		}
+	}
+	start := time.Now()
+	res, err := snapshot.RestoreEtcdOnline(ctx, cli, snap, prefix, sum)
+	if err != nil {
+		// the writers stay stopped: they would act on a half-restored
+		// state; running the restore again resumes it and starts them
+		if len(targets) > 0 {
+			return fmt.Errorf("%w; %s stay stopped until a restore completes", err, targetNames(targets))
+		}
+		return err
+	}
+	fmt.Fprintf(stdout, "restored %s from %s in %v: %v\n", prefix, file, time.Since(start).Round(time.Millisecond), res)
+	if api != nil {
+		return api.start(ctx, targets, stdout)
+	}
+	return nil
+}
+
+func targetNames(targets []pauseTarget) string {
+	var names []string
+	for _, t := range targets {
+		names = append(names, t.name)
+	}
+	return strings.Join(names, ", ")
 }
 
 // saveTarget is where save writes: FILE as given when it is a path, a bare

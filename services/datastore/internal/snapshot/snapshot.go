@@ -15,8 +15,6 @@ import (
 	"strings"
 	"time"
 
-	"go.etcd.io/etcd/client/pkg/v3/transport"
-	clientv3 "go.etcd.io/etcd/client/v3"
 	clientsnapshot "go.etcd.io/etcd/client/v3/snapshot"
 	"go.etcd.io/etcd/etcdutl/v3/snapshot"
 	"go.uber.org/zap"
@@ -210,14 +208,11 @@ func SaveEtcd(ctx context.Context, d layout.Dir, endpoint, out string) error {
 	if _, err := os.Stat(out); err == nil {
 		return fmt.Errorf("%s already exists; choose a new file name", out)
 	}
-	info := transport.TLSInfo{CertFile: d.DatastoreClient().Cert, KeyFile: d.DatastoreClient().Key, TrustedCAFile: d.DatastoreCA().Cert}
-	tlsCfg, err := info.ClientConfig()
+	tlsCfg, err := clientTLS(d)
 	if err != nil {
 		return err
 	}
-	_, err = clientsnapshot.SaveWithVersion(ctx, zap.NewNop(), clientv3.Config{
-		Endpoints: []string{endpoint}, TLS: tlsCfg, DialTimeout: 5 * time.Second, Logger: zap.NewNop(),
-	}, out)
+	_, err = clientsnapshot.SaveWithVersion(ctx, zap.NewNop(), etcdClientConfig(endpoint, tlsCfg), out)
 	return err
 }
 
