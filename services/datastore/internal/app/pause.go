@@ -167,6 +167,7 @@ func (h *hostAPI) available(ctx context.Context, name string) (int, error) {
 
 // stop scales every target to zero and waits until their pods are gone.
 func (h *hostAPI) stop(ctx context.Context, targets []pauseTarget, log io.Writer) error {
+	began := time.Now()
 	for _, t := range targets {
 		if err := h.scale(ctx, t.name, 0); err != nil {
 			return fmt.Errorf("stopping %s for the restore: %w", t.name, err)
@@ -179,13 +180,14 @@ func (h *hostAPI) stop(ctx context.Context, targets []pauseTarget, log io.Writer
 		}); err != nil {
 			return fmt.Errorf("waiting for %s's pods to stop: %w", t.name, err)
 		}
-		fmt.Fprintf(log, "stopped %s\n", t.name)
+		fmt.Fprintf(log, "stopped %s (%v)\n", t.name, time.Since(began).Round(100*time.Millisecond))
 	}
 	return nil
 }
 
 // start scales every target to its replicas and waits until they are available.
 func (h *hostAPI) start(ctx context.Context, targets []pauseTarget, log io.Writer) error {
+	began := time.Now()
 	for _, t := range targets {
 		if err := h.scale(ctx, t.name, t.replicas); err != nil {
 			return fmt.Errorf("starting %s after the restore: %w", t.name, err)
@@ -198,7 +200,7 @@ func (h *hostAPI) start(ctx context.Context, targets []pauseTarget, log io.Write
 		}); err != nil {
 			return fmt.Errorf("waiting for %s to be available: %w", t.name, err)
 		}
-		fmt.Fprintf(log, "started %s (%d replicas)\n", t.name, t.replicas)
+		fmt.Fprintf(log, "started %s (%d replicas, available after %v)\n", t.name, t.replicas, time.Since(began).Round(100*time.Millisecond))
 	}
 	return nil
 }
