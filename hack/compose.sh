@@ -64,15 +64,27 @@ wait_for() { # description command...
   done
 }
 
-# Ready as reported since this `up` started: after `make down` the API still
-# shows the old containers' last status for a while.
+# Status read right after the nodes restart may be the one from before they
+# stopped: a node counts when its Ready heartbeat, and CoreDNS when its
+# container started, after this up. When this up restarted no node (it
+# recreated a control-plane role, say) what runs is what ran, and its status
+# is current: then ready is enough (the kubelet renews the Ready heartbeat
+# only every 5 minutes while nothing changes).
+fresh_since() {
+  local c started
+  for c in $(node_containers); do
+    started=$(docker inspect -f '{{.State.StartedAt}}' "$c" 2>/dev/null) || continue
+    started=${started%%.*}; started=${started%Z}Z
+    [[ "$started" < "$since" ]] || { echo "$since"; return; }
+  done
+}
 nodes_ready() {
   [ "$(kubectl get nodes -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status} {.status.conditions[?(@.type=="Ready")].lastHeartbeatTime}{"\n"}{end}' 2>/dev/null |
-    awk -v since="$since" '$1 == "True" && $2 >= since' | wc -l)" -ge "$NODES" ]
+    awk -v since="$(fresh_since)" '$1 == "True" && $2 >= since' | wc -l)" -ge "$NODES" ]
 }
 coredns_ready() {
   kubectl -n kube-system get pods -l k8s-app=kube-dns -o jsonpath='{range .items[*]}{.status.containerStatuses[0].ready} {.status.containerStatuses[0].state.running.startedAt}{"\n"}{end}' 2>/dev/null |
-    awk -v since="$since" '$1 == "true" && $2 >= since {ok=1} END {exit !ok}'
+    awk -v since="$(fresh_since)" '$1 == "true" && $2 >= since {ok=1} END {exit !ok}'
 }
 
 # On a cgroup v1 host the nodes share the host's hierarchies and each leaves

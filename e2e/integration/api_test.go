@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"syscall"
 	"testing"
 	"time"
 
@@ -41,6 +42,9 @@ func TestAPI(t *testing.T) {
 			t.Run("crud", func(t *testing.T) { testCRUD(t, c) })
 			t.Run("watch-order", func(t *testing.T) { testWatchOrder(t, c) })
 			t.Run("deployment-pending", func(t *testing.T) { testDeploymentPending(t, c) })
+			if name == "sqlite" {
+				t.Run("stops-on-sigterm-with-watches-open", func(t *testing.T) { testGracefulStop(t, c) })
+			}
 		})
 	}
 }
@@ -191,4 +195,51 @@ func testDeploymentPending(t *testing.T, c *hostcluster.Cluster) {
 		}
 		return true, nil
 	})
+}
+
+// testGracefulStop: SIGTERM stops the apiserver by itself, open watches
+// included (they end, and their clients watch again), well inside the
+// grace period of every wiring (30 s in Kubernetes, 10 s in Docker), not by
+// the SIGKILL that follows it; started again, it serves as before.
+func testGracefulStop(t *testing.T, c *hostcluster.Cluster) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ns := newNamespace(t, c.Client)
+	// (a selector nothing matches: no event but the watch's end is expected)
+	w, err := c.Client.CoreV1().ConfigMaps(ns).Watch(ctx, metav1.ListOptions{LabelSelector: "matches=nothing"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	p := c.Proc("apiserver")
+	if err := p.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	select {
+	case <-p.Done():
+		t.Logf("the apiserver exited %v after SIGTERM", time.Since(start).Round(10*time.Millisecond))
+	case <-time.After(10 * time.Second):
+		t.Errorf("the apiserver still runs 10 s after SIGTERM with a watch open")
+		_ = p.Kill()
+		<-p.Done()
+	}
+	if err := p.Err(); err != nil {
+		t.Errorf("the apiserver's exit after SIGTERM: %v", err)
+	}
+	// (the server may say why it ends the watch: an Error event, then the end)
+	for ended := false; !ended; {
+		select {
+		case ev, open := <-w.ResultChan():
+			if ended = !open; open && ev.Type != watch.Error {
+				t.Errorf("the watch delivered a %s event instead of ending", ev.Type)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("the watch stayed open after the apiserver stopped")
+		}
+	}
+	c.Restart("apiserver")
+	if _, err := c.Client.CoreV1().ConfigMaps(ns).Create(context.Background(), &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "after-restart"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("a write after the restart: %v", err)
+	}
 }

@@ -119,6 +119,12 @@ func Run(ctx context.Context, c Config) error {
 				return &cert, err
 			}},
 		HandshakeTimeout: 10 * time.Second,
+		// remotedialer copies up to 32 KiB from a stream per message; with
+		// gorilla's default 4 KiB buffer a message goes out as up to 8
+		// websocket frames, each its own TLS record and write. 64 KiB
+		// sends it as one frame: a 16 KiB round trip through the whole
+		// egress path is 10-15% faster (p50); small messages are unchanged.
+		WriteBufferSize: 64 << 10,
 	}
 	backoff := time.Second
 	for ctx.Err() == nil {

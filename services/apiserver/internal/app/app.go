@@ -195,6 +195,13 @@ func (o Options) UpstreamArgs() ([]string, error) {
 		"--enable-aggregator-routing=true",
 		"--allow-privileged=true",
 		"--profiling=false",
+		// On SIGTERM the apiserver ends its open watches (their clients
+		// watch again, at another apiserver or this one restarted) and so
+		// exits in about a second. Upstream's default waits for them to
+		// end by themselves, which they never do: every stop ran into the
+		// 60 s shutdown timeout and, under Kubernetes' 30 s grace period
+		// or Docker's, a SIGKILL.
+		"--shutdown-watch-termination-grace-period=5s",
 		"--storage-backend=etcd3",
 	}
 	if o.AdvertiseAddress != "" {

@@ -152,6 +152,7 @@ func newBenchEnv(b *testing.B) *benchEnv {
 		TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12, ServerName: "gw.example",
 			GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &nodeCert, nil }},
 		HandshakeTimeout: 10 * time.Second,
+		WriteBufferSize:  64 << 10, // as node/tunnel
 	}
 	wsURL := "wss://" + nodeLn.Addr().String() + tunnelproto.Path
 	agentDone := make(chan struct{})
