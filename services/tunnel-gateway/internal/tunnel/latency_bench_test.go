@@ -23,7 +23,6 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"io"
 	stdlog "log"
@@ -67,19 +66,7 @@ func newBenchEnv(b *testing.B) *benchEnv {
 	ctx, cancel := context.WithCancel(context.Background())
 	b.Cleanup(cancel)
 
-	ca, err := pki.NewCA("bench-ca")
-	if err != nil {
-		b.Fatal(err)
-	}
-	issue := func(spec pki.Spec) tls.Certificate {
-		kp, err := ca.Issue(spec)
-		if err != nil {
-			b.Fatal(err)
-		}
-		return tls.Certificate{Certificate: [][]byte{kp.Cert.Raw}, PrivateKey: kp.Key, Leaf: kp.Cert}
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(ca.Cert)
+	issue, pool := testIssuer(b)
 	serving := issue(pki.Spec{CommonName: "tunnel-gateway", DNSNames: []string{"gw.example"}, Usage: pki.UsageServer})
 	nodeCert := issue(pki.Spec{CommonName: "system:node:a", Organization: []string{"system:nodes"}, Usage: pki.UsageClient})
 	egressCert := issue(pki.Spec{CommonName: bootstrap.APIServerEgressClientCN, Usage: pki.UsageClient})

@@ -2,7 +2,6 @@ package tunnel
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -46,19 +45,7 @@ func echoServer(t *testing.T) string {
 // identity or to another target it is refused; other requests pass on.
 func TestAPIServerConnect(t *testing.T) {
 	t.Parallel()
-	ca, err := pki.NewCA("test-ca")
-	if err != nil {
-		t.Fatal(err)
-	}
-	issue := func(spec pki.Spec) tls.Certificate {
-		kp, err := ca.Issue(spec)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tls.Certificate{Certificate: [][]byte{kp.Cert.Raw}, PrivateKey: kp.Key, Leaf: kp.Cert}
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(ca.Cert)
+	issue, pool := testIssuer(t)
 	serving := issue(pki.Spec{CommonName: "tunnel-gateway", DNSNames: []string{"gw.example"}, Usage: pki.UsageServer})
 	nodeCert := issue(pki.Spec{CommonName: "system:node:a", Organization: []string{"system:nodes"}, Usage: pki.UsageClient})
 	otherCert := issue(pki.Spec{CommonName: "system:kube-scheduler", Usage: pki.UsageClient})
