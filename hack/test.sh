@@ -17,6 +17,18 @@ start=$(date +%s)
 # each header says how many seconds into the run its phase starts
 say() { echo "== [$(( $(date +%s) - start ))s] $*"; }
 
+# gotest LOG COMMAND...: one `go test -v` phase. Its whole output goes to
+# LOG and the test lines to the terminal; if it fails, the run ends with each
+# failed test's last messages (CI shows the end of the output).
+gotest() {
+  local log=$1 rc; shift
+  set +e
+  "$@" 2>&1 | tee "$log" | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+_test.go)'
+  rc=${PIPESTATUS[0]}
+  set -e
+  [ "$rc" -eq 0 ] || { hack/failures.sh "$log"; exit "$rc"; }
+}
+
 hack/deps.sh
 unit_pkgs=()
 for m in $(hack/modules.sh); do [ "$m" = e2e ] || unit_pkgs+=("./$m/..."); done
@@ -36,9 +48,15 @@ if [ "$what" = all ]; then
   # off a cold run on 2 cores.)
   hack/verify.sh quick
   say "binaries and images, once for every phase"
+  # The images' Debian bases (debootstrap: mostly downloading and unpacking,
+  # about 10 minutes on a fresh machine, cached after) are made beside the
+  # compile, which keeps both cores busy; hack/images.sh then finds them made.
+  (hack/node-base.sh && hack/node-base.sh --flavour busybox && hack/node-base.sh --flavour postgres) >/tmp/kubesplit-bases.log 2>&1 &
+  bases_pid=$!
   hack/build.sh
   hack/helm.sh >/dev/null
   export KUBESPLIT_BIN_DIR=$PWD/bin
+  wait "$bases_pid" || { echo "the images' Debian bases failed:"; cat /tmp/kubesplit-bases.log; exit 1; }
   hack/images.sh
   images_built=1
   say "verify (chart, vet, GOWORK=off builds) and unit tests in the background (nice 19): /tmp/kubesplit-checks.log"
@@ -58,8 +76,7 @@ if [ "$what" = all ] || [ "$what" = integration ]; then
   KUBESPLIT_TEST_MYSQL_DSN=$(hack/mysql.sh)
   export KUBESPLIT_TEST_POSTGRES_DSN KUBESPLIT_TEST_MYSQL_DSN
   say "integration tests (real processes)"
-  go test -count=1 -timeout 30m -v ./e2e/integration/... 2>&1 | tee /tmp/kubesplit-integration.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+_test.go)' 
-  test "${PIPESTATUS[0]}" -eq 0
+  gotest /tmp/kubesplit-integration.log go test -count=1 -timeout 30m -v ./e2e/integration/...
 fi
 if [ "$what" = all ] || [ "$what" = nodes ]; then
   [ -n "${KUBESPLIT_BIN_DIR:-}" ] || { say "building binaries"; hack/build.sh; export KUBESPLIT_BIN_DIR=$PWD/bin; }
@@ -67,8 +84,7 @@ if [ "$what" = all ] || [ "$what" = nodes ]; then
   . hack/versions.env
   export KUBESPLIT_TAG=$KUBESPLIT_VERSION   # the tag hack/images.sh just built
   say "node tests (node containers behind the tunnel gateway) and the postgres image"
-  go test -count=1 -timeout 30m -v ./e2e/nodes/... ./e2e/postgresimage/... 2>&1 | tee /tmp/kubesplit-nodes.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+_test.go)'
-  test "${PIPESTATUS[0]}" -eq 0
+  gotest /tmp/kubesplit-nodes.log go test -count=1 -timeout 30m -v ./e2e/nodes/... ./e2e/postgresimage/...
 fi
 if [ "$what" = all ] || [ "$what" = compose ]; then
   if [ "$what" = compose ]; then
@@ -77,8 +93,7 @@ if [ "$what" = all ] || [ "$what" = compose ]; then
   . hack/versions.env
   export KUBESPLIT_TAG=$KUBESPLIT_VERSION KUBESPLIT_BIN_DIR=$PWD/bin
   say "compose cluster (make up, load, restarts, down/up)"
-  go test -count=1 -timeout 30m -v ./e2e/compose/... 2>&1 | tee /tmp/kubesplit-compose.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+_test.go)'
-  test "${PIPESTATUS[0]}" -eq 0
+  gotest /tmp/kubesplit-compose.log go test -count=1 -timeout 30m -v ./e2e/compose/...
 fi
 if [ "$what" = all ] || [ "$what" = e2eframework ]; then
   if [ "$what" = e2eframework ]; then
@@ -86,9 +101,8 @@ if [ "$what" = all ] || [ "$what" = e2eframework ]; then
   fi
   . hack/versions.env
   say "sigs.k8s.io/e2e-framework suite on the kubesplit provider (testcluster/e2eframework)"
-  (cd testcluster/e2eframework && TESTCONTAINERS_RYUK_DISABLED=true TESTCONTAINERS_HOST_OVERRIDE=127.0.0.1 KUBESPLIT_TAG=$KUBESPLIT_VERSION \
-    GOWORK=off go test -count=1 -timeout 15m -v ./...) 2>&1 | tee /tmp/kubesplit-e2eframework.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+_test.go)'
-  test "${PIPESTATUS[0]}" -eq 0
+  gotest /tmp/kubesplit-e2eframework.log env TESTCONTAINERS_RYUK_DISABLED=true TESTCONTAINERS_HOST_OVERRIDE=127.0.0.1 \
+    KUBESPLIT_TAG=$KUBESPLIT_VERSION GOWORK=off go -C testcluster/e2eframework test -count=1 -timeout 15m -v ./...
 fi
 if [ "$what" = all ] || [ "$what" = suite ]; then
   if [ "$what" = suite ]; then
@@ -99,8 +113,7 @@ if [ "$what" = all ] || [ "$what" = suite ]; then
   export KUBESPLIT_TAG=$KUBESPLIT_VERSION TESTCONTAINERS_RYUK_DISABLED=true TESTCONTAINERS_HOST_OVERRIDE=127.0.0.1
   say "e2e suite on testcluster (every backend, role upgrades, partition, version skew, the hosted chart)"
   hack/helm.sh >/dev/null # bin/helm: the hosted-control-plane scenario installs deploy/helm with it (kept when built)
-  (cd e2e/suite && GOWORK=off go test -count=1 -timeout 40m -v .) 2>&1 | tee /tmp/kubesplit-suite.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+_test.go)'
-  test "${PIPESTATUS[0]}" -eq 0
+  gotest /tmp/kubesplit-suite.log env GOWORK=off go -C e2e/suite test -count=1 -timeout 50m -v .
 fi
 if [ "$what" = multiarch ]; then
   # the host runs `kubesplit init`; the roles are the arm64 images, emulated
@@ -112,8 +125,7 @@ if [ "$what" = multiarch ]; then
   . hack/versions.env
   export KUBESPLIT_TAG=$KUBESPLIT_VERSION
   say "arm64 images under emulation (qemu-user-static)"
-  go test -count=1 -timeout 20m -v ./e2e/multiarch/... 2>&1 | tee /tmp/kubesplit-multiarch.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+_test.go)'
-  test "${PIPESTATUS[0]}" -eq 0
+  gotest /tmp/kubesplit-multiarch.log go test -count=1 -timeout 20m -v ./e2e/multiarch/...
 fi
 if [ -n "$checks_pid" ]; then
   say "waiting for verify and the unit tests"
