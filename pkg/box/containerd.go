@@ -168,3 +168,32 @@ func (b Box) Containers(ctx context.Context, role string) ([]string, error) {
 	}
 	return running, nil
 }
+
+// PodUIDs are the kubelet's pod UIDs of a role's containers, running or not
+// (from each container's io.kubernetes.pod.uid label).
+func (b Box) PodUIDs(ctx context.Context, role string) ([]string, error) {
+	out, err := b.ctr(ctx, "containers", "ls", "-q",
+		`labels."io.kubernetes.container.name"==`+role+`,labels."io.kubernetes.pod.namespace"==kube-system`)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	var uids []string
+	for _, id := range strings.Fields(string(out)) {
+		info, err := b.ctr(ctx, "containers", "info", id)
+		if err != nil {
+			continue // removed meanwhile
+		}
+		var c struct {
+			Labels map[string]string `json:"Labels"`
+		}
+		if err := json.Unmarshal(info, &c); err != nil {
+			return nil, fmt.Errorf("ctr containers info %s: %w", id, err)
+		}
+		if uid := c.Labels["io.kubernetes.pod.uid"]; uid != "" && !seen[uid] {
+			seen[uid] = true
+			uids = append(uids, uid)
+		}
+	}
+	return uids, nil
+}

@@ -99,7 +99,7 @@ func (b Box) Upgrade(ctx context.Context, u Upgrade) error {
 	if err := b.replace(ctx, u, path, newBytes); err != nil {
 		return err
 	}
-	fmt.Fprintf(u.Out, "%s: previous container stopped after %s; manifest replaced (%s → %s; previous kept in %s), waiting for its health\n",
+	fmt.Fprintf(u.Out, "%s: previous pod gone after %s; manifest replaced (%s → %s; previous kept in %s), waiting for its health\n",
 		u.Role, time.Since(start).Round(100*time.Millisecond), staticpod.Image(cur), u.Image, staticpod.PreviousDir(b.Manifests))
 	werr := b.waitHealthy(ctx, u.Role, u.Timeout)
 	if werr == nil {
@@ -120,13 +120,16 @@ func (b Box) Upgrade(ctx context.Context, u Upgrade) error {
 }
 
 // replace swaps a role's manifest for data (staticpod.Stage, Park, Commit):
-// the kubelet stops the old pod at once, and once no container of the role
-// runs it starts the new one at once.
+// the kubelet stops the old pod at once; once no container of the role runs
+// and the old pod is completely gone (podcgroup.go), the new manifest is
+// written, and the kubelet starts it at once.
 func (b Box) replace(ctx context.Context, u Upgrade, path string, data []byte) error {
 	role, timeout := u.Role, u.Timeout
 	if err := staticpod.Stage(path, data); err != nil {
 		return err
 	}
+	// the pods to see gone (none known: only the containers are waited for)
+	uids, _ := b.PodUIDs(ctx, role)
 	if err := staticpod.Park(path); err != nil {
 		return err
 	}
@@ -134,15 +137,15 @@ func (b Box) replace(ctx context.Context, u Upgrade, path string, data []byte) e
 	defer cancel()
 	for {
 		ids, err := b.Containers(gctx, role)
-		if err == nil && len(ids) == 0 {
+		if err == nil && len(ids) == 0 && len(podCgroupsLeft(uids)) == 0 {
 			break
 		}
 		select {
 		case <-gctx.Done():
 			// start the new pod anyway: the kubelet starts it once the old one is gone
-			fmt.Fprintf(u.Out, "%s's previous container has not stopped within %s; going on\n", role, timeout)
+			fmt.Fprintf(u.Out, "%s's previous pod is not gone within %s; going on\n", role, timeout)
 			return staticpod.Commit(path)
-		case <-time.After(250 * time.Millisecond):
+		case <-time.After(100 * time.Millisecond):
 		}
 	}
 	return staticpod.Commit(path)
