@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -74,10 +75,21 @@ func (b *bench) execPhase(ctx context.Context, r *result, n int, perDial bool) e
 	for _, cfg := range cfgs {
 		fns = append(fns, execVia(cfg).once)
 	}
-	lat, err := interleave(n, fns...)
+	// the tunneled apiservers' egress dials: the cluster's and, with
+	// -per-dial, the two fresh ones (the routed one has no egress selector)
+	dialCfgs := []*rest.Config{c.Config}
+	if perDial {
+		dialCfgs = append(dialCfgs, cfgs[1], cfgs[2])
+	}
+	var lat [][]float64
+	dials, err := egressDialsDuring(ctx, dialCfgs, func() (err error) {
+		lat, err = interleave(n, fns...)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("exec through the apiservers: %w", err)
 	}
+	r.ExecDialTunnel = &dials[0]
 	r.ExecTunnelP50Ms, r.ExecTunnelP99Ms = pct(lat[0], 50), pct(lat[0], 99)
 	r.ExecNoTunnelP50Ms, r.ExecNoTunnelP99Ms = pct(lat[1], 50), pct(lat[1], 99)
 	r.ExecOverheadP50Ms = r.ExecTunnelP50Ms - r.ExecNoTunnelP50Ms
@@ -89,6 +101,7 @@ func (b *bench) execPhase(ctx context.Context, r *result, n int, perDial bool) e
 		r.ExecRelayOverheadPairedMs = pairedMedian(relay, lat[1])
 		r.ExecPerDialOverheadPairedMs = pairedMedian(pd, lat[1])
 		r.ExecRelayMinusPerDialPairedMs = pairedMedian(relay, pd)
+		r.ExecDialRelay, r.ExecDialPerDial = &dials[1], &dials[2]
 	}
 	if lat, err = interleave(n, execFn(direct).once); err != nil {
 		return fmt.Errorf("exec straight to the kubelet: %w", err)
@@ -112,4 +125,92 @@ func (mk execFn) once() (float64, error) {
 		return 0, err
 	}
 	return msSince(start), nil
+}
+
+// dialStats is an apiserver's egress dials so far
+// (apiserver_egress_dialer_dial_duration_seconds: from its dial of the
+// egress to the CONNECT's 200), summed over its label sets: how many, their
+// total time, and how many took at most 5 ms (the histogram's first bucket).
+// Read before and after a phase, it splits a tunneled exec's overhead into
+// the dial and the rest (the round trips through the tunnel).
+type dialStats struct{ n, ms, fast float64 }
+
+func egressDials(ctx context.Context, cfg *rest.Config) (dialStats, error) {
+	var d dialStats
+	rc, err := rest.RESTClientFor(withNegotiated(cfg))
+	if err != nil {
+		return d, err
+	}
+	raw, err := rc.Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		return d, err
+	}
+	const name = "apiserver_egress_dialer_dial_duration_seconds"
+	for _, line := range strings.Split(string(raw), "\n") {
+		metric, value, ok := strings.Cut(line, " ")
+		if !ok {
+			continue
+		}
+		metric, labels, _ := strings.Cut(metric, "{")
+		v, perr := strconv.ParseFloat(strings.TrimSpace(value), 64)
+		if perr != nil {
+			continue
+		}
+		switch {
+		case metric == name+"_count":
+			d.n += v
+		case metric == name+"_sum":
+			d.ms += v * 1000
+		case metric == name+"_bucket" && strings.Contains(labels, `le="0.005"`):
+			d.fast += v
+		}
+	}
+	return d, nil
+}
+
+// withNegotiated is cfg with what rest.RESTClientFor needs for raw paths.
+func withNegotiated(cfg *rest.Config) *rest.Config {
+	c := rest.CopyConfig(cfg)
+	c.GroupVersion = &corev1.SchemeGroupVersion
+	c.APIPath = "/api"
+	c.NegotiatedSerializer = scheme.Codecs.WithoutConversion()
+	return c
+}
+
+// egressDialsDuring reads egressDials of each config before and after f
+// and returns, per config, f's dials: their mean in ms and the share that
+// took at most 5 ms, in percent (0, 0 where none).
+func egressDialsDuring(ctx context.Context, cfgs []*rest.Config, f func() error) ([]dialResult, error) {
+	before := make([]dialStats, len(cfgs))
+	for i, cfg := range cfgs {
+		d, err := egressDials(ctx, cfg)
+		if err != nil {
+			return nil, fmt.Errorf("egress dial metrics: %w", err)
+		}
+		before[i] = d
+	}
+	if err := f(); err != nil {
+		return nil, err
+	}
+	out := make([]dialResult, len(cfgs))
+	for i, cfg := range cfgs {
+		d, err := egressDials(ctx, cfg)
+		if err != nil {
+			return nil, fmt.Errorf("egress dial metrics: %w", err)
+		}
+		if dn := d.n - before[i].n; dn > 0 {
+			out[i] = dialResult{MeanMs: (d.ms - before[i].ms) / dn, Under5msPct: 100 * (d.fast - before[i].fast) / dn}
+		}
+	}
+	return out, nil
+}
+
+// dialResult is one path's egress dials in a phase.
+type dialResult struct {
+	MeanMs      float64 `json:"mean_ms"`
+	Under5msPct float64 `json:"under_5ms_percent"`
+}
+
+func (d dialResult) String() string {
+	return fmt.Sprintf("%.1f ms, %.0f%% ≤ 5 ms", d.MeanMs, d.Under5msPct)
 }

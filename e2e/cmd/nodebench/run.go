@@ -45,21 +45,28 @@ type result struct {
 	// a new mTLS connection to the gateway per dial; overheads against the
 	// routed baseline and relay minus per-dial (below 0: the relay is
 	// faster), each the median of paired differences
-	ExecRelayP50Ms                float64        `json:"exec_via_fresh_apiserver_egress_relay_p50_ms,omitempty"`
-	ExecRelayP99Ms                float64        `json:"exec_via_fresh_apiserver_egress_relay_p99_ms,omitempty"`
-	ExecPerDialP50Ms              float64        `json:"exec_via_fresh_apiserver_per_dial_egress_p50_ms,omitempty"`
-	ExecPerDialP99Ms              float64        `json:"exec_via_fresh_apiserver_per_dial_egress_p99_ms,omitempty"`
-	ExecRelayOverheadPairedMs     float64        `json:"exec_egress_relay_overhead_paired_median_ms,omitempty"`
-	ExecPerDialOverheadPairedMs   float64        `json:"exec_per_dial_egress_overhead_paired_median_ms,omitempty"`
-	ExecRelayMinusPerDialPairedMs float64        `json:"exec_relay_minus_per_dial_paired_median_ms,omitempty"`
-	ExecDirectP50Ms               float64        `json:"exec_direct_to_kubelet_p50_ms,omitempty"`
-	ExecDirectP99Ms               float64        `json:"exec_direct_to_kubelet_p99_ms,omitempty"`
-	Webhook                       *webhookResult `json:"webhook,omitempty"`
-	AddonMemory                   []podMemory    `json:"kube_system_pods_idle_memory,omitempty"`
-	ReconnectS                    []float64      `json:"tunnel_reconnect_after_gateway_restart_s,omitempty"`
-	ReconnectMedianS              float64        `json:"tunnel_reconnect_median_s,omitempty"`
-	ClusterStartS                 float64        `json:"cluster_start_to_nodes_ready_s"`
-	GatewayRestartRuns            int            `json:"gateway_restarts,omitempty"`
+	ExecRelayP50Ms                float64 `json:"exec_via_fresh_apiserver_egress_relay_p50_ms,omitempty"`
+	ExecRelayP99Ms                float64 `json:"exec_via_fresh_apiserver_egress_relay_p99_ms,omitempty"`
+	ExecPerDialP50Ms              float64 `json:"exec_via_fresh_apiserver_per_dial_egress_p50_ms,omitempty"`
+	ExecPerDialP99Ms              float64 `json:"exec_via_fresh_apiserver_per_dial_egress_p99_ms,omitempty"`
+	ExecRelayOverheadPairedMs     float64 `json:"exec_egress_relay_overhead_paired_median_ms,omitempty"`
+	ExecPerDialOverheadPairedMs   float64 `json:"exec_per_dial_egress_overhead_paired_median_ms,omitempty"`
+	ExecRelayMinusPerDialPairedMs float64 `json:"exec_relay_minus_per_dial_paired_median_ms,omitempty"`
+	// the egress dials (to the CONNECT's 200) of the execs, from each
+	// tunneled apiserver's own metric: the cluster's, the relay's and the
+	// per-dial one's (a mean is moved by a few slow dials: the share under
+	// 5 ms says more)
+	ExecDialTunnel     *dialResult    `json:"exec_egress_dials,omitempty"`
+	ExecDialRelay      *dialResult    `json:"exec_egress_dials_relay,omitempty"`
+	ExecDialPerDial    *dialResult    `json:"exec_egress_dials_per_dial,omitempty"`
+	ExecDirectP50Ms    float64        `json:"exec_direct_to_kubelet_p50_ms,omitempty"`
+	ExecDirectP99Ms    float64        `json:"exec_direct_to_kubelet_p99_ms,omitempty"`
+	Webhook            *webhookResult `json:"webhook,omitempty"`
+	AddonMemory        []podMemory    `json:"kube_system_pods_idle_memory,omitempty"`
+	ReconnectS         []float64      `json:"tunnel_reconnect_after_gateway_restart_s,omitempty"`
+	ReconnectMedianS   float64        `json:"tunnel_reconnect_median_s,omitempty"`
+	ClusterStartS      float64        `json:"cluster_start_to_nodes_ready_s"`
+	GatewayRestartRuns int            `json:"gateway_restarts,omitempty"`
 }
 
 // bench is one run's cluster and what its phases share.

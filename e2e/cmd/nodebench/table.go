@@ -24,11 +24,12 @@ func printTable(r *result) {
 		row(fmt.Sprintf("exec via apiserver+gateway+tunnel, p50 / p99 (%d)", r.Execs), ms(r.ExecTunnelP50Ms, r.ExecTunnelP99Ms), "")
 		row("exec via an apiserver with a route to the node (baseline)", ms(r.ExecNoTunnelP50Ms, r.ExecNoTunnelP99Ms), "")
 		row("tunnel overhead per exec: p50 difference / paired median", fmt.Sprintf("%.1f / %.1f ms", r.ExecOverheadP50Ms, r.ExecOverheadPairedMs), "< 5 ms")
+		row("  its egress dials (to the CONNECT's 200)", r.ExecDialTunnel.String(), "")
 		if r.PerDial {
 			row("exec via a fresh apiserver, egress relay", ms(r.ExecRelayP50Ms, r.ExecRelayP99Ms), "")
-			row("  its tunnel overhead, paired median", fmt.Sprintf("%.1f ms", r.ExecRelayOverheadPairedMs), "")
+			row("  its tunnel overhead, paired median; its egress dials", fmt.Sprintf("%.1f ms; %s", r.ExecRelayOverheadPairedMs, r.ExecDialRelay), "")
 			row("exec via a fresh apiserver, per-dial egress (--egress-relay=false)", ms(r.ExecPerDialP50Ms, r.ExecPerDialP99Ms), "")
-			row("  its tunnel overhead, paired median", fmt.Sprintf("%.1f ms", r.ExecPerDialOverheadPairedMs), "")
+			row("  its tunnel overhead, paired median; its egress dials", fmt.Sprintf("%.1f ms; %s", r.ExecPerDialOverheadPairedMs, r.ExecDialPerDial), "")
 			row("exec via relay − via per-dial, paired median", fmt.Sprintf("%.1f ms", r.ExecRelayMinusPerDialPairedMs), "")
 		}
 		row("exec straight to the kubelet, no apiserver", ms(r.ExecDirectP50Ms, r.ExecDirectP99Ms), "")
