@@ -146,13 +146,12 @@ func (b Box) Image(ctx context.Context, image string) (ImageInfo, error) {
 
 // Containers are the IDs of a role's containers that run now.
 func (b Box) Containers(ctx context.Context, role string) ([]string, error) {
-	out, err := b.ctr(ctx, "containers", "ls", "-q",
-		`labels."io.kubernetes.container.name"==`+role+`,labels."io.kubernetes.pod.namespace"==kube-system`)
+	all, err := b.roleContainers(ctx, role)
 	if err != nil {
 		return nil, err
 	}
 	ids := map[string]bool{}
-	for _, id := range strings.Fields(string(out)) {
+	for _, id := range all {
 		ids[id] = true
 	}
 	tasks, err := b.ctr(ctx, "tasks", "ls")
@@ -172,14 +171,13 @@ func (b Box) Containers(ctx context.Context, role string) ([]string, error) {
 // PodUIDs are the kubelet's pod UIDs of a role's containers, running or not
 // (from each container's io.kubernetes.pod.uid label).
 func (b Box) PodUIDs(ctx context.Context, role string) ([]string, error) {
-	out, err := b.ctr(ctx, "containers", "ls", "-q",
-		`labels."io.kubernetes.container.name"==`+role+`,labels."io.kubernetes.pod.namespace"==kube-system`)
+	ids, err := b.roleContainers(ctx, role)
 	if err != nil {
 		return nil, err
 	}
 	seen := map[string]bool{}
 	var uids []string
-	for _, id := range strings.Fields(string(out)) {
+	for _, id := range ids {
 		info, err := b.ctr(ctx, "containers", "info", id)
 		if err != nil {
 			continue // removed meanwhile
@@ -196,4 +194,15 @@ func (b Box) PodUIDs(ctx context.Context, role string) ([]string, error) {
 		}
 	}
 	return uids, nil
+}
+
+// roleContainers are the IDs of a role's containers in containerd, running
+// or not (by the labels the kubelet's CRI gives them).
+func (b Box) roleContainers(ctx context.Context, role string) ([]string, error) {
+	out, err := b.ctr(ctx, "containers", "ls", "-q",
+		`labels."io.kubernetes.container.name"==`+role+`,labels."io.kubernetes.pod.namespace"==kube-system`)
+	if err != nil {
+		return nil, err
+	}
+	return strings.Fields(string(out)), nil
 }
