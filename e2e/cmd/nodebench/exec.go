@@ -5,12 +5,15 @@ import (
 	"context"
 	"fmt"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/remotecommand"
@@ -135,46 +138,42 @@ func (mk execFn) once() (float64, error) {
 // the dial and the rest (the round trips through the tunnel).
 type dialStats struct{ n, ms, fast float64 }
 
+// egressDials reads an apiserver's dialStats from its /metrics.
 func egressDials(ctx context.Context, cfg *rest.Config) (dialStats, error) {
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return dialStats{}, err
+	}
+	raw, err := cs.Discovery().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		return dialStats{}, err
+	}
+	return dialStatsFrom(raw)
+}
+
+// dialStatsFrom reads the egress dial histogram from a /metrics page, with
+// the text format's own parser (prometheus/common, which client-go's
+// dependencies bring already).
+func dialStatsFrom(raw []byte) (dialStats, error) {
 	var d dialStats
-	rc, err := rest.RESTClientFor(withNegotiated(cfg))
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := p.TextToMetricFamilies(bytes.NewReader(raw))
 	if err != nil {
-		return d, err
+		return d, fmt.Errorf("the apiserver's /metrics: %w", err)
 	}
-	raw, err := rc.Get().AbsPath("/metrics").DoRaw(ctx)
-	if err != nil {
-		return d, err
-	}
-	const name = "apiserver_egress_dialer_dial_duration_seconds"
-	for _, line := range strings.Split(string(raw), "\n") {
-		metric, value, ok := strings.Cut(line, " ")
-		if !ok {
-			continue
-		}
-		metric, labels, _ := strings.Cut(metric, "{")
-		v, perr := strconv.ParseFloat(strings.TrimSpace(value), 64)
-		if perr != nil {
-			continue
-		}
-		switch {
-		case metric == name+"_count":
-			d.n += v
-		case metric == name+"_sum":
-			d.ms += v * 1000
-		case metric == name+"_bucket" && strings.Contains(labels, `le="0.005"`):
-			d.fast += v
+	if f := families["apiserver_egress_dialer_dial_duration_seconds"]; f != nil {
+		for _, m := range f.GetMetric() {
+			h := m.GetHistogram()
+			d.n += float64(h.GetSampleCount())
+			d.ms += h.GetSampleSum() * 1000
+			for _, b := range h.GetBucket() {
+				if b.GetUpperBound() == 0.005 {
+					d.fast += float64(b.GetCumulativeCount())
+				}
+			}
 		}
 	}
 	return d, nil
-}
-
-// withNegotiated is cfg with what rest.RESTClientFor needs for raw paths.
-func withNegotiated(cfg *rest.Config) *rest.Config {
-	c := rest.CopyConfig(cfg)
-	c.GroupVersion = &corev1.SchemeGroupVersion
-	c.APIPath = "/api"
-	c.NegotiatedSerializer = scheme.Codecs.WithoutConversion()
-	return c
 }
 
 // egressDialsDuring reads egressDials of each config before and after f
