@@ -442,11 +442,13 @@ func WaitFor(t testing.TB, what string, timeout time.Duration, cond func(ctx con
 	var last error
 	err := wait.PollUntilContextTimeout(context.Background(), 500*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
 		ok, err := cond(ctx)
-		if err != nil {
+		// the poll that runs into the deadline fails for that reason alone
+		// (a client's rate limiter refuses to wait past it): keep the error
+		// before it, which says why the condition did not hold
+		if err != nil && ctx.Err() == nil {
 			last = err
-			return false, nil
 		}
-		return ok, nil
+		return err == nil && ok, nil
 	})
 	if err != nil {
 		t.Fatalf("%s: not within %s (last error: %v)", what, timeout, last)

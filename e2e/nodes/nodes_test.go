@@ -25,6 +25,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/ptr"
 
 	"github.com/kubesplit/kubesplit/e2e/dockercluster"
@@ -59,15 +60,36 @@ func nodeReady(n *corev1.Node) bool {
 	return false
 }
 
+// waitNodeReady waits for the node's Ready condition. When it does not come,
+// the failure says the condition's reason and what the node container logged
+// last, so that a CI log's tail shows why.
 func waitNodeReady(t *testing.T, c *dockercluster.Cluster, name string, ready bool, timeout time.Duration) {
 	t.Helper()
-	waitFor(t, fmt.Sprintf("node %s ready=%v", name, ready), timeout, func(ctx context.Context) (bool, error) {
+	what := fmt.Sprintf("node %s ready=%v", name, ready)
+	var last error
+	err := wait.PollUntilContextTimeout(context.Background(), 500*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
 		n, err := c.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			return false, err
+		switch {
+		case ctx.Err() != nil:
+		case err != nil:
+			last = err
+		default:
+			last = fmt.Errorf("not registered with a Ready condition")
+			for _, cond := range n.Status.Conditions {
+				if cond.Type == corev1.NodeReady {
+					last = fmt.Errorf("Ready=%s since %s: %s: %s", cond.Status, cond.LastTransitionTime.Format(time.TimeOnly), cond.Reason, cond.Message)
+				}
+			}
 		}
-		return nodeReady(n) == ready, nil
+		return err == nil && nodeReady(n) == ready, nil
 	})
+	if err != nil {
+		logs := strings.Split(strings.TrimSpace(c.Logs(name)), "\n")
+		if len(logs) > 12 {
+			logs = logs[len(logs)-12:]
+		}
+		t.Fatalf("%s: not within %s (last state: %v); the node's last log lines:\n%s", what, timeout, last, strings.Join(logs, "\n"))
+	}
 }
 
 func testappDeployment(name string, replicas int32) *appsv1.Deployment {
