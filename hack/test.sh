@@ -33,9 +33,9 @@ hack/deps.sh
 unit_pkgs=()
 for m in $(hack/modules.sh); do [ "$m" = e2e ] || unit_pkgs+=("./$m/..."); done
 
-checks_pid=
+checks_pid= rest_pid= bases_pid=
 stop_all() {
-  [ -z "$checks_pid" ] || kill -- -"$checks_pid" 2>/dev/null || true
+  for p in $checks_pid $rest_pid; do kill -- -"$p" 2>/dev/null || true; done
   if [ "$what" = all ] || [ "$what" = integration ]; then hack/postgres.sh stop; hack/mysql.sh stop; fi
 }
 trap stop_all EXIT
@@ -44,27 +44,50 @@ if [ "$what" = all ]; then
   # tests: compiling and linking) runs at the lowest priority beside the
   # end-to-end phases, which mostly wait on clusters; the binaries those
   # phases need are built first, which also compiles most of what the checks
-  # compile. (Estimated, not measured on an empty cache: about a quarter
-  # off a cold run on 2 cores.)
+  # compile.
   hack/verify.sh quick
-  say "binaries and images, once for every phase"
+  say "the control plane's binaries (what the integration tests run)"
   # The images' Debian bases (debootstrap: mostly downloading and unpacking,
-  # about 10 minutes on a fresh machine, cached after) are made beside the
+  # about 6 minutes on a fresh machine, cached after) are made beside the
   # compile, which keeps both cores busy; hack/images.sh then finds them made.
   (hack/node-base.sh && hack/node-base.sh --flavour busybox && hack/node-base.sh --flavour postgres) >/tmp/kubesplit-bases.log 2>&1 &
   bases_pid=$!
-  hack/build.sh
-  hack/helm.sh >/dev/null
+  IMAGES="kubesplit datastore apiserver scheduler controllers tunnel-gateway" hack/build.sh
   export KUBESPLIT_BIN_DIR=$PWD/bin
-  wait "$bases_pid" || { echo "the images' Debian bases failed:"; cat /tmp/kubesplit-bases.log; exit 1; }
-  hack/images.sh
-  images_built=1
-  say "verify (chart, vet, GOWORK=off builds) and unit tests in the background (nice 19): /tmp/kubesplit-checks.log"
-  set -m   # its own process group, so that stop_all ends all of it
-  (nice -n 19 hack/verify.sh slow && nice -n 19 hack/test.sh unit) >/tmp/kubesplit-checks.log 2>&1 &
-  checks_pid=$!
+  # The rest (node agent, containerd, the addons from their own modules,
+  # kubectl, helm: about 15 minutes on an empty cache, Traefik most of it)
+  # compiles at the lowest priority beside the integration tests, which
+  # need none of it and leave a core idle much of the time; the binaries
+  # already built are up to date and left as they are.
+  say "the other binaries and helm in the background (nice 19): /tmp/kubesplit-build.log"
+  set -m
+  (nice -n 19 hack/build.sh && nice -n 19 hack/helm.sh) >/tmp/kubesplit-build.log 2>&1 &
+  rest_pid=$!
   set +m
 fi
+# images: what the phases after the integration tests need, once
+images() {
+  [ -z "${images_built:-}" ] || return 0
+  if [ -n "$rest_pid" ]; then
+    say "waiting for the other binaries"
+    wait "$rest_pid" || { echo "hack/build.sh or hack/helm.sh failed:"; cat /tmp/kubesplit-build.log; exit 1; }
+    rest_pid=
+  fi
+  if [ -n "$bases_pid" ]; then
+    wait "$bases_pid" || { echo "the images' Debian bases failed:"; cat /tmp/kubesplit-bases.log; exit 1; }
+    bases_pid=
+  fi
+  say "images (offline, from bin/)"
+  hack/images.sh
+  images_built=1
+  if [ "$what" = all ]; then
+    say "verify (chart, vet, GOWORK=off builds) and unit tests in the background (nice 19): /tmp/kubesplit-checks.log"
+    set -m   # its own process group, so that stop_all ends all of it
+    (nice -n 19 hack/verify.sh slow && nice -n 19 hack/test.sh unit) >/tmp/kubesplit-checks.log 2>&1 &
+    checks_pid=$!
+    set +m
+  fi
+}
 if [ "$what" = unit ]; then
   say "unit tests"
   go test -short -count=1 "${unit_pkgs[@]}"
@@ -80,7 +103,7 @@ if [ "$what" = all ] || [ "$what" = integration ]; then
 fi
 if [ "$what" = all ] || [ "$what" = nodes ]; then
   [ -n "${KUBESPLIT_BIN_DIR:-}" ] || { say "building binaries"; hack/build.sh; export KUBESPLIT_BIN_DIR=$PWD/bin; }
-  [ -n "${images_built:-}" ] || { say "images (offline, from bin/)"; hack/images.sh; }
+  images
   . hack/versions.env
   export KUBESPLIT_TAG=$KUBESPLIT_VERSION   # the tag hack/images.sh just built
   say "node tests (node containers behind the tunnel gateway) and the postgres image"

@@ -40,6 +40,7 @@ type Options struct {
 	EgressConfig      string
 	EgressGateway     string
 	EgressDirect      bool // one mTLS connection to the gateway per dial, no relay (--egress-relay=false)
+	EgressWait        bool // the relay answers no CONNECT before the gateway has (--egress-relay-early=false)
 	ShowVersion       bool
 	HealthAddress     string // IP:port relaying health in plain HTTP (empty: off)
 }
@@ -59,6 +60,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.AuditLogPath, "audit-log-path", "", "where the audit log goes (default: logs/audit.log in the data dir; '-' for stdout)")
 	fs.StringVar(&o.EgressGateway, "egress-gateway", "", "https://HOST:PORT of the tunnel gateway's egress: kubelet traffic (logs, exec, port-forward) goes through node tunnels")
 	relay := fs.Bool("egress-relay", true, "carry egress connections as streams of one HTTP/2 connection to the gateway (false: a new mTLS connection per dial, as upstream does)")
+	early := fs.Bool("egress-relay-early", true, "the relay answers a CONNECT before the gateway does when the gateway accepted one to the same target in the last 2 minutes (one round trip less per exec, log and port-forward; false: always wait for the gateway)")
 	fs.StringVar(&o.EgressConfig, "egress-selector-config", "", "your own EgressSelectorConfiguration file (instead of --egress-gateway)")
 	fs.StringVar(&o.HealthAddress, "health-address", "", "IP:port serving /healthz, /livez and /readyz (nothing else) in plain HTTP for container health checks, e.g. 127.0.0.1:PORT (empty: off)")
 	fs.BoolVar(&o.ShowVersion, "version", false, "print the version and exit")
@@ -70,7 +72,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "apiserver: %v\n", err)
 		return 1
 	}
-	o.EgressDirect = !*relay
+	o.EgressDirect, o.EgressWait = !*relay, !*early
 	if o.ShowVersion {
 		fmt.Fprintln(stdout, version.Info("apiserver"))
 		return 0

@@ -66,7 +66,7 @@ func (o Options) startEgressRelay(stderr io.Writer) error {
 	if !pool.AppendCertsFromPEM(caPEM) {
 		return fmt.Errorf("%s holds no certificate", d.ClusterCA().Cert)
 	}
-	r := &egress.Relay{Socket: o.EgressSocket(), Gateway: strings.TrimPrefix(o.EgressGateway, "https://"),
+	r := &egress.Relay{Socket: o.EgressSocket(), Gateway: strings.TrimPrefix(o.EgressGateway, "https://"), Early: !o.EgressWait,
 		Log: logging.New("apiserver-egress", stderr, slog.LevelInfo),
 		TLS: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12,
 			// read at each dial: a renewed certificate is used on the next connection

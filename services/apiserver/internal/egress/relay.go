@@ -25,6 +25,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -46,8 +47,58 @@ type Relay struct {
 	// TLS has the apiserver's egress client certificate and the cluster CA.
 	TLS *tls.Config
 	Log *slog.Logger
+	// Early answers a CONNECT at once, before the gateway has, when the
+	// gateway accepted one to the same target within EarlyWindow and has
+	// refused none since: the apiserver's TLS handshake with the kubelet
+	// or pod then rides in the stream's first bytes, which spares one
+	// round trip through the gateway per connection (every exec, log and
+	// port-forward opens one). If the gateway refuses after all (the node's
+	// tunnel went down), the relay closes the connection and logs the
+	// gateway's reason; the apiserver sees the connection end, and its next
+	// CONNECT to that target waits for the gateway again, so the error it
+	// gets names the cause.
+	Early bool
 
-	h2 *http2.Transport
+	h2   *http2.Transport
+	mu   sync.Mutex
+	good map[string]time.Time // target → when the gateway last accepted a CONNECT to it
+}
+
+// EarlyWindow is how long an accepted CONNECT lets the next ones to the same
+// target be answered early.
+const EarlyWindow = 2 * time.Minute
+
+// accepted records the gateway's verdict on a CONNECT to target.
+func (r *Relay) accepted(target string, ok bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !ok {
+		delete(r.good, target)
+		return
+	}
+	now := time.Now()
+	if r.good == nil {
+		r.good = map[string]time.Time{}
+	}
+	if len(r.good) >= 4096 { // pods come and go: drop what has expired
+		for t, at := range r.good {
+			if now.Sub(at) > EarlyWindow {
+				delete(r.good, t)
+			}
+		}
+	}
+	r.good[target] = now
+}
+
+// early says whether a CONNECT to target may be answered before the gateway.
+func (r *Relay) early(target string) bool {
+	if !r.Early {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	at, ok := r.good[target]
+	return ok && time.Since(at) <= EarlyWindow
 }
 
 // Listen creates the socket (only the apiserver's user may connect to it).
@@ -121,34 +172,58 @@ func (r *Relay) relay(ctx context.Context, conn net.Conn) {
 		Host: target, Header: http.Header{}, Body: pr, ContentLength: -1}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	// what the apiserver sends (after what ReadRequest buffered) goes into
+	// the stream once the apiserver has its 200
+	forward := func() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := io.Copy(pw, br)
+			pw.CloseWithError(err)
+		}()
+	}
+	early := r.early(target)
+	if early {
+		if _, err := fmt.Fprint(conn, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
+			pw.Close()
+			return
+		}
+		forward()
+	}
 	resp, err := r.h2.RoundTrip(out.WithContext(ctx))
 	if err != nil {
 		pw.Close()
 		r.Log.Warn("egress: the gateway is unreachable", "target", target, "err", err)
-		fmt.Fprint(conn, "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+		if !early {
+			fmt.Fprint(conn, "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+		}
+		conn.Close() // (an early one: the apiserver's copy above ends)
 		return
 	}
 	defer resp.Body.Close()
+	r.accepted(target, resp.StatusCode == http.StatusOK)
 	if resp.StatusCode != http.StatusOK {
 		pw.Close()
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		fmt.Fprintf(conn, "HTTP/1.1 %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s", resp.Status, len(msg), msg)
+		if early {
+			r.Log.Warn("egress: the gateway refused a connection answered early; the next one to this target waits for the gateway",
+				"target", target, "status", resp.Status, "reason", strings.TrimSpace(string(msg)))
+		} else {
+			fmt.Fprintf(conn, "HTTP/1.1 %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s", resp.Status, len(msg), msg)
+		}
+		conn.Close()
 		return
 	}
-	if _, err := fmt.Fprint(conn, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
-		pw.Close()
-		return
+	if !early {
+		if _, err := fmt.Fprint(conn, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
+			pw.Close()
+			return
+		}
+		forward()
 	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		// what the apiserver sends (after what ReadRequest buffered)
-		_, err := io.Copy(pw, br)
-		pw.CloseWithError(err)
-	}()
 	_, _ = io.Copy(conn, resp.Body)
-	// the node side ended: end ours, which ends the copy above
+	// the node side ended: end ours, which ends the copy into the stream
 	conn.Close()
-	wg.Wait()
 }
