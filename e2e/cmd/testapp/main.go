@@ -1,8 +1,10 @@
 // Command testapp is the end-to-end tests' workload, built here so that no
 // registry is needed:
 //
-//	testapp serve [--port 8080]   HTTP: "/" answers the pod's hostname, "/healthz" ok,
-//	                              "/stream?n=N&ms=M" N lines, one every M ms, each flushed
+//	testapp serve [--port N | :N]
+//	                              HTTP on port N (default 8080): "/" answers the pod's
+//	                              hostname, "/healthz" ok, "/stream?n=N&ms=M" N lines, one
+//	                              every M ms, each flushed
 //	testapp webhook PORT DIR      HTTPS admission/conversion webhooks and an aggregated
 //	                              API, with DIR/tls.crt and DIR/tls.key (webhook.go)
 //	testapp get URL [TIMEOUT]     prints the body of URL (whole request within TIMEOUT,
@@ -55,9 +57,9 @@ func main() {
 	}
 	switch args[0] {
 	case "serve":
-		port := "8080"
-		if len(args) == 3 && args[1] == "--port" {
-			port = args[2]
+		port, err := servePort(args[1:])
+		if err != nil {
+			fail(err.Error())
 		}
 		serve(port)
 	case "webhook":
@@ -240,4 +242,24 @@ func do(c *http.Client, req *http.Request) {
 	if resp.StatusCode != http.StatusOK {
 		os.Exit(1)
 	}
+}
+
+// servePort reads serve's arguments: none (8080), --port N, or :N. Anything
+// else is refused rather than served on the default port.
+func servePort(args []string) (string, error) {
+	var port string
+	switch {
+	case len(args) == 0:
+		return "8080", nil
+	case len(args) == 2 && args[0] == "--port":
+		port = args[1]
+	case len(args) == 1 && strings.HasPrefix(args[0], ":"):
+		port = args[0][1:]
+	default:
+		return "", fmt.Errorf("usage: testapp serve [--port N | :N], not %q", strings.Join(args, " "))
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return "", fmt.Errorf("testapp serve: port %q is not a number from 1 to 65535", port)
+	}
+	return port, nil
 }
