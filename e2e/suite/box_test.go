@@ -5,8 +5,12 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -202,9 +206,31 @@ func boxBadInput(t *testing.T, c *testcluster.Cluster) {
 		t.Errorf("a port in use: %s", out)
 	}
 	// a box without the role images: a node container of its own, offline
-	out, code := dockerRun(t, "--network", "none", "kubesplit/node:"+tag(), "--control-plane", "--node-ip", "10.99.0.1", "--node-name", "bare")
+	// (its cgroup root, made in the host's tree it mounts, outlives it: removed after)
+	bare := "kubesplit-bare-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	t.Cleanup(func() { removeHostCgroups(bare) })
+	out, code := dockerRun(t, "--network", "none", "kubesplit/node:"+tag(), "--control-plane", "--node-ip", "10.99.0.1", "--node-name", "bare", "--cgroup-root", "/"+bare)
 	if code != 2 || !strings.Contains(out, "image kubesplit/datastore:"+tag()+" (role datastore) is not on this box") {
 		t.Errorf("a box without the role images: exit %d:\n%s", code, out)
+	}
+}
+
+// removeHostCgroups removes the host's (empty) cgroup named name, in every
+// hierarchy, children first.
+func removeHostCgroups(name string) {
+	dirs, _ := filepath.Glob("/sys/fs/cgroup/" + name)
+	more, _ := filepath.Glob("/sys/fs/cgroup/*/" + name)
+	for _, d := range append(dirs, more...) {
+		var all []string
+		_ = filepath.WalkDir(d, func(p string, e fs.DirEntry, err error) error {
+			if err == nil && e.IsDir() {
+				all = append(all, p)
+			}
+			return nil
+		})
+		for i := len(all) - 1; i >= 0; i-- {
+			_ = os.Remove(all[i])
+		}
 	}
 }
 
