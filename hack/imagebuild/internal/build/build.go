@@ -12,9 +12,11 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -63,7 +65,7 @@ func Run(ctx context.Context, c Config, out io.Writer) error {
 		work = d
 	}
 	b := &builder{cfg: c, layers: &layer.Writer{Dir: work, Epoch: time.Unix(0, 0)}, work: work,
-		bases: map[string]*layer.Layer{}, toolLayers: map[string]*layer.Layer{}, built: map[string]map[string]PlatformImage{}}
+		shared: map[string]*sharedLayer{}, built: map[string]map[string]PlatformImage{}}
 	built, err := b.buildAll(ctx, imgs)
 	if err != nil {
 		return err
@@ -137,42 +139,107 @@ func (c *Config) checkInputs(imgs []catalog.Image) error {
 }
 
 type builder struct {
-	cfg        Config
-	layers     *layer.Writer
-	work       string
-	staticBase *layer.Layer
-	bases      map[string]*layer.Layer             // Debian bases, by flavour and architecture
-	toolLayers map[string]*layer.Layer             // by architecture and tools
-	built      map[string]map[string]PlatformImage // platform → image name → image
+	cfg    Config
+	layers *layer.Writer
+	work   string
+
+	mu     sync.Mutex
+	shared map[string]*sharedLayer             // layers under several images: the static base, Debian bases, tools
+	built  map[string]map[string]PlatformImage // platform → image name → image
 }
 
+// sharedLayer is a layer several images use, made once by the first that
+// asks; the others wait for it.
+type sharedLayer struct {
+	done chan struct{}
+	l    *layer.Layer
+	err  error
+}
+
+// sharedLayer returns the layer stored under key, making it with fn if it
+// is the first to ask.
+func (b *builder) sharedLayer(key string, fn func() (*layer.Layer, error)) (*layer.Layer, error) {
+	b.mu.Lock()
+	s, ok := b.shared[key]
+	if !ok {
+		s = &sharedLayer{done: make(chan struct{})}
+		b.shared[key] = s
+	}
+	b.mu.Unlock()
+	if ok {
+		<-s.done
+		return s.l, s.err
+	}
+	s.l, s.err = fn()
+	close(s.done)
+	return s.l, s.err
+}
+
+// buildAll builds every image for its platforms, as many at once as there
+// are CPUs (compressing the layers is most of the time), the images that
+// preload others (the node's) after those.
 func (b *builder) buildAll(ctx context.Context, imgs []catalog.Image) ([]Image, error) {
+	type job struct {
+		img, plat int
+		p         v1.Platform
+	}
+	res := make([]Image, len(imgs))
+	var first, preloading []job
+	for i, img := range imgs {
+		res[i] = Image{Image: img}
+		for j, p := range b.cfg.platformsOf(img) {
+			res[i].Platforms = append(res[i].Platforms, PlatformImage{})
+			if len(img.Preload) > 0 {
+				preloading = append(preloading, job{i, j, p})
+			} else {
+				first = append(first, job{i, j, p})
+			}
+		}
+	}
+	for _, wave := range [][]job{first, preloading} {
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, runtime.NumCPU())
+		errs := make([]error, len(wave))
+		for k, jb := range wave {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				if errs[k] = ctx.Err(); errs[k] != nil {
+					return
+				}
+				img := imgs[jb.img]
+				pi, err := b.build(img, jb.p)
+				if err != nil {
+					errs[k] = fmt.Errorf("image %s for %s: %w", img.Name, jb.p, err)
+					return
+				}
+				b.mu.Lock()
+				if b.built[jb.p.String()] == nil {
+					b.built[jb.p.String()] = map[string]PlatformImage{}
+				}
+				b.built[jb.p.String()][img.Name] = pi
+				b.mu.Unlock()
+				res[jb.img].Platforms[jb.plat] = pi
+			}()
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			return nil, err
+		}
+	}
 	var out []Image
-	for _, img := range imgs {
-		res := Image{Image: img}
-		var adds []mutate.IndexAddendum
-		plats := b.cfg.platformsOf(img)
-		if len(plats) == 0 {
+	for _, r := range res {
+		if len(r.Platforms) == 0 {
 			continue // a host-only image, and the host's platform is not built
 		}
-		for _, p := range plats {
-			if err := ctx.Err(); err != nil {
-				return nil, err
-			}
-			pi, err := b.build(img, p)
-			if err != nil {
-				return nil, fmt.Errorf("image %s for %s: %w", img.Name, p, err)
-			}
-			if b.built[p.String()] == nil {
-				b.built[p.String()] = map[string]PlatformImage{}
-			}
-			b.built[p.String()][img.Name] = pi
-			res.Platforms = append(res.Platforms, pi)
-			plat := p
+		var adds []mutate.IndexAddendum
+		for _, pi := range r.Platforms {
+			plat := pi.Platform
 			adds = append(adds, mutate.IndexAddendum{Add: pi.Image, Descriptor: v1.Descriptor{Platform: &plat}})
 		}
-		res.Index = mutate.AppendManifests(mutate.IndexMediaType(empty.Index, types.OCIImageIndex), adds...)
-		out = append(out, res)
+		r.Index = mutate.AppendManifests(mutate.IndexMediaType(empty.Index, types.OCIImageIndex), adds...)
+		out = append(out, r)
 	}
 	return out, nil
 }
@@ -304,14 +371,9 @@ func env(extra []string) []string {
 // static is the layer under every control-plane image; the same bytes for
 // every platform, so it is stored once.
 func (b *builder) static() (*layer.Layer, error) {
-	if b.staticBase == nil {
-		l, err := b.layers.FromEntries("static-base", staticBase(b.cfg.CACerts))
-		if err != nil {
-			return nil, err
-		}
-		b.staticBase = l
-	}
-	return b.staticBase, nil
+	return b.sharedLayer("static-base", func() (*layer.Layer, error) {
+		return b.layers.FromEntries("static-base", staticBase(b.cfg.CACerts))
+	})
 }
 
 // tools is the layer of shared helper binaries, one per platform and set.
@@ -320,19 +382,13 @@ func (b *builder) tools(bins []catalog.Binary, p v1.Platform) (*layer.Layer, err
 	for _, t := range bins {
 		key += "-" + filepath.Base(t.Src)
 	}
-	if l := b.toolLayers[key]; l != nil {
-		return l, nil
-	}
-	entries, err := binaryEntries(b.cfg.binDir(p), bins)
-	if err != nil {
-		return nil, err
-	}
-	l, err := b.layers.FromEntries("tools-"+key, entries)
-	if err != nil {
-		return nil, err
-	}
-	b.toolLayers[key] = l
-	return l, nil
+	return b.sharedLayer("tools-"+key, func() (*layer.Layer, error) {
+		entries, err := binaryEntries(b.cfg.binDir(p), bins)
+		if err != nil {
+			return nil, err
+		}
+		return b.layers.FromEntries("tools-"+key, entries)
+	})
 }
 
 // debianHistory describes a Debian base in an image's history.
@@ -351,22 +407,16 @@ func debianHistory(b catalog.Base) string {
 func (b *builder) debian(base catalog.Base, p v1.Platform) (*layer.Layer, error) {
 	file, _, flavour := b.cfg.debianBase(base, p)
 	key := flavour + "-base-" + p.Architecture
-	if l := b.bases[key]; l != nil {
-		return l, nil
-	}
-	l, err := b.layers.FromTarball(key, file)
-	if err != nil {
-		return nil, err
-	}
-	b.bases[key] = l
-	return l, nil
+	return b.sharedLayer(key, func() (*layer.Layer, error) { return b.layers.FromTarball(key, file) })
 }
 
 // preloadArchive writes image NAME of platform p (built before, catalog
 // order guarantees it) as an archive the node agent imports with
 // `ctr images import`; it also loads with `docker load`.
 func (b *builder) preloadArchive(name string, p v1.Platform) (string, error) {
+	b.mu.Lock()
 	pi, ok := b.built[p.String()][name]
+	b.mu.Unlock()
 	if !ok {
 		return "", fmt.Errorf("preloaded image %s was not built for %s", name, p)
 	}

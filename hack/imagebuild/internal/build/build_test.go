@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log"
 	"net/http/httptest"
@@ -157,6 +158,28 @@ func TestBuildTwoPlatforms(t *testing.T) {
 	}
 	if len(docker) != 2 || docker[0].RepoTags[0] != "kubesplit/apiserver:v0.1.0" {
 		t.Errorf("manifest.json: %+v", docker)
+	}
+}
+
+// TestBuildIsReproducible: images are built concurrently, and the same
+// inputs still give the same archive, byte for byte.
+func TestBuildIsReproducible(t *testing.T) {
+	t.Parallel()
+	c := fakeBins(t, []string{"apiserver", "scheduler", "controllers", "pause"}, "apiserver", "scheduler", "controllers", "pause", "kubesplit-probe")
+	var archives [][]byte
+	for i := range 2 {
+		c.Out = filepath.Join(t.TempDir(), fmt.Sprintf("images-%d.tar", i))
+		if err := Run(context.Background(), c, io.Discard); err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(c.Out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		archives = append(archives, b)
+	}
+	if !bytes.Equal(archives[0], archives[1]) {
+		t.Fatal("two builds of the same inputs differ")
 	}
 }
 
