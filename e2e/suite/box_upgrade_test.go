@@ -90,6 +90,10 @@ func boxUpgrade(t *testing.T, c *testcluster.Cluster) {
 		if (role == testcluster.Datastore || role == testcluster.APIServer) && !strings.Contains(out, "datastore snapshot: /var/lib/kubesplit/snapshots/") {
 			t.Errorf("no datastore snapshot before the %s upgrade:\n%s", role, out)
 		}
+		// the datastore is swapped with the apiserver stopped (no API call hangs on it)
+		if role == testcluster.Datastore && !strings.Contains(out, "apiserver healthy again") {
+			t.Errorf("the datastore upgrade did not stop and start the apiserver:\n%s", out)
+		}
 		waitFor(t, "the API after upgrading "+role, 2*time.Minute, func(ctx context.Context) (bool, error) {
 			_, err := cs.Discovery().ServerVersion()
 			return err == nil, err

@@ -95,6 +95,45 @@ func (b Box) Upgrade(ctx context.Context, u Upgrade) error {
 	if err := staticpod.KeepPrevious(path); err != nil {
 		return err
 	}
+	if u.Role == roles.Datastore {
+		return b.withAPIServerStopped(ctx, u, func() error { return b.swap(ctx, u, path, cur, oldBytes, newBytes) })
+	}
+	return b.swap(ctx, u, path, cur, oldBytes, newBytes)
+}
+
+// withAPIServerStopped runs a datastore swap with the apiserver's manifest
+// parked, then starts the apiserver again and waits for its health. While
+// the datastore is down, every API call the kubelet makes for the
+// datastore's mirror pod would hang until the apiserver gave up (about
+// 35 s, twice: the old mirror pod's deletion, the new one's creation),
+// and the new datastore would wait for them: 51-53 s from command to
+// healthy. With no apiserver those calls fail at once, as a restore's do.
+func (b Box) withAPIServerStopped(ctx context.Context, u Upgrade, swap func() error) error {
+	start := time.Now()
+	api := staticpod.File(b.Manifests, roles.APIServer)
+	if err := staticpod.Park(api); err != nil {
+		return err
+	}
+	err := b.waitStopped(ctx, roles.APIServer, u.Timeout)
+	if err == nil {
+		fmt.Fprintf(u.Out, "apiserver stopped for the datastore's swap after %s\n", time.Since(start).Round(100*time.Millisecond))
+		err = swap()
+	} else {
+		err = fmt.Errorf("the apiserver did not stop, nothing was changed: %w", err)
+	}
+	if uerr := staticpod.Unpark(api); uerr != nil {
+		return errors.Join(err, fmt.Errorf("could not start the apiserver again (the agent's next start does): %w", uerr))
+	}
+	if herr := b.waitHealthy(ctx, roles.APIServer, u.Timeout); herr != nil {
+		return errors.Join(err, fmt.Errorf("the apiserver is not healthy again within %s: %w", u.Timeout, herr))
+	}
+	fmt.Fprintf(u.Out, "apiserver healthy again after %s\n", time.Since(start).Round(100*time.Millisecond))
+	return err
+}
+
+// swap replaces a role's manifest with newBytes and waits for the role's
+// health, and puts oldBytes back when it does not come.
+func (b Box) swap(ctx context.Context, u Upgrade, path string, cur *corev1.Pod, oldBytes, newBytes []byte) error {
 	start := time.Now()
 	if err := b.replace(ctx, u, path, newBytes); err != nil {
 		return err
@@ -128,15 +167,8 @@ func (b Box) replace(ctx context.Context, u Upgrade, path string, data []byte) e
 	if err := staticpod.Stage(path, data); err != nil {
 		return err
 	}
-	// the pods to see gone (none known: only the containers are waited for).
-	// Not for the datastore: while it is down, each mirror-pod call the
-	// kubelet makes hangs until the apiserver gives up (~35 s), and written
-	// at once its new manifest met two of them (74-75 s to healthy, against
-	// 51-53 s when the kubelet's back-off came first).
-	var uids []string
-	if role != roles.Datastore {
-		uids, _ = b.PodUIDs(ctx, role)
-	}
+	// the pods to see gone (none known: only the containers are waited for)
+	uids, _ := b.PodUIDs(ctx, role)
 	if err := staticpod.Park(path); err != nil {
 		return err
 	}
