@@ -55,7 +55,8 @@ if [ "$what" = all ]; then
   IMAGES="kubesplit datastore apiserver scheduler controllers tunnel-gateway" hack/build.sh
   export KUBESPLIT_BIN_DIR=$PWD/bin
   # The rest (node agent, containerd, the addons from their own modules,
-  # kubectl, helm: about 15 minutes on an empty cache, Traefik most of it)
+  # kubectl, helm: about 17 minutes on an empty cache with the module
+  # downloads, Traefik most of it)
   # compiles at the lowest priority beside the integration tests, which
   # need none of it and leave a core idle much of the time; the binaries
   # already built are up to date and left as they are.

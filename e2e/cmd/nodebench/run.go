@@ -25,6 +25,7 @@ import (
 type result struct {
 	Phases             []string           `json:"phases"`
 	PerDial            bool               `json:"per_dial_egress_compared"`
+	GatewayCPUShares   int                `json:"gateway_cpu_shares,omitempty"` // -gateway-cpu-shares (0: Docker's default)
 	Pods               int                `json:"pods,omitempty"`
 	PodStartupP50Ms    float64            `json:"pod_startup_p50_ms,omitempty"`
 	PodStartupP99Ms    float64            `json:"pod_startup_p99_ms,omitempty"`
@@ -95,6 +96,12 @@ func run(tb *benchTB, o options) (*result, error) {
 		}
 	}
 	r.ClusterStartS = time.Since(start).Seconds()
+	if o.gatewayShares != 0 {
+		if _, err := dockercluster.Docker(ctx, "update", "--cpu-shares", strconv.Itoa(o.gatewayShares), c.Name("tunnel-gateway")); err != nil {
+			return nil, err
+		}
+		r.GatewayCPUShares = o.gatewayShares
+	}
 	b := &bench{c: c, tb: tb, apis: map[string]*rest.Config{}, image: "docker.io/kubesplit/testapp:" + dockercluster.DefaultTag()}
 
 	if o.has("startup") {

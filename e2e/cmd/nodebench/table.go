@@ -8,7 +8,11 @@ import (
 
 // printTable prints the rows of the phases that ran.
 func printTable(r *result) {
-	fmt.Printf("\nkubesplit node benchmarks (2 node containers behind the tunnel gateway, this machine; phases: %s)\n\n", strings.Join(r.Phases, ", "))
+	shares := ""
+	if r.GatewayCPUShares != 0 {
+		shares = fmt.Sprintf("; gateway --cpu-shares %d", r.GatewayCPUShares)
+	}
+	fmt.Printf("\nkubesplit node benchmarks (2 node containers behind the tunnel gateway, this machine; phases: %s%s)\n\n", strings.Join(r.Phases, ", "), shares)
 	fmt.Printf("| %-72s | %-26s | %-10s |\n", "measure", "value", "target")
 	fmt.Printf("|%s|%s|%s|\n", strings.Repeat("-", 74), strings.Repeat("-", 28), strings.Repeat("-", 12))
 	row := func(m, v, t string) { fmt.Printf("| %-72s | %-26s | %-10s |\n", m, v, t) }
