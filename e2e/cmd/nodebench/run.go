@@ -260,18 +260,29 @@ func podStartup(ctx context.Context, c *dockercluster.Cluster, image, label stri
 
 func waitNode(ctx context.Context, c *dockercluster.Cluster, name string) error {
 	deadline := time.Now().Add(3 * time.Minute)
+	state := "not registered"
 	for time.Now().Before(deadline) {
 		n, err := c.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
-		if err == nil {
+		if err != nil {
+			state = err.Error()
+		} else {
 			for _, cond := range n.Status.Conditions {
-				if cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue {
-					return nil
+				if cond.Type == corev1.NodeReady {
+					if cond.Status == corev1.ConditionTrue {
+						return nil
+					}
+					state = fmt.Sprintf("Ready=%s since %s: %s: %s", cond.Status, cond.LastTransitionTime.Format(time.TimeOnly), cond.Reason, cond.Message)
 				}
 			}
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	return fmt.Errorf("node %s not Ready", name)
+	// what the node logged last (the cluster is removed when nodebench ends)
+	logs := strings.Split(strings.TrimSpace(c.Logs(name)), "\n")
+	if len(logs) > 12 {
+		logs = logs[len(logs)-12:]
+	}
+	return fmt.Errorf("node %s not Ready within 3m (%s); its last log lines:\n%s", name, state, strings.Join(logs, "\n"))
 }
 
 // connectedSince counts nodes whose tunnel (re)connected after t, from the gateway's /debug/tunnels.
