@@ -25,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
@@ -364,6 +365,27 @@ func (c *Cluster) Exec(member string, cmd ...string) (string, error) {
 func (c *Cluster) Logs(member string) string {
 	out, _ := Docker(context.Background(), "logs", c.Name(member))
 	return out
+}
+
+// LogTail is the last n lines of a member's container logs.
+func (c *Cluster) LogTail(member string, n int) string {
+	lines := strings.Split(strings.TrimSpace(c.Logs(member)), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// NodeReady says whether a node's Ready condition is true, and its state in
+// words (status, since when, reason, message) for a failure to report.
+func NodeReady(n *corev1.Node) (bool, string) {
+	for _, cond := range n.Status.Conditions {
+		if cond.Type == corev1.NodeReady {
+			return cond.Status == corev1.ConditionTrue, fmt.Sprintf("Ready=%s since %s: %s: %s",
+				cond.Status, cond.LastTransitionTime.Format(time.TimeOnly), cond.Reason, cond.Message)
+		}
+	}
+	return false, "no Ready condition yet"
 }
 
 func (c *Cluster) waitAPI() {

@@ -51,15 +51,6 @@ func waitFor(t *testing.T, what string, timeout time.Duration, cond func(ctx con
 	dockercluster.WaitFor(t, what, timeout, cond)
 }
 
-func nodeReady(n *corev1.Node) bool {
-	for _, c := range n.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
-}
-
 // waitNodeReady waits for the node's Ready condition. When it does not come,
 // the failure says the condition's reason and what the node container logged
 // last, so that a CI log's tail shows why.
@@ -69,26 +60,18 @@ func waitNodeReady(t *testing.T, c *dockercluster.Cluster, name string, ready bo
 	var last error
 	err := wait.PollUntilContextTimeout(context.Background(), 500*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
 		n, err := c.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
-		switch {
-		case ctx.Err() != nil:
-		case err != nil:
-			last = err
-		default:
-			last = fmt.Errorf("not registered with a Ready condition")
-			for _, cond := range n.Status.Conditions {
-				if cond.Type == corev1.NodeReady {
-					last = fmt.Errorf("Ready=%s since %s: %s: %s", cond.Status, cond.LastTransitionTime.Format(time.TimeOnly), cond.Reason, cond.Message)
-				}
+		if err != nil {
+			if ctx.Err() == nil { // (the poll that meets the deadline fails for that alone)
+				last = err
 			}
+			return false, nil
 		}
-		return err == nil && nodeReady(n) == ready, nil
+		isReady, state := dockercluster.NodeReady(n)
+		last = errors.New(state)
+		return isReady == ready, nil
 	})
 	if err != nil {
-		logs := strings.Split(strings.TrimSpace(c.Logs(name)), "\n")
-		if len(logs) > 12 {
-			logs = logs[len(logs)-12:]
-		}
-		t.Fatalf("%s: not within %s (last state: %v); the node's last log lines:\n%s", what, timeout, last, strings.Join(logs, "\n"))
+		t.Fatalf("%s: not within %s (last state: %v); the node's last log lines:\n%s", what, timeout, last, c.LogTail(name, 12))
 	}
 }
 

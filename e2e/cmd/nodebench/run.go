@@ -266,23 +266,15 @@ func waitNode(ctx context.Context, c *dockercluster.Cluster, name string) error 
 		if err != nil {
 			state = err.Error()
 		} else {
-			for _, cond := range n.Status.Conditions {
-				if cond.Type == corev1.NodeReady {
-					if cond.Status == corev1.ConditionTrue {
-						return nil
-					}
-					state = fmt.Sprintf("Ready=%s since %s: %s: %s", cond.Status, cond.LastTransitionTime.Format(time.TimeOnly), cond.Reason, cond.Message)
-				}
+			var ready bool
+			if ready, state = dockercluster.NodeReady(n); ready {
+				return nil
 			}
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
 	// what the node logged last (the cluster is removed when nodebench ends)
-	logs := strings.Split(strings.TrimSpace(c.Logs(name)), "\n")
-	if len(logs) > 12 {
-		logs = logs[len(logs)-12:]
-	}
-	return fmt.Errorf("node %s not Ready within 3m (%s); its last log lines:\n%s", name, state, strings.Join(logs, "\n"))
+	return fmt.Errorf("node %s not Ready within 3m (%s); its last log lines:\n%s", name, state, c.LogTail(name, 12))
 }
 
 // connectedSince counts nodes whose tunnel (re)connected after t, from the gateway's /debug/tunnels.
