@@ -33,8 +33,8 @@ import (
 
 // hostedControlPlane: the Helm chart (deploy/helm) installs kubesplit
 // control planes on this cluster, the host, with the real helm CLI, once
-// per datastore mode, one after the other (they share ServiceLB's ports on
-// the host's nodes). Each time the init Job keeps the PKI in a Secret,
+// per datastore mode, all three at once (each release has public ports or
+// an SNI name of its own, as tenants sharing a host would). Each time the init Job keeps the PKI in a Secret,
 // ServiceLB gives the gateway's public Service an address, and a node
 // container outside the host cluster joins the hosted control plane through
 // that address with the token from the Secret; on it a Deployment is served
@@ -60,9 +60,11 @@ func hostedControlPlane(t *testing.T, c *testcluster.Cluster) {
 	if err := c.WriteKubeconfig(h.kubeconfig); err != nil {
 		t.Fatal(err)
 	}
-	t.Run("sqlite", func(t *testing.T) { hostedSQLite(t, h) })
-	t.Run("etcd", func(t *testing.T) { hostedEtcd(t, h) })
-	t.Run("external", func(t *testing.T) { hostedExternal(t, h) })
+	// (concurrent: mostly waiting on rollouts, one after the other they
+	// took about 10 of CI's minutes)
+	t.Run("sqlite", func(t *testing.T) { t.Parallel(); hostedSQLite(t, h) })
+	t.Run("etcd", func(t *testing.T) { t.Parallel(); hostedEtcd(t, h) })
+	t.Run("external", func(t *testing.T) { t.Parallel(); hostedExternal(t, h) })
 }
 
 // upgradeTag is another tag of the same images: hack/images.sh tags each

@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 
 	"github.com/kubesplit/kubesplit/testcluster"
@@ -41,7 +42,7 @@ func metricsServer(t *testing.T, c *testcluster.Cluster) {
 	t.Run("top-nodes", func(t *testing.T) { topNodes(t, c) })
 	t.Run("top-pods", func(t *testing.T) { topPods(t, c) })
 	t.Run("node-proxy-narrowed", func(t *testing.T) { nodeProxyNarrowed(t, c) })
-	t.Run("hpa", func(t *testing.T) { autoscale(t, cs) })
+	t.Run("hpa", func(t *testing.T) { autoscale(t, c.RESTConfig(), cs) })
 }
 
 // usage is the part of NodeMetrics and a PodMetrics container we read
@@ -202,13 +203,14 @@ func nodeProxyNarrowed(t *testing.T, c *testcluster.Cluster) {
 // load stops by itself), with an HPA aiming at 50% of the CPU they
 // request. Each pod burns up to its limit, 300% of its request: the HPA
 // scales up to its maximum, and once the load is over, back to one.
-func autoscale(t *testing.T, cs kubernetes.Interface) {
+func autoscale(t *testing.T, cfg *rest.Config, cs kubernetes.Interface) {
 	ctx := context.Background()
 	const name = "burn"
 	labels := map[string]string{"app": name}
-	// long enough to see metrics of a started pod (two scrapes, 15 s apart)
-	// and an HPA sync (15 s) after them, with room for a slow machine (the
-	// scale-up took 46-61 s on 2 busy cores)
+	// the load's bound: long enough to see metrics of a started pod (two
+	// scrapes, 15 s apart) and an HPA sync (15 s) after them, with room for
+	// a slow machine (the scale-up took 46-61 s on 2 busy cores); the test
+	// ends it as soon as the HPA has scaled up
 	loadEnds := time.Now().Add(120 * time.Second)
 	dep := &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
@@ -276,13 +278,38 @@ func autoscale(t *testing.T, cs kubernetes.Interface) {
 		return n == 3, errors.New(state)
 	})
 	t.Logf("scaled up to 3 after %.0fs", time.Since(start).Seconds())
-	// the load ends at loadEnds; then metrics, an HPA sync and the 10 s window
-	waitFor(t, "the HPA scaling back down after the load", time.Until(loadEnds)+3*time.Minute, func(ctx context.Context) (bool, error) {
+	// end the load now in all three pods (the new ones burn too), not at
+	// loadEnds; then come metrics, an HPA sync and the 10 s window
+	stopped := map[string]bool{}
+	waitFor(t, "the load stopped in the 3 pods", time.Until(loadEnds), func(ctx context.Context) (bool, error) {
+		pods, err := cs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=" + name})
+		if err != nil {
+			return false, err
+		}
+		for _, p := range pods.Items {
+			if stopped[p.Name] || p.Status.Phase != corev1.PodRunning {
+				continue
+			}
+			// (its first line says the burn has its signal handler: a
+			// SIGUSR1 before it would end the process, and a restarted one
+			// would burn again)
+			if b, err := cs.CoreV1().Pods("default").GetLogs(p.Name, &corev1.PodLogOptions{}).DoRaw(ctx); err != nil || !strings.Contains(string(b), "burning one CPU") {
+				continue
+			}
+			if _, err := podExec(ctx, cfg, cs, "default/"+p.Name, "/testapp", "stop-burn"); err != nil {
+				return false, fmt.Errorf("stop-burn in %s: %w", p.Name, err)
+			}
+			stopped[p.Name] = true
+		}
+		return len(stopped) >= 3, fmt.Errorf("stopped in %d pods of %d", len(stopped), len(pods.Items))
+	})
+	loadEnded := time.Now()
+	waitFor(t, "the HPA scaling back down after the load", 3*time.Minute, func(ctx context.Context) (bool, error) {
 		n, state, err := replicas(ctx)
 		if err != nil {
 			return false, err
 		}
 		return n == 1, errors.New(state)
 	})
-	t.Logf("back to 1 replica %.0fs after the load ended", time.Since(loadEnds).Seconds())
+	t.Logf("back to 1 replica %.0fs after the load ended", time.Since(loadEnded).Seconds())
 }

@@ -1,7 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"os"
+	"os/exec"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -60,4 +64,54 @@ func cpuTime(t *testing.T) time.Duration {
 		t.Fatal(err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// TestBurnStopsOnSIGUSR1 runs burn in a child process (this test binary
+// again) with a deadline a minute away: SIGUSR1 ends the burn at once and
+// the process idles until SIGTERM.
+func TestBurnStopsOnSIGUSR1(t *testing.T) {
+	if os.Getenv("TESTAPP_BURN_CHILD") == "1" {
+		burn("60s")
+		return
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestBurnStopsOnSIGUSR1$")
+	cmd.Env = append(os.Environ(), "TESTAPP_BURN_CHILD=1")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	lines := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	next := func(want string) {
+		t.Helper()
+		select {
+		case l, ok := <-lines:
+			if !ok || !strings.HasPrefix(l, want) {
+				t.Fatalf("child printed %q (open %v), want %q", l, ok, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("child printed nothing within 10s, want %q", want)
+		}
+	}
+	next("burning one CPU until")
+	if err := cmd.Process.Signal(syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	next("done burning")
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("child after SIGTERM: %v", err)
+	}
 }

@@ -16,7 +16,9 @@
 //	testapp exit N                exits with status N
 //	testapp sleep                 blocks until SIGTERM
 //	testapp burn DURATION|TIME    keeps one CPU busy that long or until then (at most
-//	                              10 minutes), then blocks until SIGTERM (burn.go)
+//	                              10 minutes) or until SIGUSR1, then blocks until SIGTERM
+//	                              (burn.go)
+//	testapp stop-burn             ends the burn of the container's PID 1 early (SIGUSR1)
 //	testapp latency URL N [HOST]  p50/p99 of N GETs on a kept-alive connection (latency.go)
 //	testapp dial-latency HOST:PORT N
 //	                              p50/p99 of N TCP connects, each a new connection
@@ -130,6 +132,8 @@ func main() {
 			fail("usage: testapp burn DURATION|TIME")
 		}
 		burn(args[1])
+	case "stop-burn":
+		stopBurn()
 	case "latency":
 		latencyCmd(args)
 	case "dial-latency":
