@@ -132,6 +132,8 @@ type spec struct {
 	waitFor  wait.Strategy
 	// hosts are NAME:IP lines for the container's /etc/hosts (docker --add-host)
 	hosts []string
+	// cpuShares is the container's CPU weight (roles.Role.CPUShares; 0: Docker's default)
+	cpuShares int
 }
 
 // Run starts a cluster and waits until it is ready for use: the API answers,
@@ -389,7 +391,7 @@ func (c *Cluster) wiring() roles.Wiring {
 
 func (c *Cluster) roleSpec(role, image string) spec {
 	r := c.wiring().Role(role)
-	s := spec{name: role, image: image, user: r.User, hostname: role,
+	s := spec{name: role, image: image, user: r.User, hostname: role, cpuShares: r.CPUShares,
 		cmd:      r.Args,
 		networks: []string{c.control},
 		mounts:   testcontainers.Mounts(testcontainers.VolumeMount(c.name("data"), testcontainers.ContainerMountTarget(r.DataDir))),
@@ -501,6 +503,7 @@ func (c *Cluster) create(ctx context.Context, s spec) error {
 			nodeHostConfig(hc)
 		}
 		hc.ExtraHosts = s.hosts
+		hc.CPUShares = int64(s.cpuShares)
 		if s.name != "init" {
 			// like the compose file: a role that exits (say, the datastore
 			// before PostgreSQL answers) comes back; Stop is a manual stop and sticks

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -27,6 +28,7 @@ import (
 
 	"github.com/kubesplit/kubesplit/e2e/dockercluster"
 	"github.com/kubesplit/kubesplit/e2e/hostcluster"
+	kroles "github.com/kubesplit/kubesplit/roles"
 )
 
 // A project of its own, beside any dev cluster the user has up.
@@ -38,7 +40,7 @@ const (
 	webImage  = "kubesplit-e2e/web:dev" // built by the test: a "locally built image"
 )
 
-var roles = []string{"datastore", "apiserver", "scheduler", "controllers", "tunnel-gateway"}
+var roles = kroles.Names()
 
 type cluster struct {
 	t          *testing.T
@@ -348,9 +350,14 @@ func TestComposeCluster(t *testing.T) {
 	ctx := context.Background()
 
 	// every role healthy (the images' own probe), both nodes Ready, CoreDNS available
+	// and each with its CPU weight from roles/ (the gateway's is raised)
 	for _, r := range roles {
 		if h := docker(t, "inspect", "-f", "{{.State.Health.Status}}", container(r, 1)); h != "healthy" {
 			t.Errorf("%s is %s, want healthy", r, h)
+		}
+		want := strconv.Itoa(kroles.Wiring{}.Role(r).CPUShares)
+		if got := docker(t, "inspect", "-f", "{{.HostConfig.CpuShares}}", container(r, 1)); got != want {
+			t.Errorf("%s has CPU shares %s, want %s (roles/)", r, got, want)
 		}
 	}
 	nodes := nodeNames(t, c)

@@ -21,6 +21,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -277,8 +278,11 @@ func (c *Cluster) StartRole(role string) {
 	}
 	r := c.wiring().Role(role)
 	args := []string{"run", "-d", "--name", c.Name(role), "--hostname", role, "--label", "kubesplit.test=" + c.ID,
-		"--network", c.Control, "--network-alias", role, "-v", c.DataDir + ":" + r.DataDir,
-		r.Repository + ":" + c.opts.Tag}
+		"--network", c.Control, "--network-alias", role, "-v", c.DataDir + ":" + r.DataDir}
+	if r.CPUShares > 0 {
+		args = append(args, "--cpu-shares", strconv.Itoa(r.CPUShares))
+	}
+	args = append(args, r.Repository+":"+c.opts.Tag)
 	c.docker(append(args, r.Args...)...)
 	if role != "tunnel-gateway" && slices.Contains(c.opts.Roles, "tunnel-gateway") {
 		c.isolate(role)
@@ -374,6 +378,33 @@ func (c *Cluster) LogTail(member string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// Diagnose is what a failure about a node should show: its container's
+// state (a node agent that gave up has exited, with its code), the last n
+// lines of its log, the gateway's last n lines (which say whether the
+// node's tunnel, CA fetch or API calls came through), and the state of
+// every role's container, with the last n lines of any that is not
+// running (no node joins without the controllers' bootstrap RBAC).
+func (c *Cluster) Diagnose(node string, n int) string {
+	state := func(member string) string {
+		s, err := Docker(context.Background(), "inspect", "-f", "{{.State.Status}} (exit code {{.State.ExitCode}}, started {{.State.StartedAt}}, finished {{.State.FinishedAt}})", c.Name(member))
+		if err != nil {
+			return err.Error()
+		}
+		return strings.TrimSpace(s)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "container %s: %s\n--- its last %d log lines:\n%s\n--- the gateway's last %d log lines:\n%s",
+		c.Name(node), state(node), n, c.LogTail(node, n), n, c.LogTail("tunnel-gateway", n))
+	for _, r := range c.opts.Roles {
+		s := state(r)
+		fmt.Fprintf(&b, "\n--- %s: %s", r, s)
+		if !strings.HasPrefix(s, "running") {
+			fmt.Fprintf(&b, "; its last %d log lines:\n%s", n, c.LogTail(r, n))
+		}
+	}
+	return b.String()
 }
 
 // NodeReady says whether a node's Ready condition is true, and its state in

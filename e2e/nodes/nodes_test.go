@@ -71,7 +71,7 @@ func waitNodeReady(t *testing.T, c *dockercluster.Cluster, name string, ready bo
 		return isReady == ready, nil
 	})
 	if err != nil {
-		t.Fatalf("%s: not within %s (last state: %v); the node's last log lines:\n%s", what, timeout, last, c.LogTail(name, 12))
+		t.Fatalf("%s: not within %s (last state: %v); %s", what, timeout, last, c.Diagnose(name, 12))
 	}
 }
 

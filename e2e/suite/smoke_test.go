@@ -7,6 +7,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/kubesplit/kubesplit/roles"
 	"github.com/kubesplit/kubesplit/testcluster"
 )
 
@@ -35,6 +36,14 @@ func TestSmokeOnEveryBackend(t *testing.T) {
 			}
 			if got := c.Nodes(); len(got) != 1 || got[0] != "node-1" {
 				t.Fatalf("nodes %v", got)
+			}
+			// the gateway runs with its CPU weight from roles/
+			gw, err := c.Container(testcluster.TunnelGateway).Inspect(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := (roles.Wiring{}).Role(roles.TunnelGateway).CPUShares; gw.HostConfig.CPUShares != int64(want) {
+				t.Errorf("the gateway's CPU shares %d, want %d (roles/)", gw.HostConfig.CPUShares, want)
 			}
 			if b == testcluster.BackendPostgres {
 				// the rows are in PostgreSQL, not in a file of the datastore

@@ -134,6 +134,14 @@ func (c *Common) CheckSkew(ctx context.Context, log io.Writer) error {
 	return err
 }
 
+// WaitHealthy waits until the apiserver's /healthz is ok (skew.WaitHealthy),
+// reporting to log while it waits.
+func (c *Common) WaitHealthy(ctx context.Context, log io.Writer) error {
+	return skew.WaitHealthy(ctx, c.Kubeconfig, func(err error) {
+		fmt.Fprintf(log, "%s: waiting for the apiserver to be healthy: %v\n", c.Role, err)
+	})
+}
+
 // How long and how often WaitNewer asks the apiserver again.
 var (
 	waitNewerFor  = 30 * time.Minute

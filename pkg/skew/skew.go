@@ -44,18 +44,59 @@ func Check(ctx context.Context, kubeconfig string, role version.Role, roleVersio
 	if err != nil {
 		return "", err
 	}
+	var apiVersion string
+	err = retry(ctx, "the apiserver did not answer /version for the version-skew check", waiting, func(ctx context.Context) error {
+		var err error
+		apiVersion, err = serverVersion(ctx, rc)
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	return apiVersion, version.CheckSkew(role, roleVersion, apiVersion)
+}
+
+// WaitHealthy waits for the apiserver's /healthz (through kubeconfig) to
+// answer ok, retrying as Check does, for up to Timeout. A starting apiserver
+// answers /version before its post-start hooks (its default RBAC, priority
+// levels, ...) are done and /healthz is ok; upstream's scheduler and
+// controller-manager exit when that RBAC is missing at their start, and the
+// controller-manager also when /healthz is not ok 10 seconds after it took
+// its lease, so those roles wait here first. waiting, if not nil, gets the
+// unhealthy answer (the failing checks) about every 10 seconds.
+func WaitHealthy(ctx context.Context, kubeconfig string, waiting func(error)) error {
+	rc, err := restClient(kubeconfig)
+	if err != nil {
+		return err
+	}
+	return retry(ctx, "the apiserver's /healthz was not ok", waiting, func(ctx context.Context) error {
+		body, err := rc.Get().AbsPath("/healthz").Do(ctx).Raw()
+		switch {
+		case err == nil:
+			return nil
+		case apierrors.IsUnauthorized(err):
+			return fmt.Errorf("%w: %v", ErrUnauthorized, err)
+		case len(body) > 0:
+			return fmt.Errorf("%w: %s", err, body)
+		}
+		return err
+	})
+}
+
+// retry calls attempt, each call bounded by attemptTimeout, every
+// retryInterval until it succeeds or fails with ErrUnauthorized, for up to
+// Timeout or until ctx ends; waiting, if not nil, gets the last error about
+// every reportInterval. what begins the error when Timeout passes.
+func retry(ctx context.Context, what string, waiting func(error), attempt func(context.Context) error) error {
 	wctx, cancel := context.WithTimeout(ctx, Timeout)
 	defer cancel()
 	lastReport := time.Now()
 	for {
 		actx, acancel := context.WithTimeout(wctx, attemptTimeout)
-		apiVersion, err := serverVersion(actx, rc)
+		err := attempt(actx)
 		acancel()
-		if err == nil {
-			return apiVersion, version.CheckSkew(role, roleVersion, apiVersion)
-		}
-		if errors.Is(err, ErrUnauthorized) {
-			return "", err
+		if err == nil || errors.Is(err, ErrUnauthorized) {
+			return err
 		}
 		if waiting != nil && time.Since(lastReport) >= reportInterval {
 			waiting(err)
@@ -64,9 +105,9 @@ func Check(ctx context.Context, kubeconfig string, role version.Role, roleVersio
 		select {
 		case <-wctx.Done():
 			if ctx.Err() != nil {
-				return "", ctx.Err()
+				return ctx.Err()
 			}
-			return "", fmt.Errorf("the apiserver did not answer /version for the version-skew check within %s: %w", Timeout, err)
+			return fmt.Errorf("%s within %s: %w", what, Timeout, err)
 		case <-time.After(retryInterval):
 		}
 	}

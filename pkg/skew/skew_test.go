@@ -85,3 +85,30 @@ func TestCheckStopsWithContext(t *testing.T) {
 		t.Fatalf("Check: %v, want context.Canceled", err)
 	}
 }
+
+func TestWaitHealthyWaitsForOK(t *testing.T) {
+	t.Parallel()
+	// what a starting apiserver answers while a post-start hook is not done
+	kc, calls := server(t, "v1.36.3", http.StatusInternalServerError, http.StatusInternalServerError, http.StatusServiceUnavailable)
+	var reported atomic.Int32
+	if err := WaitHealthy(context.Background(), kc, func(error) { reported.Add(1) }); err != nil {
+		t.Fatalf("WaitHealthy: %v", err)
+	}
+	if n := calls.Load(); n != 4 {
+		t.Errorf("%d requests, want 4 (three unhealthy answers, then ok)", n)
+	}
+}
+
+func TestWaitHealthyStopsWithContextAndRefusedCredentials(t *testing.T) {
+	t.Parallel()
+	kc, _ := server(t, "v1.36.3", http.StatusInternalServerError, http.StatusInternalServerError, http.StatusInternalServerError)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := WaitHealthy(ctx, kc, nil); !errors.Is(err, context.Canceled) {
+		t.Fatalf("WaitHealthy: %v, want context.Canceled", err)
+	}
+	kc, calls := server(t, "v1.36.3", http.StatusUnauthorized)
+	if err := WaitHealthy(context.Background(), kc, nil); !errors.Is(err, ErrUnauthorized) || calls.Load() != 1 {
+		t.Fatalf("WaitHealthy: %v after %d requests, want ErrUnauthorized after 1", err, calls.Load())
+	}
+}

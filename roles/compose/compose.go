@@ -193,6 +193,9 @@ services:
 {{- end}}
 {{- end}}
     command: {{.Command}}
+{{- if .CPUShares}}
+    cpu_shares: {{.CPUShares}}
+{{- end}}
 {{- if eq .Name "apiserver"}}
     ports: ["127.0.0.1:{{$.APIPort}}:{{$.APIServerPort}}"]
 {{- end}}

@@ -52,7 +52,7 @@ func main() {
 	flag.DurationVar(&o.settle, "settle", 20*time.Second, "idle time before reading memory")
 	only := flag.String("only", strings.Join(phases, ","), "phases to run, comma-separated, of: "+strings.Join(phases, ", "))
 	flag.BoolVar(&o.perDial, "per-dial", false, "exec and webhook phases: also through an apiserver whose egress opens a new mTLS connection to the gateway per dial (--egress-relay=false), interleaved with the others")
-	flag.IntVar(&o.gatewayShares, "gateway-cpu-shares", 0, "the gateway container's CPU weight (docker update --cpu-shares; 0: Docker's default, 1024): its priority for the CPU against the nodes' work")
+	flag.IntVar(&o.gatewayShares, "gateway-cpu-shares", 0, "override the gateway container's CPU weight (docker update --cpu-shares; 0: the role's own from roles/, 8192; 1024 is Docker's default): its priority for the CPU against the nodes' work")
 	out := flag.String("out", "results", "folder for the JSON results")
 	flag.Parse()
 	for _, p := range strings.Split(*only, ",") {

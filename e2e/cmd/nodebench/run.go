@@ -25,7 +25,7 @@ import (
 type result struct {
 	Phases             []string           `json:"phases"`
 	PerDial            bool               `json:"per_dial_egress_compared"`
-	GatewayCPUShares   int                `json:"gateway_cpu_shares,omitempty"` // -gateway-cpu-shares (0: Docker's default)
+	GatewayCPUShares   int                `json:"gateway_cpu_shares,omitempty"` // in effect: the role's own or -gateway-cpu-shares (0: Docker's default, 1024)
 	Pods               int                `json:"pods,omitempty"`
 	PodStartupP50Ms    float64            `json:"pod_startup_p50_ms,omitempty"`
 	PodStartupP99Ms    float64            `json:"pod_startup_p99_ms,omitempty"`
@@ -100,7 +100,14 @@ func run(tb *benchTB, o options) (*result, error) {
 		if _, err := dockercluster.Docker(ctx, "update", "--cpu-shares", strconv.Itoa(o.gatewayShares), c.Name("tunnel-gateway")); err != nil {
 			return nil, err
 		}
-		r.GatewayCPUShares = o.gatewayShares
+	}
+	// the weight in effect (the role's own, roles.Role.CPUShares, unless overridden)
+	shares, err := dockercluster.Docker(ctx, "inspect", "-f", "{{.HostConfig.CpuShares}}", c.Name("tunnel-gateway"))
+	if err != nil {
+		return nil, err
+	}
+	if r.GatewayCPUShares, err = strconv.Atoi(strings.TrimSpace(shares)); err != nil {
+		return nil, fmt.Errorf("the gateway's CPU shares %q: %w", shares, err)
 	}
 	b := &bench{c: c, tb: tb, apis: map[string]*rest.Config{}, image: "docker.io/kubesplit/testapp:" + dockercluster.DefaultTag()}
 
@@ -274,7 +281,7 @@ func waitNode(ctx context.Context, c *dockercluster.Cluster, name string) error 
 		time.Sleep(200 * time.Millisecond)
 	}
 	// what the node logged last (the cluster is removed when nodebench ends)
-	return fmt.Errorf("node %s not Ready within 3m (%s); its last log lines:\n%s", name, state, c.LogTail(name, 12))
+	return fmt.Errorf("node %s not Ready within 3m (%s); %s", name, state, c.Diagnose(name, 12))
 }
 
 // connectedSince counts nodes whose tunnel (re)connected after t, from the gateway's /debug/tunnels.
