@@ -329,7 +329,7 @@ func (w Wiring) Role(name string) Role {
 		// woken twice per round trip: under load (runc starting an exec
 		// inside a node uses both cores) a gateway that waits for a CPU
 		// delays each of them. With 8× the default weight the tunnel's
-		// overhead per exec was 1 ms lower, in every one of 5 alternated
+		// overhead per exec was about 1 ms lower, in every one of 6 alternated
 		// nodebench pairs (README, issue 11). It uses little CPU itself, so
 		// the weight costs the others nothing at idle.
 		r.CPUShares = 8192

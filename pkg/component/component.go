@@ -134,9 +134,19 @@ func (c *Common) CheckSkew(ctx context.Context, log io.Writer) error {
 	return err
 }
 
-// WaitHealthy waits until the apiserver's /healthz is ok (skew.WaitHealthy),
-// reporting to log while it waits.
-func (c *Common) WaitHealthy(ctx context.Context, log io.Writer) error {
+// WaitForAPIServer is what the role checks before upstream starts: the
+// version skew (CheckSkew), then the apiserver's /healthz (skew.WaitHealthy).
+// Upstream's scheduler and controller-manager exit when the apiserver's
+// default RBAC is not there yet (they read the
+// extension-apiserver-authentication ConfigMap at start), and the
+// controller-manager also when /healthz is not ok 10 s after it took its
+// lease: on a new cluster on a busy machine both happened, and where nothing
+// restarts the container the cluster then had no controllers, so no node
+// could ever join.
+func (c *Common) WaitForAPIServer(ctx context.Context, log io.Writer) error {
+	if err := c.CheckSkew(ctx, log); err != nil {
+		return err
+	}
 	return skew.WaitHealthy(ctx, c.Kubeconfig, func(err error) {
 		fmt.Fprintf(log, "%s: waiting for the apiserver to be healthy: %v\n", c.Role, err)
 	})

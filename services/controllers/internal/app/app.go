@@ -103,15 +103,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		// be the one that expired while the cluster was off
 		go bootstrap.KeepRenewed(context.Background(), d, renewal, renewEvery, logging.New("controllers", stderr, slog.LevelInfo).With("part", "certs"))
 	}
-	if err := c.CheckSkew(context.Background(), stderr); err != nil {
-		return fail(err)
-	}
-	// upstream exits when the apiserver's default RBAC is not there yet (it
-	// reads the extension-apiserver-authentication ConfigMap at start) or
-	// /healthz is not ok 10 s after it took the lease: on a new cluster on a
-	// busy machine both happened, and where nothing restarts the container
-	// the cluster then had no controllers, so no node could ever join
-	if err := c.WaitHealthy(context.Background(), stderr); err != nil {
+	if err := c.WaitForAPIServer(context.Background(), stderr); err != nil {
 		return fail(err)
 	}
 	upstream := append(c.UpstreamArgs(d), lease.UpstreamArgs()...)

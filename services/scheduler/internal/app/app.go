@@ -42,13 +42,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "scheduler: %v\n", err)
 		return 1
 	}
-	if err := c.CheckSkew(context.Background(), stderr); err != nil {
-		fmt.Fprintf(stderr, "scheduler: %v\n", err)
-		return 1
-	}
-	// upstream exits when the apiserver's default RBAC is not there yet (it
-	// reads the extension-apiserver-authentication ConfigMap at start)
-	if err := c.WaitHealthy(context.Background(), stderr); err != nil {
+	if err := c.WaitForAPIServer(context.Background(), stderr); err != nil {
 		fmt.Fprintf(stderr, "scheduler: %v\n", err)
 		return 1
 	}
