@@ -17,11 +17,13 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
@@ -272,6 +274,10 @@ func hostedSQLite(t *testing.T, h *hostHelm) {
 		t.Errorf("the workload's pods changed across a role upgrade: %v → %v", before, after)
 	}
 
+	// one upgrade changing three roles: they roll one at a time, the
+	// apiserver first, each after the one before is rolled out
+	hostedRollout(t, h, hc, before, "apiserver", "controllers", "tunnel-gateway")
+
 	// an upgrade the version-skew policy forbids (a scheduler newer than the
 	// apiserver) is refused by the pre-upgrade check, with its reason, and
 	// changes nothing
@@ -503,6 +509,126 @@ func hostedEtcd(t *testing.T, h *hostHelm) {
 // snapshot's (what was deleted since is back, the writer's ConfigMaps
 // gone), the workload's containers and the node carry on, and a later
 // upgrade does not restore again.
+// hostedRollout upgrades the roles (in the rollout's order) to upgradeTag in
+// one helm upgrade and checks they rolled one at a time in that order: each
+// one's new ReplicaSet was created after the one before had every new pod
+// ready. Nothing is left paused, the other roles and the workload's pods
+// are untouched.
+func hostedRollout(t *testing.T, h *hostHelm, hc *hostedCluster, web map[string]podState, order ...string) {
+	t.Helper()
+	ns := hc.ns
+	ctx := context.Background()
+	host := h.c.Client()
+	gens := map[string]int64{}
+	for _, d := range []string{"apiserver", "controllers", "tunnel-gateway", "scheduler"} {
+		dep, err := host.AppsV1().Deployments(ns).Get(ctx, d, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		gens[d] = dep.Generation
+	}
+	args := []string{"upgrade", "cp", "../../deploy/helm", "-n", ns, "--reuse-values", "--wait", "--timeout", "8m"}
+	for _, r := range order {
+		key := r
+		if r == "tunnel-gateway" {
+			key = "gateway"
+		}
+		args = append(args, "--set", key+".image.tag="+upgradeTag(t))
+	}
+	start := time.Now()
+	h.run(t, args...)
+	t.Logf("helm upgrade of %s at once: %.1fs", strings.Join(order, ", "), time.Since(start).Seconds())
+	logs := jobLogs(t, host, ns, "kubesplit-rollout")
+	if !strings.Contains(logs, "rolling out one at a time: "+strings.Join(order, ", ")) || !strings.Contains(logs, "every role rolled out") {
+		t.Errorf("the rollout Job's log:\n%s", logs)
+	} else {
+		t.Logf("rollout Job:\n%s", strings.TrimSpace(logs))
+	}
+	var prevReady time.Time
+	for i, r := range order {
+		dep, err := host.AppsV1().Deployments(ns).Get(ctx, r, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if dep.Spec.Paused || dep.Annotations["kubesplit.io/held"] != "" || !strings.HasSuffix(dep.Spec.Template.Spec.Containers[0].Image, ":"+upgradeTag(t)) {
+			t.Errorf("%s after the rollout: paused %v, annotations %v, image %s", r, dep.Spec.Paused, dep.Annotations, dep.Spec.Template.Spec.Containers[0].Image)
+		}
+		rs := newestReplicaSet(t, host, ns, dep)
+		if i > 0 && rs.CreationTimestamp.Time.Before(prevReady) {
+			t.Errorf("%s's new ReplicaSet was created at %v, before %s's new pods were all ready (%v): the roles rolled together",
+				r, rs.CreationTimestamp.Time, order[i-1], prevReady)
+		}
+		prevReady = time.Time{}
+		pods, err := host.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "pod-template-hash=" + rs.Labels["pod-template-hash"]})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range pods.Items {
+			for _, c := range p.Status.Conditions {
+				if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue && c.LastTransitionTime.Time.After(prevReady) {
+					prevReady = c.LastTransitionTime.Time
+				}
+			}
+		}
+		if len(pods.Items) == 0 || prevReady.IsZero() {
+			t.Fatalf("%s's new ReplicaSet %s has no ready pod", r, rs.Name)
+		}
+	}
+	for d, g := range gens {
+		dep, err := host.AppsV1().Deployments(ns).Get(ctx, d, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Contains(order, d) && dep.Generation != g {
+			t.Errorf("Deployment %s changed in an upgrade of %v (generation %d → %d)", d, order, g, dep.Generation)
+		}
+	}
+	if after := webPods(t, hc.client); !maps.Equal(web, after) {
+		t.Errorf("the workload's pods changed across the rollout: %v → %v", web, after)
+	}
+
+	// a role an unfinished rollout left held (paused, marked) is released
+	// by the next upgrade, even one that changes nothing else
+	patch := []byte(`{"metadata":{"annotations":{"kubesplit.io/held":"true"}},"spec":{"paused":true}}`)
+	if _, err := host.AppsV1().Deployments(ns).Patch(ctx, "scheduler", types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	h.run(t, "upgrade", "cp", "../../deploy/helm", "-n", ns, "--reuse-values", "--wait", "--timeout", "5m")
+	dep, err := host.AppsV1().Deployments(ns).Get(ctx, "scheduler", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if logs := jobLogs(t, host, ns, "kubesplit-rollout"); dep.Spec.Paused || dep.Annotations["kubesplit.io/held"] != "" ||
+		!strings.Contains(logs, "rolling out one at a time: scheduler\n") {
+		t.Errorf("a held scheduler after the next upgrade: paused %v, annotations %v; rollout Job:\n%s", dep.Spec.Paused, dep.Annotations, logs)
+	}
+}
+
+// newestReplicaSet is the ReplicaSet of a Deployment's latest revision.
+func newestReplicaSet(t *testing.T, host kubernetes.Interface, ns string, dep *appsv1.Deployment) *appsv1.ReplicaSet {
+	t.Helper()
+	sel := []string{}
+	for k, v := range dep.Spec.Selector.MatchLabels {
+		sel = append(sel, k+"="+v)
+	}
+	list, err := host.AppsV1().ReplicaSets(ns).List(context.Background(), metav1.ListOptions{LabelSelector: strings.Join(sel, ",")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var best *appsv1.ReplicaSet
+	bestRev := -1
+	for i := range list.Items {
+		rev, _ := strconv.Atoi(list.Items[i].Annotations["deployment.kubernetes.io/revision"])
+		if rev > bestRev {
+			best, bestRev = &list.Items[i], rev
+		}
+	}
+	if best == nil {
+		t.Fatalf("deployment %s has no ReplicaSet", dep.Name)
+	}
+	return best
+}
+
 func hostedEtcdRestore(t *testing.T, h *hostHelm, hc *hostedCluster, snap string, webInSnapshot map[string]podState) {
 	ctx := context.Background()
 	host := h.c.Client()

@@ -41,7 +41,7 @@ Exit codes: 0 done; 1 an error (one line naming the problem and its fix);
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(initCommand(), runCommand(), tokenCommand(), upgradeCommand(), upgradeCheckCommand(), statusCommand(), certsCommand(),
+	root.AddCommand(initCommand(), runCommand(), tokenCommand(), upgradeCommand(), upgradeCheckCommand(), upgradeRolloutCommand(), statusCommand(), certsCommand(),
 		kubeconfigCommand(), snapshotCommand(), imageCommand(), versionCommand())
 	return root
 }

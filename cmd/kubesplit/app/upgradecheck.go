@@ -32,8 +32,9 @@ const (
 
 func upgradeCheckCommand() *cobra.Command {
 	var secret, pod, server string
+	var hold []string
 	cmd := &cobra.Command{
-		Use:   "upgrade-check --secret NAMESPACE/NAME --pod NAME",
+		Use:   "upgrade-check --secret NAMESPACE/NAME --pod NAME [--hold ROLE,...]",
 		Short: "In the Helm chart's pre-upgrade hook: refuse an upgrade the version-skew policy forbids",
 		Long: `upgrade-check runs in the hosted-control-plane chart's pre-upgrade Job (deploy/helm).
 The Job's init containers ran each role's running and next image with --version
@@ -41,7 +42,11 @@ The Job's init containers ran each role's running and next image with --version
 the pod's logs, asks the hosted cluster for its kubelets' versions (with the admin
 kubeconfig from the PKI Secret, at --server) and applies the version-skew policy to
 the control plane as it would be after the upgrade. It exits non-zero with the
-reason when the policy forbids it; Helm prints the hook's log and changes nothing.`,
+reason when the policy forbids it; Helm prints the hook's log and changes nothing.
+When the upgrade is allowed, the roles named by --hold (the chart names them when
+the upgrade changes several) are paused and marked ` + HeldAnnotation + `, so that
+Helm's apply rolls none of them: the post-upgrade Job's upgrade-rollout resumes
+them one at a time.`,
 		Example: `  # in the chart's pre-upgrade Job (POD_NAME from the downward API)
   kubesplit upgrade-check --secret cp1/kubesplit-pki --pod $POD_NAME --server https://apiserver:6443`,
 		Args: cobra.NoArgs,
@@ -69,13 +74,17 @@ reason when the policy forbids it; Helm prints the hook's log and changes nothin
 				// a broken control plane must still be upgradable (the fix may be the upgrade)
 				fmt.Fprintf(cmd.OutOrStdout(), "warning: the kubelets' versions are unknown (%v); checking the roles alone\n", err)
 			}
-			return checkUpgrade(cmd, current, next, kubelets)
+			if err := checkUpgrade(cmd, current, next, kubelets); err != nil {
+				return err
+			}
+			return holdRoles(ctx, host, ns, hold, cmd.OutOrStdout())
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&secret, "secret", "", "NAMESPACE/NAME of the PKI Secret (its admin kubeconfig reaches the hosted cluster)")
 	f.StringVar(&pod, "pod", os.Getenv("POD_NAME"), "this pod's name (its init containers' logs hold the versions)")
 	f.StringVar(&server, "server", "https://apiserver:6443", "the hosted apiserver's URL from where this runs (default: the chart's Service)")
+	f.StringSliceVar(&hold, "hold", nil, "roles (Deployments in the Secret's namespace) to pause for the post-upgrade rollout once the upgrade is allowed")
 	return cmd
 }
 
@@ -151,6 +160,24 @@ func lastLine(s string) string {
 
 // hostedKubelets lists the hosted cluster's kubelet versions by node.
 func hostedKubelets(ctx context.Context, host kubernetes.Interface, ns, name, server string) (map[string]string, error) {
+	cs, err := hostedClient(ctx, host, ns, name, server)
+	if err != nil {
+		return nil, err
+	}
+	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, n := range nodes.Items {
+		out[n.Name] = n.Status.NodeInfo.KubeletVersion
+	}
+	return out, nil
+}
+
+// hostedClient is a client of the hosted cluster with the admin kubeconfig
+// from the PKI Secret ns/name, at server (from where the Job runs).
+func hostedClient(ctx context.Context, host kubernetes.Interface, ns, name, server string) (kubernetes.Interface, error) {
 	snap, err := pkisecret.Get(ctx, host, ns, name)
 	if err != nil {
 		return nil, err
@@ -168,17 +195,5 @@ func hostedKubelets(ctx context.Context, host kubernetes.Interface, ns, name, se
 	}
 	cfg = rest.CopyConfig(cfg)
 	cfg.Timeout = 15 * time.Second
-	cs, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return nil, err
-	}
-	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return nil, err
-	}
-	out := map[string]string{}
-	for _, n := range nodes.Items {
-		out[n.Name] = n.Status.NodeInfo.KubeletVersion
-	}
-	return out, nil
+	return kubernetes.NewForConfig(cfg)
 }

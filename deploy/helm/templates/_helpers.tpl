@@ -363,3 +363,64 @@ spec:
   volumes:
   - {name: tmp, emptyDir: {}}
 {{- end }}
+
+{{/*
+A role's pod template, hashed (dict as for kubesplit.podTemplate). Each role's
+object carries it (kubesplit.io/template-sha) so that the next upgrade can
+tell which roles it changes.
+*/}}
+{{- define "kubesplit.templateSHA" -}}
+{{- include "kubesplit.podTemplate" . | sha256sum | trunc 16 -}}
+{{- end -}}
+
+{{/*
+What an upgrade changes, as JSON: "changing", the roles whose pod template
+differs from the running object's (or that an unfinished rollout left held),
+and "hold", true when there are several (or one left held: the rollout Job
+is what releases it). Then the pre-upgrade check pauses
+every changed role but the datastore (kubesplit.io/held) before Helm applies
+anything, and the post-upgrade rollout Job (rollout.yaml) resumes them one
+at a time in the version-skew policy's order; the datastore, never held,
+rolls first on Helm's apply. (The chart never renders spec.paused: Helm
+does not own the field, so its server-side apply never conflicts with the
+Jobs' changes to it.) Without lookup (helm template, lint, install) nothing
+changes.
+*/}}
+{{- define "kubesplit.rollout" -}}
+{{- $root := . -}}
+{{- $changing := list -}}
+{{- $leftover := false -}}
+{{- if .Release.IsUpgrade -}}
+{{- $stateful := ne .Values.datastore.mode "external" -}}
+{{- range $name := list "datastore" "apiserver" "controllers" "scheduler" "tunnel-gateway" -}}
+{{- $persistent := and (eq $name "datastore") $stateful -}}
+{{- $live := lookup "apps/v1" (ternary "StatefulSet" "Deployment" $persistent) $root.Release.Namespace $name -}}
+{{- if $live -}}
+{{- $ann := $live.metadata.annotations | default dict -}}
+{{- $sha := include "kubesplit.templateSHA" (dict "root" $root "name" $name "persistent" $persistent) -}}
+{{- $held := and $live.spec.paused (eq (get $ann "kubesplit.io/held") "true") -}}
+{{- if or (ne (get $ann "kubesplit.io/template-sha") $sha) $held -}}
+{{- $changing = append $changing $name -}}
+{{- end -}}
+{{- if $held -}}{{- $leftover = true -}}{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- toJson (dict "changing" $changing "hold" (or (gt (len $changing) 1) $leftover)) -}}
+{{- end -}}
+
+{{/*
+A container printing a role image's version (for the upgrade Jobs):
+dict root, name (the container's), image, args (the role's, for
+--fake-kubernetes-version).
+*/}}
+{{- define "kubesplit.versionContainer" -}}
+- name: {{ .name }}
+  image: {{ .image }}
+  imagePullPolicy: {{ .root.Values.image.pullPolicy }}
+  args: [--version{{ range .args }}{{ if hasPrefix "--fake-kubernetes-version" . }}, {{ . | quote }}{{ end }}{{ end }}]
+  securityContext:
+    allowPrivilegeEscalation: false
+    readOnlyRootFilesystem: true
+    capabilities: {drop: [ALL]}
+{{- end -}}
