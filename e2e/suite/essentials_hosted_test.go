@@ -247,14 +247,7 @@ func hostedSQLite(t *testing.T, h *hostHelm) {
 
 	// helm upgrade of one role: only its Deployment changes; the workload's
 	// containers and every object stay
-	gens := map[string]int64{}
-	for _, d := range []string{"apiserver", "controllers", "tunnel-gateway", "scheduler"} {
-		dep, err := host.AppsV1().Deployments(ns).Get(ctx, d, metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		gens[d] = dep.Generation
-	}
+	gens := generations(t, host, ns)
 	before := webPods(t, hc.client)
 	h.run(t, "upgrade", "cp", "../../deploy/helm", "-n", ns, "--reuse-values", "--set", "scheduler.image.tag="+upgradeTag(t), "--wait", "--timeout", "5m")
 	for d, g := range gens {
@@ -519,14 +512,7 @@ func hostedRollout(t *testing.T, h *hostHelm, hc *hostedCluster, web map[string]
 	ns := hc.ns
 	ctx := context.Background()
 	host := h.c.Client()
-	gens := map[string]int64{}
-	for _, d := range []string{"apiserver", "controllers", "tunnel-gateway", "scheduler"} {
-		dep, err := host.AppsV1().Deployments(ns).Get(ctx, d, metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		gens[d] = dep.Generation
-	}
+	gens := generations(t, host, ns)
 	args := []string{"upgrade", "cp", "../../deploy/helm", "-n", ns, "--reuse-values", "--wait", "--timeout", "8m"}
 	for _, r := range order {
 		key := r
@@ -602,6 +588,21 @@ func hostedRollout(t *testing.T, h *hostHelm, hc *hostedCluster, web map[string]
 		!strings.Contains(logs, "rolling out one at a time: scheduler\n") {
 		t.Errorf("a held scheduler after the next upgrade: paused %v, annotations %v; rollout Job:\n%s", dep.Spec.Paused, dep.Annotations, logs)
 	}
+}
+
+// generations are the roles' Deployments' generations (they move with a
+// change of spec: a rollout, a pause).
+func generations(t *testing.T, host kubernetes.Interface, ns string) map[string]int64 {
+	t.Helper()
+	gens := map[string]int64{}
+	for _, d := range []string{"apiserver", "controllers", "tunnel-gateway", "scheduler"} {
+		dep, err := host.AppsV1().Deployments(ns).Get(context.Background(), d, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		gens[d] = dep.Generation
+	}
+	return gens
 }
 
 // newestReplicaSet is the ReplicaSet of a Deployment's latest revision.

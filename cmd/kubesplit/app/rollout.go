@@ -123,15 +123,7 @@ stay paused on their old version.`,
   kubesplit upgrade-rollout --secret cp1/kubesplit-pki --pod $POD_NAME --server https://apiserver:6443`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ns, name, ok := strings.Cut(secret, "/")
-			if !ok || ns == "" || name == "" || pod == "" {
-				return errors.New("--secret NAMESPACE/NAME and --pod NAME are required")
-			}
-			cfg, err := clusterConfig("")
-			if err != nil {
-				return err
-			}
-			host, err := kubernetes.NewForConfig(cfg)
+			host, ns, name, err := upgradeJobClient(secret, pod)
 			if err != nil {
 				return err
 			}

@@ -51,15 +51,7 @@ them one at a time.`,
   kubesplit upgrade-check --secret cp1/kubesplit-pki --pod $POD_NAME --server https://apiserver:6443`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ns, name, ok := strings.Cut(secret, "/")
-			if !ok || ns == "" || name == "" || pod == "" {
-				return errors.New("--secret NAMESPACE/NAME and --pod NAME are required")
-			}
-			cfg, err := clusterConfig("")
-			if err != nil {
-				return err
-			}
-			host, err := kubernetes.NewForConfig(cfg)
+			host, ns, name, err := upgradeJobClient(secret, pod)
 			if err != nil {
 				return err
 			}
@@ -86,6 +78,22 @@ them one at a time.`,
 	f.StringVar(&server, "server", "https://apiserver:6443", "the hosted apiserver's URL from where this runs (default: the chart's Service)")
 	f.StringSliceVar(&hold, "hold", nil, "roles (Deployments in the Secret's namespace) to pause for the post-upgrade rollout once the upgrade is allowed")
 	return cmd
+}
+
+// upgradeJobClient is what the chart's upgrade Jobs start with: their
+// flags checked and a client of the host cluster (the pod's service
+// account); ns and name are the PKI Secret's.
+func upgradeJobClient(secret, pod string) (host kubernetes.Interface, ns, name string, err error) {
+	ns, name, ok := strings.Cut(secret, "/")
+	if !ok || ns == "" || name == "" || pod == "" {
+		return nil, "", "", errors.New("--secret NAMESPACE/NAME and --pod NAME are required")
+	}
+	cfg, err := clusterConfig("")
+	if err != nil {
+		return nil, "", "", err
+	}
+	host, err = kubernetes.NewForConfig(cfg)
+	return host, ns, name, err
 }
 
 // checkUpgrade applies the skew policy and reports.
