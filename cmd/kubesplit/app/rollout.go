@@ -16,6 +16,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/kubesplit/kubesplit/pkg/version"
@@ -302,31 +303,24 @@ func (r *rollout) resume(ctx context.Context, name string) error {
 // poll calls f until it is done, fails, or rolloutTimeout passes; a timeout
 // says what was still missing.
 func (r *rollout) poll(ctx context.Context, name string, f func(context.Context) (bool, string, error)) error {
-	ctx, cancel := context.WithTimeout(ctx, rolloutTimeout)
-	defer cancel()
 	var why string
-	var last error
-	for {
+	err := wait.PollUntilContextTimeout(ctx, rolloutPoll, rolloutTimeout, true, func(ctx context.Context) (bool, error) {
 		done, w, err := f(ctx)
 		switch {
-		case err == nil && done:
-			return nil
 		case err == nil:
-			why, last = w, nil
+			why = w
+			return done, nil
 		case apierrors.IsNotFound(err) || apierrors.IsForbidden(err) || strings.Contains(err.Error(), "progress deadline"):
-			return fmt.Errorf("%s: %w", name, err)
+			return false, fmt.Errorf("%s: %w", name, err)
 		default:
-			last = err // transient: the host API may blink
+			why = err.Error() // transient: the host API may blink
+			return false, nil
 		}
-		select {
-		case <-ctx.Done():
-			if last != nil {
-				why = last.Error()
-			}
-			return fmt.Errorf("%s did not roll out within %v: %s", name, rolloutTimeout, why)
-		case <-time.After(rolloutPoll):
-		}
+	})
+	if wait.Interrupted(err) {
+		return fmt.Errorf("%s did not roll out within %v: %s", name, rolloutTimeout, why)
 	}
+	return err
 }
 
 // apiserverGoesDown compares the next apiserver's version (the pod's
@@ -366,15 +360,19 @@ func hostedAPIServerVersion(ctx context.Context, host kubernetes.Interface, ns, 
 	if err != nil {
 		return "", err
 	}
-	for {
-		v, err := cs.Discovery().ServerVersion()
-		if err == nil {
-			return v.GitVersion, nil
+	var v string
+	var last error
+	err = wait.PollUntilContextCancel(ctx, 2*time.Second, true, func(context.Context) (bool, error) {
+		info, err := cs.Discovery().ServerVersion()
+		if err != nil {
+			last = err
+			return false, nil
 		}
-		select {
-		case <-ctx.Done():
-			return "", err
-		case <-time.After(2 * time.Second):
-		}
+		v = info.GitVersion
+		return true, nil
+	})
+	if err != nil && last != nil {
+		return "", last
 	}
+	return v, err
 }
